@@ -1,0 +1,264 @@
+"""Chat messages, streamed deltas, and the `add_messages` reducer.
+
+A `Message` is immutable. Streaming builds one with a `MessageBuilder`: each `MessageDelta` with
+the same message id appends to it, and the builder makes the final `Message` once, either
+`complete` when the producer finished or `stopped` when the run was stopped first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import UserError
+from .ids import new_id
+
+__all__ = [
+    "Message",
+    "MessageBuilder",
+    "MessageDelta",
+    "MessageStatus",
+    "Role",
+    "ToolCall",
+    "ToolCallDelta",
+    "add_messages",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+MessageStatus = Literal["complete", "stopped", "cancelled"]
+
+
+class ToolCall(BaseModel):
+    """One call of a tool that an assistant message asks for.
+
+    `arguments` holds the JSON text the model produced, as in the OpenAI wire format.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The arguments decoded from JSON; `{}` when they are empty."""
+        value = json.loads(self.arguments or "{}")
+        if not isinstance(value, dict):
+            raise UserError(f"tool call {self.id!r} has arguments {self.arguments!r}; want an object")
+        return value
+
+
+class Message(BaseModel):
+    """One message of a conversation.
+
+    `status` says how the message ended: `complete`; `stopped`, an assistant answer cut short by a
+    stop (its content is what was produced until then); or `cancelled`, a synthetic tool result for a
+    tool call that was stopped before it returned.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    content: str = ""
+    id: str = Field(default_factory=new_id)
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    status: MessageStatus = "complete"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def user(cls, content: str, **fields: Any) -> Message:
+        """A message from the person."""
+        return cls(role="user", content=content, **fields)
+
+    @classmethod
+    def assistant(cls, content: str = "", **fields: Any) -> Message:
+        """A message from the model."""
+        return cls(role="assistant", content=content, **fields)
+
+    @classmethod
+    def system(cls, content: str, **fields: Any) -> Message:
+        """Instructions for the model."""
+        return cls(role="system", content=content, **fields)
+
+    @classmethod
+    def tool(cls, content: str, *, tool_call_id: str, **fields: Any) -> Message:
+        """The result of the tool call `tool_call_id`."""
+        return cls(role="tool", content=content, tool_call_id=tool_call_id, **fields)
+
+    @classmethod
+    def text_message(cls, content: str, role: Role = "assistant", **fields: Any) -> Message:
+        """A plain text message (the seed examples' spelling); the role defaults to assistant."""
+        return cls(role=role, content=content, **fields)
+
+    def to_openai(self) -> dict[str, Any]:
+        """This message in the OpenAI chat-completions wire format."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None and self.role != "tool":
+            out["name"] = self.name
+        return out
+
+    @classmethod
+    def from_openai(cls, data: dict[str, Any]) -> Message:
+        """Build a message from the OpenAI chat-completions wire format (or a tether dict)."""
+        if not isinstance(data, dict):
+            raise UserError(f"a message must be an object with 'role' and 'content', not {data!r}")
+        fields = dict(data)
+        calls = fields.pop("tool_calls", None) or ()
+        parsed = []
+        for call in calls:
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                parsed.append(
+                    ToolCall(id=call["id"], name=fn["name"], arguments=fn.get("arguments") or "{}")
+                )
+            else:
+                parsed.append(ToolCall.model_validate(call))
+        content = fields.get("content")
+        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+            fields["content"] = "".join(
+                part.get("text", "") for part in content if isinstance(part, dict)
+            )
+        elif content is None:
+            fields["content"] = ""
+        try:
+            return cls.model_validate({**fields, "tool_calls": tuple(parsed)})
+        except ValueError as exc:
+            raise UserError(f"not a valid message: {data!r} ({exc})") from None
+
+
+class ToolCallDelta(BaseModel):
+    """A fragment of a streamed tool call; fragments with the same `index` belong together."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int = 0
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class MessageDelta(BaseModel):
+    """A streamed piece of the message `id`: text to append, and tool-call fragments."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    content: str = ""
+    role: Role = "assistant"
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+
+@dataclass
+class _ToolCallParts:
+    id: str = ""  # the first non-empty id a fragment carried
+    name: str = ""  # the first non-empty name a fragment carried
+    arguments: list[str] = field(default_factory=list)  # JSON text, in arrival order
+
+
+class MessageBuilder:
+    """Folds the `MessageDelta`s of one message into a `Message`, in linear time."""
+
+    def __init__(self, message_id: str, role: Role = "assistant") -> None:
+        self.id = message_id
+        self.role: Role = role
+        self._parts: list[str] = []
+        self._calls: dict[int, _ToolCallParts] = {}
+
+    def add(self, delta: MessageDelta) -> None:
+        """Append one delta; it must carry this builder's id."""
+        self.role = delta.role
+        if delta.content:
+            self._parts.append(delta.content)
+        for frag in delta.tool_calls:
+            parts = self._calls.setdefault(frag.index, _ToolCallParts())
+            parts.id = parts.id or (frag.id or "")
+            parts.name = parts.name or (frag.name or "")
+            if frag.arguments:
+                parts.arguments.append(frag.arguments)
+
+    @property
+    def content(self) -> str:
+        """The text so far."""
+        return "".join(self._parts)
+
+    def build(self, status: MessageStatus = "complete") -> Message:
+        """The message so far. A `stopped` message drops tool calls whose JSON is unfinished."""
+        calls = []
+        for index in sorted(self._calls):
+            parts = self._calls[index]
+            arguments = "".join(parts.arguments) or "{}"
+            if status != "complete" and not _is_json_object(arguments):
+                continue
+            if not parts.name:
+                continue
+            calls.append(
+                ToolCall(id=parts.id or f"call_{self.id}_{index}", name=parts.name, arguments=arguments)
+            )
+        return Message(
+            role=self.role, content=self.content, id=self.id, tool_calls=tuple(calls), status=status
+        )
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def add_messages(
+    left: Sequence[Message] | None, right: Message | MessageDelta | Iterable[Message | MessageDelta]
+) -> list[Message]:
+    """The reducer of a `messages` channel: merge by id.
+
+    A `Message` whose id is already present replaces it in place; a new one is appended. A
+    `MessageDelta` appends its text to the message with its id (creating it if needed). Plain dicts
+    in the OpenAI format are accepted as messages.
+    """
+    merged = list(left or ())
+    index = {msg.id: i for i, msg in enumerate(merged)}
+    items: Iterable[Any] = (
+        [right] if isinstance(right, Message | MessageDelta | dict) else right
+    )
+    for item in items:
+        if isinstance(item, dict):
+            item = Message.from_openai(item)
+        if isinstance(item, MessageDelta):
+            builder = MessageBuilder(item.id, item.role)
+            pos = index.get(item.id)
+            if pos is not None:
+                base = merged[pos]
+                builder.add(MessageDelta(id=item.id, role=base.role, content=base.content))
+            builder.add(item)
+            item = builder.build()
+            if pos is not None:
+                item = item.model_copy(update={"tool_calls": merged[pos].tool_calls + item.tool_calls})
+        if not isinstance(item, Message):
+            raise UserError(
+                f"the messages channel takes Message, MessageDelta or OpenAI-style dicts, not {item!r}"
+            )
+        pos = index.get(item.id)
+        if pos is None:
+            index[item.id] = len(merged)
+            merged.append(item)
+        else:
+            merged[pos] = item
+    return merged

@@ -1,0 +1,48 @@
+"""Run records: what storage keeps about each run, including how it was stopped (S7)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .events import RunStatus
+
+__all__ = ["MultitaskStrategy", "OnDisconnect", "RunRecord"]
+
+MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+OnDisconnect = Literal["cancel", "continue"]
+
+
+class RunRecord(BaseModel):
+    """The durable record of one run.
+
+    `stop_requested_at` is when the first stop request arrived; `stopped_at` is when it took effect
+    (the run ended). Both stay `None` for a run that was never stopped.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    thread_id: str
+    status: RunStatus = "pending"
+    app: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    stop_requested_at: float | None = None
+    stopped_at: float | None = None
+    stop_mode: str | None = None
+    stop_reason: str | None = None
+    stop_requested_by: str | None = None
+    error: str | None = None
+    multitask_strategy: MultitaskStrategy = "reject"
+    worker: str | None = None  # "host:pid:boot" of the process executing it, for crash recovery
+    heartbeat_at: float | None = None  # last time that worker proved it was alive
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the run has not ended yet."""
+        return self.status in ("pending", "running")

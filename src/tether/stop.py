@@ -1,0 +1,133 @@
+"""Stop requests and the per-run stop token.
+
+Design note. Each run owns one `StopToken`. `request()` may be called from any thread or event loop:
+under a `threading.Lock` it records the first request (the first reason wins, and the request is
+sticky, like trio's `cancel_called`), then wakes the run's own event loop with
+`call_soon_threadsafe` (or directly, when already on that loop). On the loop, the token:
+- cancels the run's cancel scope for `now` and `rollback`;
+- for `after_step`, sets `after_step` so the engine stops at the next clean boundary, and arms a
+  `grace` timer that escalates to `now` when it runs out.
+
+`took_effect_at` is set by the engine when the stop actually ended the run (trio's
+`cancelled_caught`). A request that arrives before the token is bound to a scope (stop before start)
+is kept, and `bind()` applies it at once, so the run ends `cancelled` without running.
+
+Residual race: a request that arrives after the run has committed its terminal event returns `False`
+(the run is finished); one that arrives during the shielded commit returns `True` but changes
+nothing, because the outcome is already decided. Both are correct under S2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from anyio import CancelScope
+
+from .errors import UserError
+
+__all__ = ["RequestedBy", "StopMode", "StopRequest", "StopToken", "check_mode"]
+
+StopMode = Literal["now", "after_step", "rollback"]
+RequestedBy = Literal["user", "disconnect", "superseded", "shutdown", "timeout", "api"]
+
+
+def check_mode(mode: str) -> StopMode:
+    """Return `mode` if it is a stop mode, else raise a `UserError` that lists the choices."""
+    if mode not in get_args(StopMode):
+        raise UserError(f"stop mode {mode!r} is not one of 'now', 'after_step', 'rollback'")
+    return mode  # type: ignore[return-value]  # narrowed by the membership test above
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    """One request to stop a run."""
+
+    mode: StopMode = "now"
+    reason: str | None = None
+    requested_by: str = "user"
+    grace: float | None = None  # seconds an `after_step` stop waits before it escalates to `now`
+    requested_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if self.grace is not None and self.grace < 0:
+            raise UserError(f"grace must be a number of seconds >= 0, not {self.grace!r}")
+
+
+class StopToken:
+    """The stop state of one run; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # The first request; set once and never cleared (sticky), so the first reason wins.
+        self.request: StopRequest | None = None
+        # The strongest mode requested so far: a later `now` escalates an `after_step` request.
+        self.mode: StopMode | None = None
+        # Set by the engine once the stop has ended the run; `None` while it has not (yet).
+        self.took_effect_at: float | None = None
+        # True once the run has sent its terminal event; later requests return False.
+        self.finished = False
+        # The run's cancel scope and loop, set by `bind()` when the run starts executing.
+        self._scope: CancelScope | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        # Called on the run's loop whenever the mode changes (the engine's after_step watcher).
+        self._on_change: Callable[[], None] | None = None
+
+    @property
+    def requested(self) -> bool:
+        """Whether any stop was requested (sticky)."""
+        return self.request is not None
+
+    def request_stop(self, req: StopRequest) -> bool:
+        """Record `req` and wake the run. Returns False only when the run already finished."""
+        with self._lock:
+            if self.finished:
+                return False
+            if self.request is None:
+                self.request = req
+            if self.mode is None or _rank(req.mode) > _rank(self.mode):
+                self.mode = req.mode
+            loop, thread = self._loop, self._loop_thread
+        if loop is None:
+            return True  # not bound yet: bind() applies it
+        if threading.get_ident() == thread:
+            self._apply()
+        else:
+            try:
+                loop.call_soon_threadsafe(self._apply)
+            except RuntimeError:  # the loop closed: the run cannot be running any more
+                return False
+        return True
+
+    def bind(self, scope: CancelScope, on_change: Callable[[], None]) -> None:
+        """Attach the run's scope; must be called on the run's loop. Applies an early request."""
+        with self._lock:
+            self._scope = scope
+            self._on_change = on_change
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+        if self.request is not None:
+            self._apply()
+
+    def escalate(self) -> None:
+        """Turn a pending `after_step` stop into `now` (the grace ran out)."""
+        with self._lock:
+            if self.mode == "after_step":
+                self.mode = "now"
+        self._apply()
+
+    def _apply(self) -> None:
+        if self.mode in ("now", "rollback") and self._scope is not None:
+            self._scope.cancel()
+        if self._on_change is not None:
+            self._on_change()
+
+
+def _rank(mode: StopMode) -> int:
+    return {"after_step": 0, "now": 1, "rollback": 2}[mode]

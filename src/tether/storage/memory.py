@@ -1,0 +1,147 @@
+"""`InMemoryCheckpointer`: the contract in process memory, for tests and throwaway apps.
+
+Values are kept encoded as typed JSON data, exactly as a database backend would store them, so the
+memory backend accepts and rejects the same states as SQLite and Postgres, and a caller that mutates
+a returned value cannot change what is stored.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from ..errors import CheckpointConflictError
+from ..events import Event
+from ..run import RunRecord
+from ..serde import decode_value, encode_value
+from .base import Checkpoint, Checkpointer, ThreadInfo
+
+__all__ = ["InMemoryCheckpointer"]
+
+
+class InMemoryCheckpointer(Checkpointer):
+    """Keeps everything in dicts guarded by one lock; nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: dict[str, ThreadInfo] = {}
+        # thread_id -> its checkpoints, oldest first; values are encoded JSON data
+        self._checkpoints: dict[str, list[Checkpoint]] = {}
+        self._runs: dict[str, RunRecord] = {}
+        self._events: dict[str, list[Event]] = {}
+
+    async def put_thread(self, thread: ThreadInfo) -> None:
+        with self._lock:
+            old = self._threads.get(thread.thread_id)
+            if old is not None:
+                thread = replace(thread, created_at=old.created_at)
+            self._threads[thread.thread_id] = replace(
+                thread, metadata=encode_value(thread.metadata, where="thread metadata")
+            )
+
+    async def get_thread(self, thread_id: str) -> ThreadInfo | None:
+        with self._lock:
+            thread = self._threads.get(thread_id)
+        return None if thread is None else replace(thread, metadata=decode_value(thread.metadata))
+
+    async def list_threads(
+        self, *, metadata: dict[str, Any] | None = None, limit: int = 100
+    ) -> list[ThreadInfo]:
+        want = encode_value(metadata or {})
+        with self._lock:
+            found = [
+                t for t in self._threads.values() if all(t.metadata.get(k) == v for k, v in want.items())
+            ]
+        found.sort(key=lambda t: (t.created_at, t.thread_id), reverse=True)
+        return [replace(t, metadata=decode_value(t.metadata)) for t in found[:limit]]
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        with self._lock:
+            existed = self._threads.pop(thread_id, None) is not None
+            self._checkpoints.pop(thread_id, None)
+            for run_id in [r.run_id for r in self._runs.values() if r.thread_id == thread_id]:
+                del self._runs[run_id]
+                self._events.pop(run_id, None)
+        return existed
+
+    async def get_checkpoint(
+        self, thread_id: str, checkpoint_id: str | None = None
+    ) -> Checkpoint | None:
+        with self._lock:
+            chain = self._checkpoints.get(thread_id, [])
+            if checkpoint_id is None:
+                found = chain[-1] if chain else None
+            else:
+                found = next((c for c in chain if c.checkpoint_id == checkpoint_id), None)
+        return None if found is None else _decoded(found)
+
+    async def list_checkpoints(self, thread_id: str, *, limit: int | None = None) -> list[Checkpoint]:
+        with self._lock:
+            chain = list(reversed(self._checkpoints.get(thread_id, [])))
+        return [_decoded(c) for c in chain[:limit]]
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+        return None if run is None else run.model_copy(deep=True)
+
+    async def list_runs(
+        self, thread_id: str | None = None, *, status: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        with self._lock:
+            runs = [
+                r
+                for r in self._runs.values()
+                if (thread_id is None or r.thread_id == thread_id)
+                and (status is None or r.status == status)
+            ]
+        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return [r.model_copy(deep=True) for r in runs[:limit]]
+
+    async def read_events(self, run_id: str, *, after_seq: int = -1) -> list[Event]:
+        with self._lock:
+            return [e for e in self._events.get(run_id, ()) if e.seq > after_seq]
+
+    async def commit(
+        self,
+        *,
+        checkpoint: Checkpoint | None = None,
+        events: Sequence[Event] = (),
+        run: RunRecord | None = None,
+    ) -> None:
+        # Encode before taking the lock, so a value that cannot be stored changes nothing.
+        encoded = None
+        if checkpoint is not None:
+            encoded = replace(
+                checkpoint,
+                values=encode_value(checkpoint.values),
+                metadata=encode_value(checkpoint.metadata, where="checkpoint metadata"),
+            )
+        with self._lock:
+            if encoded is not None:
+                chain = self._checkpoints.setdefault(encoded.thread_id, [])
+                head = chain[-1].checkpoint_id if chain else None
+                if encoded.parent_id != head:
+                    raise CheckpointConflictError(
+                        f"thread {encoded.thread_id!r} moved to checkpoint {head!r} while this "
+                        f"commit expected {encoded.parent_id!r}; reload the state and retry"
+                    )
+                chain.append(encoded)
+                self._threads.setdefault(
+                    encoded.thread_id, ThreadInfo(thread_id=encoded.thread_id)
+                )
+            if events:
+                self._events.setdefault(events[0].run_id, []).extend(events)
+            if run is not None:
+                self._threads.setdefault(run.thread_id, ThreadInfo(thread_id=run.thread_id))
+                self._runs[run.run_id] = run.model_copy(deep=True)
+
+
+def _decoded(checkpoint: Checkpoint) -> Checkpoint:
+    return replace(
+        checkpoint,
+        values=decode_value(checkpoint.values),
+        metadata=decode_value(checkpoint.metadata),
+    )
