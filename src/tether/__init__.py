@@ -1,0 +1,95 @@
+"""tether: streaming AI agents that a person can stop at any moment, and then continue."""
+
+from __future__ import annotations
+
+from .app import App, StateSnapshot
+from .context import RunContext
+from .coordination import LocalRunRegistry, RunRegistry
+from .errors import (
+    CheckpointConflictError,
+    CorruptRecordError,
+    GraphRecursionError,
+    NotFoundError,
+    RunCancelledError,
+    RunError,
+    RunFailedError,
+    StorageError,
+    TetherError,
+    ThreadBusyError,
+    UserError,
+)
+from .events import (
+    CheckpointSaved,
+    CustomEvent,
+    Event,
+    MessageDeltaEvent,
+    MessageEvent,
+    NodeFinished,
+    NodeStarted,
+    RunFinished,
+    RunStarted,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from .graph import END, START, CompiledGraph, StateGraph
+from .handle import RunHandle, RunStream, SyncRunStream
+from .messages import Message, MessageDelta, ToolCall, ToolCallDelta, add_messages
+from .run import RunRecord
+from .state import AgentState, MessagesState
+from .stop import StopRequest
+from .storage import Checkpoint, Checkpointer, InMemoryCheckpointer, ThreadInfo
+from .transcript import repair_transcript
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "END",
+    "START",
+    "AgentState",
+    "App",
+    "Checkpoint",
+    "CheckpointConflictError",
+    "CheckpointSaved",
+    "Checkpointer",
+    "CompiledGraph",
+    "CorruptRecordError",
+    "CustomEvent",
+    "Event",
+    "GraphRecursionError",
+    "InMemoryCheckpointer",
+    "LocalRunRegistry",
+    "Message",
+    "MessageDelta",
+    "MessageDeltaEvent",
+    "MessageEvent",
+    "MessagesState",
+    "NodeFinished",
+    "NodeStarted",
+    "NotFoundError",
+    "RunCancelledError",
+    "RunContext",
+    "RunError",
+    "RunFailedError",
+    "RunFinished",
+    "RunHandle",
+    "RunRecord",
+    "RunRegistry",
+    "RunStarted",
+    "RunStream",
+    "StateGraph",
+    "StateSnapshot",
+    "StopRequest",
+    "StorageError",
+    "SyncRunStream",
+    "TetherError",
+    "ThreadBusyError",
+    "ThreadInfo",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "UserError",
+    "__version__",
+    "add_messages",
+    "repair_transcript",
+]

@@ -1,0 +1,417 @@
+"""`App`: the run API that graphs, agents and flows share.
+
+Every method is written once, async; the sync twin (`stream`, `invoke`, `stop`, …) runs it on
+tether's background loop (`_portal.py`). Runs started through the sync API execute on that loop;
+runs started through the async API execute on the caller's loop. `stop()` works from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _portal
+from .coordination.base import RunRegistry
+from .coordination.local import LocalRunRegistry
+from .engine import Engine, Program
+from .errors import NotFoundError, UserError
+from .handle import RunHandle, RunStream, SyncRunStream
+from .run import MultitaskStrategy, OnDisconnect, RunRecord
+from .stop import StopRequest, check_mode
+from .storage.base import Checkpoint, Checkpointer
+
+__all__ = ["App", "RunOptions", "StateSnapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class StateSnapshot:
+    """A thread's state at one checkpoint. `next` names the nodes that would run next."""
+
+    thread_id: str
+    values: dict[str, Any]
+    next: tuple[str, ...] = ()
+    checkpoint_id: str | None = None
+    parent_id: str | None = None
+    run_id: str | None = None
+    step: int = -1
+    source: str | None = None
+    created_at: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """The options of one run, resolved from keyword arguments and `config`."""
+
+    thread_id: str | None
+    config: dict[str, Any]
+    multitask_strategy: MultitaskStrategy
+    on_disconnect: OnDisconnect
+    checkpoint_id: str | None
+    metadata: dict[str, Any]
+    thread_metadata: dict[str, Any]
+
+
+def _thread_id_of(config: Mapping[str, Any] | None) -> str | None:
+    if not config:
+        return None
+    nested = config.get("configurable")
+    value = config.get("thread_id") or (nested.get("thread_id") if isinstance(nested, Mapping) else None)
+    if value is not None and not isinstance(value, str):
+        raise UserError(f"thread_id must be a string, not {value!r}")
+    return value
+
+
+class App:
+    """Runs, stops and inspects runs of one program kind on threads. Subclasses make programs."""
+
+    def __init__(
+        self,
+        *,
+        checkpointer: Checkpointer | None = None,
+        registry: RunRegistry | None = None,
+        name: str | None = None,
+    ) -> None:
+        if checkpointer is None:
+            from .storage.default import default_checkpointer
+
+            checkpointer = default_checkpointer()
+        self.name = name
+        self.checkpointer = checkpointer
+        self.registry = registry or LocalRunRegistry()
+        self.engine = Engine(checkpointer=checkpointer, registry=self.registry, app_name=name)
+
+    # subclasses
+    def _program(self, input: Any, options: RunOptions) -> Program:
+        raise NotImplementedError
+
+    def _empty_values(self) -> dict[str, Any]:
+        return {}
+
+    # starting runs
+    def _options(
+        self,
+        config: Mapping[str, Any] | None,
+        thread_id: str | None,
+        multitask_strategy: str,
+        on_disconnect: str,
+        checkpoint_id: str | None,
+        metadata: Mapping[str, Any] | None,
+        thread_metadata: Mapping[str, Any] | None = None,
+    ) -> RunOptions:
+        if config is not None and not isinstance(config, Mapping):
+            raise UserError(f"config must be a mapping such as {{'thread_id': ...}}, not {config!r}")
+        if on_disconnect not in ("cancel", "continue"):
+            raise UserError(f"on_disconnect {on_disconnect!r} is not 'cancel' or 'continue'")
+        cfg = dict(config or {})
+        tid = thread_id or _thread_id_of(cfg)
+        if tid is not None and (not isinstance(tid, str) or not tid or len(tid) > 200):
+            raise UserError(f"thread_id must be a non-empty string of at most 200 characters, not {tid!r}")
+        return RunOptions(
+            thread_id=tid,
+            config=cfg,
+            multitask_strategy=multitask_strategy,  # type: ignore[arg-type]  # checked by Engine.start
+            on_disconnect=on_disconnect,  # type: ignore[arg-type]  # checked above
+            checkpoint_id=checkpoint_id or cfg.get("checkpoint_id"),
+            metadata=dict(metadata or {}),
+            thread_metadata=dict(thread_metadata or {}),
+        )
+
+    async def _start(self, input: Any, options: RunOptions) -> RunHandle:
+        return await self.engine.start(
+            self._program(input, options),
+            thread_id=options.thread_id,
+            strategy=options.multitask_strategy,
+            config=options.config,
+            checkpoint_id=options.checkpoint_id,
+            metadata=options.metadata,
+            thread_metadata=options.thread_metadata,
+        )
+
+    async def astart(
+        self,
+        input: Any = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        thread_id: str | None = None,
+        multitask_strategy: str = "reject",
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        thread_metadata: Mapping[str, Any] | None = None,
+    ) -> RunHandle:
+        """Start a run in the background and return its handle at once.
+
+        `input=None` continues the thread from its last checkpoint. Raises `ThreadBusyError` when
+        the thread is busy and `multitask_strategy="reject"`. Cancelling this call before it returns
+        cancels nothing that started.
+        """
+        options = self._options(
+            config, thread_id, multitask_strategy, "continue", checkpoint_id, metadata, thread_metadata
+        )
+        return await self._start(input, options)
+
+    def start(
+        self,
+        input: Any = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        thread_id: str | None = None,
+        multitask_strategy: str = "reject",
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RunHandle:
+        """Sync `astart`: the run executes on tether's background loop."""
+        options = self._options(config, thread_id, multitask_strategy, "continue", checkpoint_id, metadata)
+        return _portal.call(self._start, input, options)
+
+    def astream(
+        self,
+        input: Any = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        thread_id: str | None = None,
+        multitask_strategy: str = "reject",
+        on_disconnect: str = "cancel",
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RunStream:
+        """Start a run and iterate its typed events; the last is `run_finished`.
+
+        The run starts on the first iteration. If the consumer stops iterating early (closes the
+        stream, drops it, or is cancelled), the run is stopped with `requested_by="disconnect"`
+        unless `on_disconnect="continue"`.
+        """
+        options = self._options(
+            config, thread_id, multitask_strategy, on_disconnect, checkpoint_id, metadata
+        )
+        return RunStream(
+            self.engine, start=lambda: self._start(input, options), on_disconnect=options.on_disconnect
+        )
+
+    def stream(
+        self,
+        input: Any = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        thread_id: str | None = None,
+        multitask_strategy: str = "reject",
+        on_disconnect: str = "cancel",
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SyncRunStream:
+        """Sync `astream`: iterate from any thread; stop it from any other with `stop()`."""
+        stream = self.astream(
+            input,
+            config,
+            thread_id=thread_id,
+            multitask_strategy=multitask_strategy,
+            on_disconnect=on_disconnect,
+            checkpoint_id=checkpoint_id,
+            metadata=metadata,
+        )
+        return SyncRunStream(stream)
+
+    async def ainvoke(
+        self,
+        input: Any = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        thread_id: str | None = None,
+        multitask_strategy: str = "reject",
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run to the end and return the final state values.
+
+        Raises `RunCancelledError` if the run was stopped, `RunFailedError` if user code raised.
+        If this call is cancelled, the run is stopped (`requested_by="disconnect"`).
+        """
+        options = self._options(
+            config, thread_id, multitask_strategy, "cancel", checkpoint_id, metadata
+        )
+        handle = await self._start(input, options)
+        try:
+            return await handle.result()
+        except BaseException:
+            if not handle.done:
+                handle.stop(requested_by="disconnect", reason="the caller was cancelled")
+            raise
+
+    def invoke(
+        self,
+        input: Any = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        thread_id: str | None = None,
+        multitask_strategy: str = "reject",
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Sync `ainvoke`."""
+        return _portal.call(
+            lambda: self.ainvoke(
+                input,
+                config,
+                thread_id=thread_id,
+                multitask_strategy=multitask_strategy,
+                checkpoint_id=checkpoint_id,
+                metadata=metadata,
+            )
+        )
+
+    async def ajoin(self, run_id: str, *, after_seq: int = -1) -> RunStream:
+        """Re-join a run's event stream after `after_seq`: live if it is active here, else from
+        its event log. Raises `NotFoundError` for an unknown run. Closing it never stops the run.
+        """
+        handle = self.registry.local(run_id)
+        if handle is not None:
+            return handle.events_after(after_seq, on_disconnect="continue")
+        await self.engine.ensure_ready()
+        events = await self.checkpointer.read_events(run_id)
+        if not events and await self.checkpointer.get_run(run_id) is None:
+            raise NotFoundError(f"no run {run_id!r}")
+        return RunStream(self.engine, after_seq=after_seq, on_disconnect="continue", events=events)
+
+    # stopping runs
+    async def astop(
+        self,
+        config: Mapping[str, Any] | None = None,
+        /,
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        mode: str = "now",
+        reason: str | None = None,
+        grace: float | None = None,
+        requested_by: str = "user",
+        wait: bool = True,
+    ) -> bool:
+        """Stop the active run with `run_id`, or the active run of `thread_id` (or `config`).
+
+        Returns True if a run was active and accepted the stop, False otherwise (unknown or
+        finished runs); never raises for those. With `wait=True` it returns once the run has ended
+        and its thread accepts a new run. Idempotent; the first reason wins. Cancelling the wait
+        leaves the stop requested.
+        """
+        thread_id = thread_id or _thread_id_of(config)
+        if run_id is None and config:
+            run_id = config.get("run_id")
+        if thread_id is None and run_id is None:
+            raise UserError("stop() needs thread_id=..., run_id=..., or a config with 'thread_id'")
+        req = StopRequest(
+            mode=check_mode(mode), reason=reason, grace=grace, requested_by=requested_by
+        )
+        found = await self.registry.request_stop(req, run_id=run_id, thread_id=thread_id)
+        if isinstance(found, RunHandle):
+            if wait:
+                await found.wait()
+            return True
+        return found
+
+    def stop(
+        self,
+        config: Mapping[str, Any] | None = None,
+        /,
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        mode: str = "now",
+        reason: str | None = None,
+        grace: float | None = None,
+        requested_by: str = "user",
+        wait: bool = True,
+    ) -> bool:
+        """Sync `astop`, safe from any thread. Inside a running event loop it does not wait."""
+        if _in_event_loop():
+            wait = False
+        return _portal.call(
+            lambda: self.astop(
+                config,
+                thread_id=thread_id,
+                run_id=run_id,
+                mode=mode,
+                reason=reason,
+                grace=grace,
+                requested_by=requested_by,
+                wait=wait,
+            )
+        )
+
+    cancel_run = stop  # Agno's name
+
+    # inspecting
+    async def aget_state(self, thread_id: str, *, checkpoint_id: str | None = None) -> StateSnapshot:
+        """The thread's state at its head (or at `checkpoint_id`); empty for a new thread."""
+        await self.engine.ensure_ready()
+        cp = await self.checkpointer.get_checkpoint(thread_id, checkpoint_id)
+        if cp is None:
+            if checkpoint_id is not None:
+                raise NotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
+            return StateSnapshot(thread_id=thread_id, values=self._empty_values())
+        return _snapshot(cp)
+
+    def get_state(self, thread_id: str, *, checkpoint_id: str | None = None) -> StateSnapshot:
+        """Sync `aget_state`."""
+        return _portal.call(lambda: self.aget_state(thread_id, checkpoint_id=checkpoint_id))
+
+    async def aget_state_history(self, thread_id: str, *, limit: int | None = None) -> list[StateSnapshot]:
+        """The thread's checkpoints, newest first."""
+        await self.engine.ensure_ready()
+        return [_snapshot(cp) for cp in await self.checkpointer.list_checkpoints(thread_id, limit=limit)]
+
+    def get_state_history(self, thread_id: str, *, limit: int | None = None) -> list[StateSnapshot]:
+        """Sync `aget_state_history`."""
+        return _portal.call(lambda: self.aget_state_history(thread_id, limit=limit))
+
+    async def aget_run(self, run_id: str) -> RunRecord | None:
+        """The run record (live when the run is active here), or None."""
+        handle = self.registry.local(run_id)
+        if handle is not None:
+            return handle.record.model_copy()
+        await self.engine.ensure_ready()
+        return await self.checkpointer.get_run(run_id)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """Sync `aget_run`."""
+        return _portal.call(lambda: self.aget_run(run_id))
+
+    async def alist_runs(self, thread_id: str, *, limit: int = 100) -> list[RunRecord]:
+        """The thread's runs, newest first."""
+        await self.engine.ensure_ready()
+        runs = await self.checkpointer.list_runs(thread_id, limit=limit)
+        return [_live(self.registry, r) for r in runs]
+
+    def list_runs(self, thread_id: str, *, limit: int = 100) -> list[RunRecord]:
+        """Sync `alist_runs`."""
+        return _portal.call(lambda: self.alist_runs(thread_id, limit=limit))
+
+
+def _snapshot(cp: Checkpoint) -> StateSnapshot:
+    return StateSnapshot(
+        thread_id=cp.thread_id,
+        values=cp.values,
+        next=cp.next,
+        checkpoint_id=cp.checkpoint_id,
+        parent_id=cp.parent_id,
+        run_id=cp.run_id,
+        step=cp.step,
+        source=cp.source,
+        created_at=cp.created_at,
+        metadata=cp.metadata,
+    )
+
+
+def _live(registry: RunRegistry, record: RunRecord) -> RunRecord:
+    handle = registry.local(record.run_id)
+    return handle.record.model_copy() if handle is not None else record
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+

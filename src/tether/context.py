@@ -1,0 +1,61 @@
+"""`RunContext`: what a node, tool or flow handler may know and do about its run."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio.from_thread
+
+from .events import CustomEvent
+
+if TYPE_CHECKING:
+    from .handle import RunHandle
+
+__all__ = ["RunContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """The typed run context passed to a node as its second argument (`ctx`).
+
+    Attributes:
+        run_id: The run's id.
+        thread_id: The conversation's id.
+        node: The node (or flow handler) this context was made for, if any.
+        step: The superstep number, when known.
+        config: The run's config mapping (`thread_id`, `run_id`, `recursion_limit`, and whatever
+            else the caller passed); a node whose second parameter is named `config` gets this.
+    """
+
+    run_id: str
+    thread_id: str
+    node: str | None = None
+    step: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    _handle: RunHandle | None = field(default=None, repr=False, compare=False)
+    _loop_thread: int | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was requested. Sync code in a worker thread may poll this to end early."""
+        return self._handle is not None and self._handle.token.requested
+
+    def emit(self, data: Any) -> None:
+        """Send `data` to the run's stream as a `custom` event. Safe from worker threads.
+
+        After the run's terminal event, or once the run was stopped, the data is dropped.
+        """
+        self.emit_event(CustomEvent, data=data)
+
+    def emit_event(self, cls: type[Any], /, **fields: Any) -> None:
+        """Emit an event of type `cls` from this node (engines use this for tool-call events)."""
+        handle = self._handle
+        if handle is None:
+            return
+        fields.setdefault("node", self.node)
+        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
+            handle.emit(cls, **fields)
+        else:
+            anyio.from_thread.run_sync(lambda: handle.emit(cls, **fields))

@@ -1,0 +1,8 @@
+"""Run coordination behind one `RunRegistry` contract."""
+
+from __future__ import annotations
+
+from .base import RunRegistry
+from .local import LocalRunRegistry
+
+__all__ = ["LocalRunRegistry", "RunRegistry"]

@@ -1,0 +1,65 @@
+"""The `RunRegistry` contract: who runs what, stop delivery, and the per-thread policy.
+
+A registry knows every active run (pending or running) of the processes that share it. It:
+- admits a run to its thread under the run's multitask strategy (`acquire`): `reject` raises
+  `ThreadBusyError`; `interrupt` and `rollback` stop the active run (mode `now` or `rollback`,
+  `requested_by="superseded"`) and wait until it released the thread; `enqueue` waits in FIFO order.
+  A run whose thread is held by a run that is already stopping waits instead of being rejected.
+- delivers stop requests by run id or thread id to the run wherever it executes (`request_stop`);
+- forgets a run once it ended (`release`), so nothing leaks (S6).
+
+`LocalRunRegistry` serves one process. A Redis backend serves many processes and machines behind
+the same methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from ..handle import RunHandle
+from ..run import MultitaskStrategy
+from ..stop import StopRequest
+
+__all__ = ["RunRegistry"]
+
+
+class RunRegistry(ABC):
+    """Coordinates runs across threads of conversation (and, for some backends, processes)."""
+
+    @abstractmethod
+    async def register(self, handle: RunHandle) -> None:
+        """Make the pending run visible to stop requests (by run id and thread id)."""
+
+    @abstractmethod
+    async def acquire(self, handle: RunHandle, strategy: MultitaskStrategy) -> None:
+        """Wait until `handle` holds its thread, applying `strategy` to the run already there.
+
+        Raises `ThreadBusyError` for `reject`. If cancelled while waiting, the run leaves the queue
+        and holds nothing.
+        """
+
+    @abstractmethod
+    async def release(self, handle: RunHandle) -> None:
+        """Give up the thread (if held) and forget the run. Idempotent; never raises."""
+
+    @abstractmethod
+    async def request_stop(
+        self, request: StopRequest, *, run_id: str | None = None, thread_id: str | None = None
+    ) -> RunHandle | bool:
+        """Deliver a stop to the active run with that id, or to the active run of the thread.
+
+        Returns the local handle when the run executes in this process (so the caller may wait for
+        it), True when a run elsewhere accepted it, and False when there was no active run.
+        """
+
+    @abstractmethod
+    def local(self, run_id: str) -> RunHandle | None:
+        """The handle of an active run executing in this process, or None."""
+
+    @abstractmethod
+    def active_on(self, thread_id: str) -> RunHandle | None:
+        """The local run holding the thread, or None."""
+
+    @abstractmethod
+    def size(self) -> int:
+        """How many runs and thread slots the registry tracks (0 when idle: the leak check)."""

@@ -1,0 +1,451 @@
+"""The run engine: executes one run of a program under the stop contract (S1–S8).
+
+Design note. `Engine.start()` registers a run and spawns `_execute` in the loop's host task group
+(`_host.py`). `_execute` owns the run's single cancel scope:
+
+1. The stop token is bound to the scope first, so a stop that arrived earlier (stop before start)
+   cancels the scope before anything runs.
+2. Inside the scope: the run waits for its thread (`RunRegistry.acquire`, under its multitask
+   strategy), loads the base checkpoint, sends `run_started`, and awaits `Program.execute()`.
+   A `now`/`rollback` stop cancels the scope wherever the program is: in a model stream, a tool,
+   a node, or between steps. An `after_step` stop lets the program end at its next step boundary,
+   and escalates to `now` when its grace runs out.
+3. Then, in a shielded scope with its own deadline (`COMMIT_DEADLINE`), the engine commits what the
+   stop produced: after `now`, the program's `stopped_state()` (the last checkpoint plus the stopped
+   step's partial output, transcript repaired, partial messages marked `stopped`); after
+   `rollback`, the state from before the run. The run record (S7) and the remaining events plus
+   exactly one `run_finished` (S1) are written in the same transaction. Only then is the thread
+   released and waiters woken (S5), and the token refuses further stops and events (S3).
+
+A first-party stop ends the run normally as `cancelled`. Outside cancellation (the loop shutting
+down, the host cancelled) is recorded as `cancelled` with `requested_by="shutdown"` and then
+propagates unchanged. A failure in user code ends the run as `failed` with the error recorded.
+
+Residual race: if the program finishes in the same instant a stop arrives, the run ends `completed`
+although `stop()` returned True; the record still shows when the stop was requested.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ._host import current_host
+from .context import RunContext
+from .coordination.base import RunRegistry
+from .errors import NotFoundError, RunCancelledError, RunError, RunFailedError, UserError
+from .events import CheckpointSaved, MessageEvent, RunFinished, RunStarted, TerminalStatus
+from .handle import RunHandle
+from .ids import new_id
+from .messages import Message
+from .run import MultitaskStrategy, RunRecord
+from .storage.base import Checkpoint, Checkpointer, ThreadInfo
+from .transcript import repair_transcript
+
+__all__ = ["COMMIT_DEADLINE", "Engine", "Execution", "Outcome", "Program", "StoppedState"]
+
+log = logging.getLogger("tether")
+
+COMMIT_DEADLINE = 5.0  # seconds the shielded commit of a finished run may take
+WORKER_HOST = socket.gethostname()
+WORKER_ID = f"{WORKER_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How `Program.execute()` ended without being cancelled."""
+
+    status: Literal["completed", "interrupted", "cancelled"]  # cancelled: an after_step stop
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoppedState:
+    """What a `now` stop commits: the state values, and the messages the stop closed."""
+
+    values: dict[str, Any]
+    closed: Sequence[Message] = ()  # partial (stopped) messages and synthetic cancelled results
+
+
+class Program(ABC):
+    """The body of one run. An app makes a fresh program for each run."""
+
+    @abstractmethod
+    async def execute(self, ex: Execution) -> Outcome:
+        """Run to the end. Cancelled at any await by a `now` stop; must then just unwind."""
+
+    def stopped_state(self, ex: Execution) -> StoppedState | None:
+        """After a `now` stop: the state to commit, or None to keep the last checkpoint.
+
+        Called in the engine's shielded commit, after the program was cancelled; must not block.
+        """
+        return None
+
+
+class Execution:
+    """The engine's services for one running program."""
+
+    def __init__(self, engine: Engine, handle: RunHandle, config: dict[str, Any]) -> None:
+        self.engine = engine
+        self.handle = handle
+        self.config = config
+        # The checkpoint the run started from (the thread head, or the one forked from).
+        self.base: Checkpoint | None = None
+        # The thread's head as this run last saw it: the parent of its next checkpoint.
+        self.head_id: str | None = None
+        # How many of handle.events are already in the event log.
+        self.flushed = 0
+        # True once the run won its thread and sent run_started.
+        self.started = False
+
+    @property
+    def checkpointer(self) -> Checkpointer:
+        return self.engine.checkpointer
+
+    @property
+    def stop_after_step(self) -> bool:
+        """Whether an `after_step` stop waits for the current step to end."""
+        return self.handle.token.mode == "after_step"
+
+    def context(self, node: str | None = None, step: int | None = None) -> RunContext:
+        """A `RunContext` for user code of this run."""
+        token = self.handle.token
+        return RunContext(
+            run_id=self.handle.run_id,
+            thread_id=self.handle.thread_id,
+            node=node,
+            step=step,
+            config=self.config,
+            _handle=self.handle,
+            _loop_thread=token._loop_thread,
+        )
+
+    def unflushed(self) -> list[Any]:
+        events = self.handle.events[self.flushed :]
+        self.flushed = len(self.handle.events)
+        return events
+
+    async def commit(
+        self,
+        values: dict[str, Any],
+        *,
+        step: int,
+        next: Sequence[str] = (),
+        source: str = "step",
+        metadata: dict[str, Any] | None = None,
+    ) -> Checkpoint:
+        """Commit a checkpoint (with the events so far) and send a `checkpoint` event.
+
+        Cancelled mid-way, the commit is either fully applied or not at all.
+        """
+        cp = Checkpoint(
+            checkpoint_id=new_id(),
+            thread_id=self.handle.thread_id,
+            parent_id=self.head_id,
+            run_id=self.handle.run_id,
+            step=step,
+            values=values,
+            next=tuple(next),
+            source=source,
+            metadata=metadata or {},
+        )
+        mark = self.flushed
+        try:
+            await self.checkpointer.commit(checkpoint=cp, events=self.unflushed())
+        except BaseException:
+            self.flushed = mark
+            raise
+        self.head_id = cp.checkpoint_id
+        self.handle.emit(CheckpointSaved, checkpoint_id=cp.checkpoint_id, step=step)
+        return cp
+
+
+class Engine:
+    """Starts runs and keeps the stop contract for them. One per app."""
+
+    def __init__(
+        self, *, checkpointer: Checkpointer, registry: RunRegistry, app_name: str | None = None
+    ) -> None:
+        self.checkpointer = checkpointer
+        self.registry = registry
+        self.app_name = app_name
+        self._ready = False
+        self._ready_lock = anyio.Lock()
+
+    async def ensure_ready(self) -> None:
+        """Set up storage and recover runs lost by dead workers (once)."""
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready:
+                await self.checkpointer.setup()
+                await self.recover_lost_runs()
+                self._ready = True
+
+    async def start(
+        self,
+        program: Program,
+        *,
+        thread_id: str | None,
+        strategy: MultitaskStrategy = "reject",
+        config: dict[str, Any] | None = None,
+        checkpoint_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        thread_metadata: dict[str, Any] | None = None,
+    ) -> RunHandle:
+        """Register a run and start it in the background; returns its handle.
+
+        Raises `ThreadBusyError` at once when the thread is busy and `strategy` is `reject`.
+        """
+        if strategy not in ("reject", "interrupt", "rollback", "enqueue"):
+            raise UserError(
+                f"multitask_strategy {strategy!r} is not one of 'reject', 'interrupt', "
+                "'rollback', 'enqueue'"
+            )
+        await self.ensure_ready()
+        record = RunRecord(
+            run_id=new_id(),
+            thread_id=thread_id or new_id(),
+            app=self.app_name,
+            multitask_strategy=strategy,
+            metadata=metadata or {},
+        )
+        handle = RunHandle(self, record)
+        ex = Execution(self, handle, {**(config or {}), "thread_id": record.thread_id, "run_id": record.run_id})
+        await self.registry.register(handle)
+        host = await current_host()
+        try:
+            await host.tg.start(
+                self._execute, ex, program, strategy, checkpoint_id, thread_metadata
+            )
+        except BaseException:
+            await self.registry.release(handle)
+            raise
+        return handle
+
+    async def _execute(
+        self,
+        ex: Execution,
+        program: Program,
+        strategy: MultitaskStrategy,
+        checkpoint_id: str | None,
+        thread_metadata: dict[str, Any] | None,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        handle = ex.handle
+        acquired = False
+        if strategy == "reject":  # admission errors go to the caller of start()
+            await self.registry.acquire(handle, strategy)
+            acquired = True
+        task_status.started()
+        scope = anyio.CancelScope()
+        handle.token.bind(scope, lambda: None)
+        outcome: Outcome | None = None
+        failure: BaseException | None = None
+        try:
+            with scope:
+                if not acquired:
+                    await self.registry.acquire(handle, strategy)
+                await self._begin(ex, checkpoint_id, thread_metadata)
+                if not scope.cancel_called:
+                    outcome = await program.execute(ex)
+        except anyio.get_cancelled_exc_class():
+            # Not our scope's cancellation (that one never escapes `with scope`): shutdown.
+            await self._finish(ex, program, None, None, shutdown=True)
+            raise
+        except Exception as exc:
+            failure = exc
+        await self._finish(ex, program, outcome, failure, shutdown=False)
+
+    async def _begin(
+        self, ex: Execution, checkpoint_id: str | None, thread_metadata: dict[str, Any] | None
+    ) -> None:
+        handle = ex.handle
+        head = await self.checkpointer.get_checkpoint(handle.thread_id)
+        ex.head_id = head.checkpoint_id if head else None
+        ex.base = head
+        if checkpoint_id is not None and (head is None or head.checkpoint_id != checkpoint_id):
+            ex.base = await self.checkpointer.get_checkpoint(handle.thread_id, checkpoint_id)
+            if ex.base is None:
+                raise NotFoundError(
+                    f"thread {handle.thread_id!r} has no checkpoint {checkpoint_id!r}; "
+                    "list them with get_state_history()"
+                )
+        if head is None and await self.checkpointer.get_thread(handle.thread_id) is None:
+            await self.checkpointer.put_thread(
+                ThreadInfo(thread_id=handle.thread_id, metadata=thread_metadata or {})
+            )
+        record = handle.record
+        record.status = "running"
+        record.started_at = time.time()
+        record.worker = WORKER_ID
+        record.heartbeat_at = record.started_at
+        handle.emit(RunStarted)
+        ex.started = True
+        await self.checkpointer.commit(run=record.model_copy(), events=ex.unflushed())
+
+    async def _finish(
+        self,
+        ex: Execution,
+        program: Program,
+        outcome: Outcome | None,
+        failure: BaseException | None,
+        *,
+        shutdown: bool,
+    ) -> None:
+        handle, token, record = ex.handle, ex.handle.token, ex.handle.record
+        with anyio.move_on_after(COMMIT_DEADLINE, shield=True):
+            status: TerminalStatus
+            reason: str | None = None
+            error: str | None = None
+            if shutdown:
+                status = "cancelled"
+                reason = "shutdown"
+            elif failure is not None:
+                status, error = "failed", f"{type(failure).__name__}: {failure}"
+            elif outcome is None or outcome.status == "cancelled":
+                status = "cancelled"
+            else:
+                status = outcome.status
+            req = token.request
+            if status == "cancelled":
+                reason = reason or (req.reason if req else None)
+                record.stop_mode = token.mode or "now"
+                record.stop_requested_by = "shutdown" if shutdown else (req.requested_by if req else None)
+                record.stopped_at = time.time()
+                token.took_effect_at = record.stopped_at
+            if req is not None:
+                record.stop_requested_at = req.requested_at
+                record.stop_reason = req.reason
+                record.stop_mode = record.stop_mode or req.mode
+                record.stop_requested_by = record.stop_requested_by or req.requested_by
+            checkpoint = None
+            if status == "cancelled" and ex.started:
+                checkpoint = self._stop_checkpoint(ex, program, token.mode or "now")
+            with token._lock:
+                token.finished = True  # from here on: no stop is accepted, no event is sent
+            record.status = status
+            record.error = error
+            record.finished_at = time.time()
+            final = RunFinished(
+                run_id=handle.run_id,
+                thread_id=handle.thread_id,
+                seq=len(handle.events),
+                ts=record.finished_at,
+                status=status,
+                reason=reason,
+                error=error,
+            )
+            try:
+                await self.checkpointer.commit(
+                    checkpoint=checkpoint, events=[*ex.unflushed(), final], run=record.model_copy()
+                )
+            except Exception:
+                log.exception("could not store the end of run %s", handle.run_id)
+            await self.registry.release(handle)
+            handle.events.append(final)
+            handle.values = outcome.values if outcome is not None else None
+            handle.error = _result_error(status, failure, handle.run_id, reason)
+        handle._finish()
+
+    def _stop_checkpoint(self, ex: Execution, program: Program, mode: str) -> Checkpoint | None:
+        handle = ex.handle
+        if mode == "rollback":
+            if ex.head_id == (ex.base.checkpoint_id if ex.base else None):
+                return None  # the run wrote nothing
+            values = ex.base.values if ex.base else {}
+            source, step, closed = "rollback", ex.base.step if ex.base else -1, ()
+        else:
+            stopped = program.stopped_state(ex)
+            if stopped is None:
+                return None
+            values = stopped.values
+            if isinstance(values.get("messages"), list):
+                values = {**values, "messages": repair_transcript(values["messages"])}
+            source, closed = "stop", stopped.closed
+            step = ex.base.step + 1 if ex.base else 0
+        for message in closed:
+            handle.emit(MessageEvent, message=message)
+        cp = Checkpoint(
+            checkpoint_id=new_id(),
+            thread_id=handle.thread_id,
+            parent_id=ex.head_id,
+            run_id=handle.run_id,
+            step=step,
+            values=values,
+            next=(),
+            source=source,
+        )
+        handle.emit(CheckpointSaved, checkpoint_id=cp.checkpoint_id, step=step)
+        return cp
+
+    async def recover_lost_runs(self) -> list[str]:
+        """Mark runs of dead workers on this host `failed` with reason `worker_lost`.
+
+        Their threads stay at their last checkpoint. Returns the recovered run ids.
+        """
+        lost = []
+        for status in ("running", "pending"):
+            for record in await self.checkpointer.list_runs(status=status, limit=10_000):
+                if not _worker_is_dead(record.worker):
+                    continue
+                events = await self.checkpointer.read_events(record.run_id)
+                record.status = "failed"
+                record.error = "worker_lost: the process running this run died"
+                record.finished_at = time.time()
+                final = RunFinished(
+                    run_id=record.run_id,
+                    thread_id=record.thread_id,
+                    seq=events[-1].seq + 1 if events else 0,
+                    ts=record.finished_at,
+                    status="failed",
+                    reason="worker_lost",
+                    error=record.error,
+                )
+                await self.checkpointer.commit(events=[final], run=record)
+                lost.append(record.run_id)
+        return lost
+
+
+def _worker_is_dead(worker: str | None) -> bool:
+    if worker is None or worker == WORKER_ID:
+        return False
+    host, _, rest = worker.partition(":")
+    pid_text, _, _nonce = rest.partition(":")
+    if host != WORKER_HOST or not pid_text.isdigit():
+        return False  # another machine: its lease (Redis) decides
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # our pid, but another process incarnation (nonce differs)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _result_error(
+    status: TerminalStatus, failure: BaseException | None, run_id: str, reason: str | None
+) -> BaseException | None:
+    if status == "cancelled":
+        return RunCancelledError(f"run {run_id!r} was stopped ({reason or 'no reason given'})", run_id=run_id)
+    if failure is None:
+        return None
+    if isinstance(failure, RunError | UserError):
+        return failure
+    err = RunFailedError(f"run {run_id!r} failed: {type(failure).__name__}: {failure}", run_id=run_id)
+    err.__cause__ = failure
+    return err

@@ -1,0 +1,166 @@
+"""`CompiledGraph`: a `StateGraph` as an app, and `GraphProgram`, its superstep loop.
+
+Each superstep runs the frontier's nodes concurrently, applies their updates in node order, commits a
+checkpoint, and routes to the next frontier. Between steps, an `after_step` stop ends the run at the
+clean boundary. A `now` stop cancels the step: `stopped_state()` then returns the last values plus
+what the step's nodes produced so far (whole updates of nodes that finished, partial messages of the
+ones that did not, marked `stopped`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..app import App, RunOptions
+from ..engine import Execution, Outcome, Program, StoppedState
+from ..errors import GraphRecursionError, UserError
+from ..state import coerce_input
+from .nodes import NodeOutput, run_node
+from .state_graph import END, START
+
+if TYPE_CHECKING:
+    from ..coordination.base import RunRegistry
+    from ..storage.base import Checkpointer
+    from .state_graph import StateGraph
+
+__all__ = ["CompiledGraph", "GraphProgram"]
+
+
+class CompiledGraph(App):
+    """A runnable graph: `astream`/`stream`, `ainvoke`/`invoke`, `astop`/`stop`, state and runs."""
+
+    def __init__(
+        self,
+        graph: StateGraph,
+        *,
+        checkpointer: Checkpointer | None,
+        registry: RunRegistry | None,
+        interrupt_before: frozenset[str],
+        interrupt_after: frozenset[str],
+        recursion_limit: int,
+        name: str | None,
+    ) -> None:
+        super().__init__(checkpointer=checkpointer, registry=registry, name=name)
+        self.graph = graph
+        self.schema = graph.schema
+        self.interrupt_before = interrupt_before
+        self.interrupt_after = interrupt_after
+        self.recursion_limit = recursion_limit
+
+    def _program(self, input: Any, options: RunOptions) -> Program:
+        limit = options.config.get("recursion_limit", self.recursion_limit)
+        if not isinstance(limit, int) or limit < 1:
+            raise UserError(f"recursion_limit must be an int >= 1, not {limit!r}")
+        return GraphProgram(self, input, limit)
+
+    def _empty_values(self) -> dict[str, Any]:
+        return self.schema.initial()
+
+    async def next_nodes(self, ran: list[str], values: dict[str, Any]) -> list[str]:
+        """The frontier after `ran` wrote `values`: static edges and routers, in order, deduplicated."""
+        out: list[str] = []
+        for name in ran:
+            targets = list(self.graph.edges.get(name, ()))
+            for router in self.graph.routers.get(name, ()):
+                targets.extend(await router.targets(values))
+            for target in targets:
+                if target != END and target not in out:
+                    if target not in self.graph.nodes:
+                        raise UserError(f"{name!r} routed to {target!r}, which is not a node")
+                    out.append(target)
+        return out
+
+
+class GraphProgram(Program):
+    """One run of a compiled graph."""
+
+    def __init__(self, app: CompiledGraph, input: Any, limit: int) -> None:
+        self.app = app
+        self.input = input
+        self.limit = limit
+        self.values: dict[str, Any] = {}  # the state after the last finished step
+        self.outputs: dict[str, NodeOutput] | None = None  # the running step's outputs, else None
+
+    async def execute(self, ex: Execution) -> Outcome:
+        app, schema = self.app, self.app.schema
+        base = ex.base
+        values = {**schema.initial(), **(base.values if base else {})}
+        step = base.step + 1 if base else 0
+        resuming = self.input is None
+        if resuming:
+            frontier = list(base.next) if base else []
+        else:
+            values = schema.apply(values, [("input", coerce_input(schema, self.input))])
+            frontier = await app.next_nodes([START], values)
+            await self._commit(ex, values, step, frontier, "input" if base is None or ex.head_id == base.checkpoint_id else "fork")
+            step += 1
+        self.values = values
+        taken = 0
+        while frontier:
+            if ex.stop_after_step:
+                return Outcome("cancelled", values)
+            if not (resuming and taken == 0) and app.interrupt_before.intersection(frontier):
+                return Outcome("interrupted", values)
+            if taken >= self.limit:
+                raise GraphRecursionError(
+                    f"the run took {taken} steps without reaching END (recursion_limit={self.limit}); "
+                    "raise the limit with config={'recursion_limit': N} or fix the loop",
+                    run_id=ex.handle.run_id,
+                )
+            self.outputs = {name: NodeOutput(name) for name in frontier}
+            await self._run_step(ex, frontier, values, step)
+            updates = [(name, out.update(schema, stopped=False)[0]) for name, out in self.outputs.items()]
+            values = schema.apply(values, updates)
+            ran, frontier = frontier, await app.next_nodes(frontier, values)
+            self.values, self.outputs = values, None
+            await self._commit(ex, values, step, frontier, "step")
+            step += 1
+            taken += 1
+            if frontier and app.interrupt_after.intersection(ran):
+                return Outcome("interrupted", values)
+        return Outcome("completed", values)
+
+    async def _commit(self, ex: Execution, values: dict[str, Any], step: int, frontier: list[str], source: str) -> None:
+        # Shielded: a stop during the (sub-millisecond) write must not leave it half-known.
+        with anyio.CancelScope(shield=True):
+            await ex.commit(values, step=step, next=frontier, source=source)
+
+    async def _run_step(self, ex: Execution, frontier: list[str], values: dict[str, Any], step: int) -> None:
+        assert self.outputs is not None
+        app = self.app
+        if len(frontier) == 1:
+            name = frontier[0]
+            await run_node(app.graph.nodes[name], dict(values), ex.context(name, step), ex.handle, self.outputs[name], app.schema)
+            return
+        try:
+            async with anyio.create_task_group() as tg:
+                for name in frontier:
+                    tg.start_soon(
+                        run_node, app.graph.nodes[name], dict(values), ex.context(name, step),
+                        ex.handle, self.outputs[name], app.schema,
+                    )
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    def stopped_state(self, ex: Execution) -> StoppedState | None:
+        if self.outputs is None:
+            return None  # stopped between steps: the last checkpoint already holds everything
+        schema = self.app.schema
+        updates, closed = [], []
+        for name, out in self.outputs.items():
+            update, stopped = out.update(schema, stopped=not out.finished)
+            updates.append((name, update))
+            closed.extend(stopped)
+        values = schema.apply(self.values, updates)
+        return StoppedState(values, closed)
+
+
+def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+            return exc
+    return group.exceptions[0]

@@ -1,0 +1,305 @@
+"""A live run (`RunHandle`) and the streams that read its events (`RunStream`, `SyncRunStream`).
+
+Design note. A run appends its events to one in-memory list; every reader keeps its own cursor into
+that list, so any number of readers (the caller, a re-joined client, the server's SSE stream) see the
+same events in the same order, and a reader can start after any `seq`. Appending never blocks: a slow
+reader does not slow the run. Readers wait on an `anyio.Event` that is set and replaced whenever
+events arrive, so a burst of events costs one wake-up.
+
+A stream that is abandoned (closed, garbage-collected, or cancelled while waiting) asks the run to
+stop with `requested_by="disconnect"`, unless it was opened with `on_disconnect="continue"`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+
+from . import _portal
+from .events import Event, RunFinished, RunStatus
+from .run import OnDisconnect, RunRecord
+from .stop import StopRequest, StopToken
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["RunHandle", "RunStream", "SyncRunStream"]
+
+
+class RunHandle:
+    """One run while it executes: its record, stop token and event buffer.
+
+    Obtain it from `app.start()` / `app.astart()`. It stays usable after the run ended.
+    """
+
+    def __init__(self, engine: Engine, record: RunRecord) -> None:
+        self._engine = engine
+        self.record = record  # mutated only by the engine, on the run's loop
+        self.token = StopToken()
+        # Every event of the run so far, in seq order; append-only, ends with one RunFinished.
+        self.events: list[Event] = []
+        # Set and replaced whenever events are appended; readers wait on the current one.
+        self._changed = anyio.Event()
+        self._has_waiters = False
+        # Set once the terminal event is appended and the thread released (any thread may wait).
+        self._done = threading.Event()
+        self._done_async = anyio.Event()
+        # What the run produced: its final state values, or the error that failed it.
+        self.values: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
+
+    @property
+    def thread_id(self) -> str:
+        return self.record.thread_id
+
+    @property
+    def status(self) -> RunStatus:
+        """`pending`, `running`, or the terminal status once the run ended."""
+        return self.record.status
+
+    @property
+    def done(self) -> bool:
+        """Whether the run sent its terminal event."""
+        return self._done.is_set()
+
+    def emit(self, cls: type[Any], /, **fields: Any) -> Event | None:
+        """Append an event of type `cls`; dropped (returns None) once the run has finished.
+
+        Must be called on the run's loop.
+        """
+        if self.token.finished:
+            return None
+        event: Event = cls(
+            run_id=self.record.run_id,
+            thread_id=self.record.thread_id,
+            seq=len(self.events),
+            ts=time.time(),
+            **fields,
+        )
+        self.events.append(event)
+        if self._has_waiters:
+            self._has_waiters = False
+            self._changed.set()
+            self._changed = anyio.Event()
+        return event
+
+    def _finish(self) -> None:
+        self._done.set()
+        self._done_async.set()
+        self._changed.set()
+
+    async def wait_for_events(self, count: int) -> None:
+        """Wait until more than `count` events exist (returns at once if they do)."""
+        if len(self.events) <= count:
+            self._has_waiters = True
+            await self._changed.wait()
+
+    async def wait(self) -> None:
+        """Wait until the run has ended. Cancelling the wait does not affect the run."""
+        try:
+            await self._done_async.wait()
+        except RuntimeError:  # awaited from another event loop than the run's
+            await anyio.to_thread.run_sync(self._done.wait, abandon_on_cancel=True)
+
+    def stop(
+        self,
+        *,
+        mode: str = "now",
+        reason: str | None = None,
+        grace: float | None = None,
+        requested_by: str = "user",
+    ) -> bool:
+        """Ask the run to stop; safe from any thread. Returns False if it had already ended.
+
+        Does not wait for the run to end; use `await handle.astop()` or `handle.wait()` for that.
+        """
+        req = StopRequest(mode=mode, reason=reason, grace=grace, requested_by=requested_by)  # type: ignore[arg-type]  # checked in StopRequest
+        return self.token.request_stop(req)
+
+    async def astop(
+        self, *, mode: str = "now", reason: str | None = None, grace: float | None = None
+    ) -> bool:
+        """Stop the run and wait until it has ended. Cancelling the wait leaves the stop requested."""
+        stopped = self.stop(mode=mode, reason=reason, grace=grace)
+        if stopped:
+            await self.wait()
+        return stopped
+
+    async def result(self) -> dict[str, Any]:
+        """Wait for the run and return its final state values.
+
+        Raises `RunFailedError` (or another `RunError`) if it failed, and `RunCancelledError` if it
+        was stopped.
+        """
+        await self.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.values is not None
+        return self.values
+
+    def events_after(self, after_seq: int = -1, *, on_disconnect: OnDisconnect = "continue") -> RunStream:
+        """A stream of this run's events with `seq > after_seq` (a re-join)."""
+        return RunStream(self._engine, handle=self, after_seq=after_seq, on_disconnect=on_disconnect)
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.run_id} thread={self.thread_id} status={self.status}>"
+
+
+class RunStream:
+    """An async iterator over a run's events; it ends after the `run_finished` event.
+
+    Starting is lazy: the run starts on the first `__anext__` (or `__aenter__`). Closing the stream
+    before the end, or being cancelled while waiting for an event, stops the run when
+    `on_disconnect="cancel"` (the default for `astream`), with `requested_by="disconnect"`.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        start: Callable[[], Awaitable[RunHandle]] | None = None,
+        handle: RunHandle | None = None,
+        after_seq: int = -1,
+        on_disconnect: OnDisconnect = "cancel",
+        events: list[Event] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._start = start
+        self.handle = handle
+        self._cursor = after_seq + 1
+        self._on_disconnect = on_disconnect
+        self._finished = False
+        self._logged = events  # a finished run's logged events, when there is no live handle
+
+    @property
+    def run_id(self) -> str | None:
+        """The run id once the run has started."""
+        return self.handle.run_id if self.handle else None
+
+    async def start(self) -> RunHandle:
+        """Start the run now, if it has not started; returns its handle."""
+        if self.handle is None:
+            assert self._start is not None
+            self.handle = await self._start()
+        return self.handle
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._logged is not None:
+            return self._next_logged()
+        handle = self.handle or await self.start()
+        try:
+            while len(handle.events) <= self._cursor:
+                await handle.wait_for_events(self._cursor)
+        except BaseException:
+            self._abandon()
+            raise
+        event = handle.events[self._cursor]
+        self._cursor += 1
+        if isinstance(event, RunFinished):
+            self._finished = True
+        return event
+
+    def _next_logged(self) -> Event:
+        assert self._logged is not None
+        rest = [e for e in self._logged if e.seq >= self._cursor]
+        if not rest:
+            self._finished = True
+            raise StopAsyncIteration
+        self._cursor = rest[0].seq + 1
+        if isinstance(rest[0], RunFinished):
+            self._finished = True
+        return rest[0]
+
+    async def next_batch(self) -> list[Event]:
+        """All events available now (at least one), for the sync wrapper; [] at the end."""
+        try:
+            first = await self.__anext__()
+        except StopAsyncIteration:
+            return []
+        batch = [first]
+        handle = self.handle
+        if handle is not None and not self._finished:
+            more = handle.events[self._cursor :]
+            for event in more:
+                batch.append(event)
+                self._cursor += 1
+                if isinstance(event, RunFinished):
+                    self._finished = True
+                    break
+        return batch
+
+    def _abandon(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self.handle is not None and self._on_disconnect == "cancel":
+            self.handle.stop(requested_by="disconnect", reason="the client disconnected")
+
+    async def aclose(self) -> None:
+        """Stop reading; stops the run unless `on_disconnect="continue"`."""
+        self._abandon()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._abandon()
+
+    def __del__(self) -> None:
+        # The consumer broke out of `async for` and dropped us: that is a disconnect.
+        self._abandon()
+
+
+class SyncRunStream(Iterator[Event]):
+    """The sync face of `RunStream`: iterate it from any thread; runs live on tether's loop."""
+
+    def __init__(self, stream: RunStream) -> None:
+        self._stream = stream
+        self._buffer: list[Event] = []
+        self._pos = 0
+
+    @property
+    def run_id(self) -> str | None:
+        return self._stream.run_id
+
+    def __next__(self) -> Event:
+        if self._pos >= len(self._buffer):
+            self._buffer = _portal.call(self._stream.next_batch)
+            self._pos = 0
+            if not self._buffer:
+                raise StopIteration
+        event = self._buffer[self._pos]
+        self._pos += 1
+        return event
+
+    def close(self) -> None:
+        """Stop reading; stops the run unless it was started with `on_disconnect="continue"`."""
+        self._stream._abandon()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()

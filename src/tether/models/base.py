@@ -1,0 +1,239 @@
+"""The model protocol: one async stream of deltas per model call.
+
+Every provider implements `Model.stream`, an async context manager that yields an async iterator of
+`ModelDelta` items: `TextDelta`, `ToolCallChunk`, `Usage` and `Finish`. The context manager owns the
+call's resources (an HTTP response, a generation thread). When the `async with` block exits, for any
+reason — the stream ended, the caller stopped reading, an error, or cancellation — the provider
+releases them, so the LLM stops generating. That is why a model stream is a context manager and not
+an async generator: a generator that is abandoned mid-iteration is only finalized by the garbage
+collector, and trio's and anyio's rules forbid yielding from one inside a cancel scope.
+
+Typical use, by the agent's model node:
+
+    async with model.stream(messages, tools=specs) as deltas:
+        async for delta in deltas:
+            ...
+
+`Model.complete` drains a stream into one `Message` for callers that do not stream.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.errors import TetherError, UserError
+from tether.ids import new_id
+from tether.messages import Message, MessageBuilder, MessageDelta, ToolCallDelta
+
+__all__ = [
+    "Finish",
+    "Model",
+    "ModelDelta",
+    "ModelError",
+    "ModelSettings",
+    "TextDelta",
+    "ToolCallChunk",
+    "ToolSpec",
+    "Usage",
+    "to_message_delta",
+]
+
+
+class ModelError(TetherError):
+    """A model provider failed: the server answered with an error, or could not be reached.
+
+    Attributes:
+        status_code: The HTTP status of the failed request, when there was one.
+        body: The start of the error response's body, when there was one.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: str | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the answer's text, to append to what came before."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallChunk:
+    """A fragment of a streamed tool call.
+
+    Fragments with the same `index` belong to one call. The first usually carries `id` and `name`;
+    the `arguments` fragments concatenate to the call's JSON arguments.
+    """
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of the call, when the provider reports them (usually once, near the end)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Why the model stopped: `"stop"`, `"length"`, `"tool_calls"`, or a provider's own reason."""
+
+    reason: str
+
+
+ModelDelta = TextDelta | ToolCallChunk | Usage | Finish
+"""One item of a model stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """What the model is told about a tool: its name, what it does, and a JSON schema of its
+    arguments (an object schema)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def to_openai(self) -> dict[str, Any]:
+        """This tool in the OpenAI chat-completions `tools` format."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSettings:
+    """Sampling settings for one call; `None` leaves a setting to the provider's default."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise UserError(f"max_tokens must be at least 1, not {self.max_tokens!r}")
+        if isinstance(self.stop, str):
+            raise UserError(f"stop must be a tuple of strings, not the string {self.stop!r}")
+
+    def to_openai(self) -> dict[str, Any]:
+        """The settings that are set, as OpenAI request fields."""
+        out: dict[str, Any] = {}
+        if self.temperature is not None:
+            out["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            out["max_tokens"] = self.max_tokens
+        if self.stop is not None:
+            out["stop"] = list(self.stop)
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out
+
+
+class Model(ABC):
+    """A chat model that streams its answer.
+
+    Subclasses implement `stream`. A model object is safe to share between runs and event loops;
+    each call of `stream` is independent (a provider that can only run one generation at a time
+    queues them).
+    """
+
+    name: str
+    """A short name for logs and run records, e.g. `"openai:gpt-4o-mini"`."""
+
+    @abstractmethod
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        settings: ModelSettings | None = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[ModelDelta]]:
+        """Start one model call and stream its answer.
+
+        Args:
+            messages: The conversation, oldest first. Assistant messages with `status="stopped"`
+                are sent as plain assistant messages; tool results with `status="cancelled"` as
+                plain tool results.
+            tools: The tools the model may call.
+            settings: Sampling settings; `None` uses the provider's defaults.
+
+        Returns:
+            An async context manager. Entering it sends the request (and raises `ModelError` if
+            the provider refuses it); it yields an async iterator of `ModelDelta`s. Exiting it, for
+            any reason including cancellation, ends the call: the provider stops generating.
+        """
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        settings: ModelSettings | None = None,
+    ) -> Message:
+        """Run one call to the end and return the assistant message.
+
+        The message's `metadata` holds `finish_reason` and, when reported, `usage`
+        (`{"prompt_tokens": ..., "completion_tokens": ...}`).
+
+        On cancellation the call is closed (as for `stream`) and the cancellation propagates; the
+        partial answer is lost. Use `stream` to keep it.
+        """
+        message_id = new_id()
+        builder = MessageBuilder(message_id)
+        metadata: dict[str, Any] = {}
+        async with self.stream(messages, tools=tools, settings=settings) as deltas:
+            async for delta in deltas:
+                if isinstance(delta, Finish):
+                    metadata["finish_reason"] = delta.reason
+                elif isinstance(delta, Usage):
+                    metadata["usage"] = {
+                        "prompt_tokens": delta.prompt_tokens,
+                        "completion_tokens": delta.completion_tokens,
+                    }
+                else:
+                    builder.add(to_message_delta(delta, message_id))
+        return builder.build().model_copy(update={"metadata": metadata})
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most models hold nothing
+        """Release what the model holds (connection pools, loaded weights); the default has none.
+
+        Cancellation: safe to cancel; what was not released is released by the garbage collector.
+        """
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def to_message_delta(delta: TextDelta | ToolCallChunk, message_id: str) -> MessageDelta:
+    """Turn a text or tool-call delta into the `MessageDelta` of the message `message_id`.
+
+    The agent streams these as `message_delta` events and folds them with a `MessageBuilder`.
+    """
+    if isinstance(delta, TextDelta):
+        return MessageDelta(id=message_id, content=delta.text)
+    return MessageDelta(
+        id=message_id,
+        tool_calls=(
+            ToolCallDelta(
+                index=delta.index, id=delta.id, name=delta.name, arguments=delta.arguments
+            ),
+        ),
+    )
