@@ -90,7 +90,7 @@ class Tool:
         if isolation not in get_args(Isolation):
             raise UserError(f"isolation {isolation!r} is not one of 'thread', 'process'")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "")
+        self.name: str = name or str(getattr(fn, "__name__", ""))
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.name):
             raise UserError(
                 f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'; pass name=..."
@@ -142,7 +142,9 @@ class Tool:
             ToolArgumentsError: the text is not a JSON object, or does not fit the schema.
         """
         validated = self._validated(arguments)
-        return {name: getattr(validated, _FIELD_PREFIX + name) for name in self._signature.parameters}
+        return {
+            name: getattr(validated, _FIELD_PREFIX + name) for name in self._signature.parameters
+        }
 
     def json_arguments(self, arguments: str | Mapping[str, Any]) -> dict[str, Any]:
         """The validated arguments as plain JSON values (what a process tool's child receives).
@@ -304,9 +306,12 @@ def _arguments_model(
             )
         annotation = hints.get(param.name, Any)
         default = ... if param.default is inspect.Parameter.empty else param.default
+        extra: dict[str, Any] = {}
+        if param.name in param_docs:  # else keep a description from `Annotated[..., Field()]`
+            extra["description"] = param_docs[param.name]
         fields[_FIELD_PREFIX + param.name] = (
             annotation,
-            pydantic.Field(default, alias=param.name, description=param_docs.get(param.name)),
+            pydantic.Field(default, alias=param.name, **extra),
         )
     model: type[BaseModel] = pydantic.create_model(
         f"{tool_name}_arguments",
