@@ -25,6 +25,27 @@ __all__ = ["llama_server"]
 STARTUP_DEADLINE = 120.0
 
 
+# `python -m llama_cpp.server`, with llama.cpp's extra CPU buffer types (AMX, weight repacking)
+# turned off: with llama-cpp-python 0.3.36 they crash batched prompt evaluation of SmolLM2's
+# Q4_1 weights with SIGSEGV on this machine's AMX-capable Xeon. The server has no flag for it.
+_SERVER_MAIN = """
+import runpy
+import llama_cpp.llama_cpp as bindings
+
+_original = bindings.llama_model_default_params
+
+
+def _default_params():
+    params = _original()
+    params.use_extra_bufts = False
+    return params
+
+
+bindings.llama_model_default_params = _default_params
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -34,9 +55,17 @@ def _free_port() -> int:
 
 @contextmanager
 def llama_server(
-    model_path: str | None = None, *, n_ctx: int = 2048, deadline: float = STARTUP_DEADLINE
+    model_path: str | None = None,
+    *,
+    n_ctx: int = 2048,
+    interrupt_requests: bool = False,
+    deadline: float = STARTUP_DEADLINE,
 ) -> Iterator[str]:
     """Start `python -m llama_cpp.server` and yield its base URL, `http://127.0.0.1:PORT/v1`.
+
+    `interrupt_requests` is off by default (the server's default is on): when on, a new request
+    cuts short the generation in progress, which would hide a client that leaked its connection.
+    With it off, a leaked generation runs on and the next request waits behind it.
 
     The server is killed (and reaped) on exit. Raises `RuntimeError` if it does not answer within
     `deadline` seconds, with the end of its log.
@@ -44,8 +73,8 @@ def llama_server(
     port = _free_port()
     cmd = [
         sys.executable,
-        "-m",
-        "llama_cpp.server",
+        "-c",
+        _SERVER_MAIN,
         "--model",
         model_path or default_model_path(),
         "--host",
@@ -56,6 +85,8 @@ def llama_server(
         str(n_ctx),
         "--model_alias",
         "smollm2",
+        "--interrupt_requests",
+        str(interrupt_requests),
     ]
     base_url = f"http://127.0.0.1:{port}/v1"
     # The log goes to a file, not a pipe: nobody reads a pipe while tests run, and a full pipe

@@ -26,8 +26,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,37 @@ class _Failed:
 _Item = ModelDelta | _End | _Failed
 
 
+# Serializes the short patch of llama-cpp-python's default model parameters in `_extra_cpu_buffers`.
+_PARAMS_PATCH_LOCK = threading.Lock()
+
+
+@contextmanager
+def _extra_cpu_buffers(enabled: bool) -> Iterator[None]:
+    """While active, `llama_cpp.Llama(...)` loads weights with `use_extra_bufts=enabled`.
+
+    `Llama` does not expose the parameter, so the default-parameters function it calls is wrapped
+    for the duration of the load, under a lock.
+    """
+    # Typed as Any: the function is replaced for the duration of the load.
+    bindings: Any = importlib.import_module("llama_cpp.llama_cpp")
+    if enabled or not hasattr(bindings.llama_model_default_params(), "use_extra_bufts"):
+        yield
+        return
+    with _PARAMS_PATCH_LOCK:
+        original = bindings.llama_model_default_params
+
+        def default_params() -> Any:
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        bindings.llama_model_default_params = default_params
+        try:
+            yield
+        finally:
+            bindings.llama_model_default_params = original
+
+
 class LocalModel(Model):
     """A llama.cpp model that runs in this process, off the event loop.
 
@@ -104,6 +135,10 @@ class LocalModel(Model):
         n_threads: CPU threads for llama.cpp; `None` lets it choose.
         on_progress: Called (in the loading thread) with `0.0` when loading starts and `1.0`
             when the weights are ready.
+        extra_cpu_buffers: Let llama.cpp use its extra CPU buffer types (AMX tiles and weight
+            repacking). Off by default: with llama-cpp-python 0.3.36 they crash (SIGSEGV) the
+            batched prompt evaluation of SmolLM2's Q4_1 weights on an AMX-capable Xeon, and a
+            135M model gains little from them.
         llama_kwargs: More keyword arguments for `llama_cpp.Llama`.
 
     Tools are accepted and ignored: SmolLM2 cannot call tools reliably, so it always answers in
@@ -117,6 +152,7 @@ class LocalModel(Model):
         n_ctx: int = 2048,
         n_threads: int | None = None,
         on_progress: Callable[[float], None] | None = None,
+        extra_cpu_buffers: bool = False,
         llama_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if model_path is not None and not os.path.isfile(model_path):
@@ -127,6 +163,7 @@ class LocalModel(Model):
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._on_progress = on_progress
+        self._extra_cpu_buffers = extra_cpu_buffers
         self._llama_kwargs = dict(llama_kwargs or {})
         self.name = f"local:{os.path.basename(model_path or DEFAULT_GGUF)}"
         # Held while the weights load and during each generation: llama contexts are not
@@ -174,13 +211,14 @@ class LocalModel(Model):
         path = self._model_path or default_model_path()
         if self._on_progress is not None:
             self._on_progress(0.0)
-        self._llama = Llama(
-            model_path=path,
-            n_ctx=self._n_ctx,
-            n_threads=self._n_threads,
-            verbose=False,
-            **self._llama_kwargs,
-        )
+        with _extra_cpu_buffers(self._extra_cpu_buffers):
+            self._llama = Llama(
+                model_path=path,
+                n_ctx=self._n_ctx,
+                n_threads=self._n_threads,
+                verbose=False,
+                **self._llama_kwargs,
+            )
         if self._on_progress is not None:
             self._on_progress(1.0)
 
