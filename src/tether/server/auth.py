@@ -1,0 +1,157 @@
+"""Optional API keys, and who owns which thread.
+
+Keys come from `create_app(api_keys=...)`: a mapping `{key: name}`, a list of keys, or the path of
+a key file; with `api_keys=None` they come from the environment variable `TETHER_API_KEYS`
+(comma-separated keys), and when that is unset too the server is open (no auth).
+
+A key file holds one key per line, optionally followed by whitespace and a name for logs; blank
+lines and lines starting with `#` are ignored:
+
+    # tether API keys
+    sk-live-3c1f0c…   alice
+    sk-live-9a77e2…   billing-bot
+
+A client sends its key as `Authorization: Bearer <key>` (what OpenAI clients do) or
+`X-API-Key: <key>`; a WebSocket may also pass `?api_key=<key>`, since browsers cannot set headers on
+one.
+
+Ownership: a thread created with a key is stamped with `owner = sha256(key)` in its metadata — the
+hash, never the key, so a leaked database leaks no credentials. Every read, join, stop and listing
+compares the caller's hash with the thread's `owner`; a mismatch looks exactly like a thread that
+does not exist (404), so one key cannot even learn another key's thread ids. With auth off, threads
+have no owner and everyone sees everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from ..errors import UserError
+from .errors import ApiError
+
+__all__ = [
+    "ApiKeys",
+    "ApiKeysSource",
+    "Principal",
+    "hash_key",
+    "load_api_keys",
+    "principal_of",
+]
+
+ApiKeysSource = Mapping[str, str] | Iterable[str] | str | os.PathLike[str] | None
+"""What `create_app(api_keys=...)` accepts; see the module docstring."""
+
+ENV_VAR = "TETHER_API_KEYS"
+OWNER_KEY = "owner"  # the thread metadata key that holds the owner's key hash
+
+
+def hash_key(key: str) -> str:
+    """The SHA-256 hex digest of an API key: what thread metadata stores as `owner`."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: `owner` is their key hash (None when auth is off), `name` their key's name."""
+
+    owner: str | None
+    name: str | None = None
+
+    def owns(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether a thread with this metadata is visible to the caller."""
+        return self.owner is None or metadata.get(OWNER_KEY) == self.owner
+
+    def stamp(self) -> dict[str, str]:
+        """The metadata that marks a new thread as the caller's."""
+        return {} if self.owner is None else {OWNER_KEY: self.owner}
+
+
+ANONYMOUS = Principal(owner=None)
+
+
+class ApiKeys:
+    """The accepted keys, held by hash only."""
+
+    def __init__(self, keys: Mapping[str, str]) -> None:
+        if not keys:
+            raise UserError("api_keys is empty; pass at least one key, or None to turn auth off")
+        for key in keys:
+            if not isinstance(key, str) or len(key) < 8 or key.strip() != key:
+                raise UserError(
+                    "each API key must be a string of at least 8 characters without surrounding "
+                    "spaces; got one of length "
+                    f"{len(key) if isinstance(key, str) else type(key).__name__!r}"
+                )
+        # sha256(key) -> the key's name; the keys themselves are not kept.
+        self._names = {hash_key(key): name for key, name in keys.items()}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def check(self, key: str | None) -> Principal:
+        """The principal of `key`; raises a 401 `ApiError` for a missing or unknown key."""
+        if not key:
+            raise ApiError(
+                401,
+                "this server needs an API key: send 'Authorization: Bearer <key>' or "
+                "'X-API-Key: <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        digest = hash_key(key)
+        name = self._names.get(digest)
+        if name is None:
+            raise ApiError(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+        return Principal(owner=digest, name=name)
+
+
+def load_api_keys(source: ApiKeysSource) -> ApiKeys | None:
+    """Resolve `create_app(api_keys=...)` into the accepted keys, or None for an open server."""
+    if source is None:
+        env = os.environ.get(ENV_VAR, "").strip()
+        if not env:
+            return None
+        keys = [k.strip() for k in env.split(",") if k.strip()]
+        return ApiKeys({key: f"key{i + 1}" for i, key in enumerate(keys)})
+    if isinstance(source, str | os.PathLike):
+        return ApiKeys(_read_key_file(Path(source)))
+    if isinstance(source, Mapping):
+        return ApiKeys(dict(source))
+    return ApiKeys({key: f"key{i + 1}" for i, key in enumerate(source)})
+
+
+def _read_key_file(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read the API key file {str(path)!r}: {exc.strerror}") from None
+    keys: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, name = line.partition(" ")
+        keys[key] = name.strip() or f"{path.name}:{number}"
+    return keys
+
+
+def principal_of(conn: HTTPConnection, keys: ApiKeys | None) -> Principal:
+    """Authenticate a request or WebSocket; raises a 401 `ApiError` when auth is on and fails."""
+    if keys is None:
+        return ANONYMOUS
+    key: str | None = None
+    auth = conn.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer":
+            key = value.strip()
+    key = key or conn.headers.get("x-api-key")
+    if key is None and conn.scope["type"] == "websocket":
+        key = conn.query_params.get("api_key")
+    return keys.check(key)

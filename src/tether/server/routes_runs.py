@@ -1,0 +1,239 @@
+"""Run endpoints: start (background, streamed, waited), read, re-join, cancel and stop.
+
+What a client going away does:
+- `POST .../runs/stream` and `POST .../runs/wait` follow the body's `on_disconnect`: `cancel` (the
+  default) stops the run with `requested_by="disconnect"` the moment the connection drops;
+  `continue` lets it run on, to be re-joined with `GET .../runs/{run_id}/stream`.
+- `POST .../runs` (background) is not tied to the connection at all.
+- Re-joining (`GET .../runs/{run_id}/stream`) never stops the run when the client leaves.
+
+A stop (`/cancel`, `/stop`) ends the run as `cancelled` with its partial answer kept (`stopped`),
+unless the mode is `rollback`; `after_step` lets the current step finish first.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+
+from ..messages import Message
+from ..run import RunRecord
+from .catalog import ThreadRef
+from .context import Caller, Ctx, ServerContext, clean_config, run_headers
+from .schemas import RunCreate, run_input, run_json, thread_json
+from .sse import DeferredJSONResponse, EventStreamResponse, RunEventSource, parse_last_event_id
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["runs"])
+
+StopMode = Literal["now", "after_step", "rollback"]
+_ACTION_MODES: dict[str, StopMode] = {"interrupt": "now", "rollback": "rollback"}
+
+
+async def _prepare(
+    ctx: ServerContext, caller: Caller, thread_id: str, body: RunCreate
+) -> tuple[ThreadRef, Any]:
+    ref = await ctx.catalog.thread_for_run(thread_id, caller, body.app)
+    value = run_input(body)
+    if isinstance(value, dict):
+        first = next(
+            (m for m in value.get("messages", ()) if isinstance(m, Message) and m.role == "user"),
+            None,
+        )
+        if first is not None:
+            ref = await ctx.catalog.set_title(ref, first.content)
+    return ref, value
+
+
+@router.post("/threads/{thread_id}/runs", summary="Start a run in the background")
+async def create_run(ctx: Ctx, caller: Caller, thread_id: str, body: RunCreate) -> JSONResponse:
+    """Start a run and answer at once with its record (`status` is `pending` or `running`).
+
+    The run is not tied to this request; follow it with `GET .../runs/{run_id}/stream`. 409 when
+    the thread is busy and `multitask_strategy` is `reject`.
+    """
+    ref, value = await _prepare(ctx, caller, thread_id, body)
+    handle = await ref.app.astart(
+        value,
+        clean_config(body.config),
+        thread_id=ref.thread_id,
+        multitask_strategy=body.multitask_strategy,
+        metadata=body.metadata,
+    )
+    return JSONResponse(run_json(handle.record), headers=run_headers(ref, handle))
+
+
+@router.post(
+    "/threads/{thread_id}/runs/stream",
+    summary="Start a run and stream its events (SSE)",
+    response_class=EventStreamResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The run's events."}},
+)
+async def stream_run(
+    ctx: Ctx, caller: Caller, thread_id: str, body: RunCreate
+) -> EventStreamResponse:
+    """Start a run and stream its events as SSE: `event: <type>`, `id: <seq>`, `data: <json>`.
+
+    The last message is `event: run_finished` with `status` and `reason`. The run id is in the
+    `X-Tether-Run-Id` header before the first event. If the client disconnects, the run is stopped
+    (`requested_by="disconnect"`) when `on_disconnect` is `cancel`, else it continues.
+    """
+    ref, value = await _prepare(ctx, caller, thread_id, body)
+    stream = ref.app.astream(
+        value,
+        clean_config(body.config),
+        thread_id=ref.thread_id,
+        multitask_strategy=body.multitask_strategy,
+        on_disconnect=body.on_disconnect,
+        metadata=body.metadata,
+    )
+    handle = await stream.start()  # ThreadBusyError (409) surfaces here, before any byte is sent
+    return EventStreamResponse(RunEventSource(stream), headers=run_headers(ref, handle))
+
+
+@router.post("/threads/{thread_id}/runs/wait", summary="Start a run and wait for its end")
+async def wait_run(
+    ctx: Ctx, caller: Caller, thread_id: str, body: RunCreate
+) -> DeferredJSONResponse:
+    """Start a run and answer when it ends: `{"run": ..., "messages": [...], "values": {...}}`.
+
+    If the client disconnects first, the run is stopped when `on_disconnect` is `cancel`.
+    """
+    ref, value = await _prepare(ctx, caller, thread_id, body)
+    app = ref.app
+    handle = await app.astart(
+        value,
+        clean_config(body.config),
+        thread_id=ref.thread_id,
+        multitask_strategy=body.multitask_strategy,
+        metadata=body.metadata,
+    )
+
+    async def finish() -> dict[str, Any]:
+        await handle.wait()
+        state = await app.aget_state(ref.thread_id)
+        thread = thread_json(ref, latest=handle.record, state=state)
+        return {
+            "run": run_json(handle.record),
+            "messages": thread["messages"],
+            "values": thread["values"],
+        }
+
+    def disconnected() -> None:
+        if body.on_disconnect == "cancel":
+            handle.stop(requested_by="disconnect", reason="the client disconnected")
+
+    return DeferredJSONResponse(
+        finish, on_disconnect=disconnected, headers=run_headers(ref, handle)
+    )
+
+
+@router.get("/threads/{thread_id}/runs", summary="List a thread's runs")
+async def list_runs(
+    ctx: Ctx,
+    caller: Caller,
+    thread_id: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    """The thread's runs, newest first; active ones show live status."""
+    ref = await ctx.catalog.thread(thread_id, caller)
+    return [run_json(r) for r in await ref.app.alist_runs(thread_id, limit=limit)]
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}", summary="Read a run")
+async def get_run(ctx: Ctx, caller: Caller, thread_id: str, run_id: str) -> dict[str, Any]:
+    """The run record, including how and by whom it was stopped."""
+    ref = await ctx.catalog.thread(thread_id, caller)
+    return run_json(await ctx.catalog.run_on(ref, run_id))
+
+
+@router.get("/runs/{run_id}", summary="Read a run by id alone")
+async def get_run_by_id(ctx: Ctx, caller: Caller, run_id: str) -> dict[str, Any]:
+    """The same record as `GET /threads/{thread_id}/runs/{run_id}`."""
+    record, _ = await ctx.catalog.run(run_id, caller)
+    return run_json(record)
+
+
+@router.get(
+    "/threads/{thread_id}/runs/{run_id}/stream",
+    summary="Join a run's event stream (SSE), resuming after Last-Event-ID",
+    response_class=EventStreamResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The run's events."}},
+)
+async def join_run(
+    ctx: Ctx,
+    caller: Caller,
+    thread_id: str,
+    run_id: str,
+    after_seq: Annotated[int | None, Query(ge=-1)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventStreamResponse:
+    """Stream the run's events with `seq` after `Last-Event-ID` (or `?after_seq=`): live while it
+    runs, from its log once it ended. Leaving never stops the run."""
+    ref = await ctx.catalog.thread(thread_id, caller)
+    await ctx.catalog.run_on(ref, run_id)
+    stream = await ref.app.ajoin(run_id, after_seq=parse_last_event_id(last_event_id, after_seq))
+    return EventStreamResponse(
+        RunEventSource(stream), headers={"X-Tether-Run-Id": run_id, "X-Tether-Thread-Id": thread_id}
+    )
+
+
+async def _stop_result(ref: ThreadRef, run_id: str | None, stopped: bool) -> dict[str, Any]:
+    record: RunRecord | None = await ref.app.aget_run(run_id) if run_id else None
+    return {
+        "stopped": stopped,
+        "run_id": run_id,
+        "run": run_json(record) if record is not None else None,
+    }
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel", summary="Cancel a run")
+async def cancel_run(
+    ctx: Ctx,
+    caller: Caller,
+    thread_id: str,
+    run_id: str,
+    action: Literal["interrupt", "rollback"] = "interrupt",
+    wait: bool = False,
+    mode: StopMode | None = None,
+    reason: Annotated[str | None, Query(max_length=500)] = None,
+) -> dict[str, Any]:
+    """Stop the run: `action=interrupt` keeps its partial work (mode `now`), `rollback` restores
+    the thread to before the run; `mode=after_step` lets the current step finish first.
+
+    Answers `{"stopped": bool, "run_id", "run"}`; `stopped` is false for a run that had already
+    ended (not an error). With `wait=true` it answers once the run has ended and its partial
+    answer is saved.
+    """
+    ref = await ctx.catalog.thread(thread_id, caller)
+    await ctx.catalog.run_on(ref, run_id)
+    stopped = await ref.app.astop(
+        run_id=run_id,
+        mode=mode or _ACTION_MODES[action],
+        reason=reason,
+        requested_by="user",
+        wait=wait,
+    )
+    return await _stop_result(ref, run_id, stopped)
+
+
+@router.post("/threads/{thread_id}/stop", summary="Stop whatever runs on a thread")
+async def stop_thread(
+    ctx: Ctx,
+    caller: Caller,
+    thread_id: str,
+    mode: StopMode = "now",
+    wait: bool = False,
+    reason: Annotated[str | None, Query(max_length=500)] = None,
+) -> dict[str, Any]:
+    """Stop the thread's active run (the Stop button). `mode`: `now` (default), `after_step`, or
+    `rollback`. Answers `{"stopped": bool, "run_id", "run"}`; false when nothing was running."""
+    ref = await ctx.catalog.thread(thread_id, caller)
+    active = ref.app.registry.active_on(thread_id)
+    stopped = await ref.app.astop(
+        thread_id=thread_id, mode=mode, reason=reason, requested_by="user", wait=wait
+    )
+    return await _stop_result(ref, active.run_id if active is not None else None, stopped)

@@ -1,0 +1,81 @@
+"""Thread endpoints: create, list, read (state and messages), delete.
+
+A thread belongs to the key that created it (see `auth.py`); every endpoint answers 404 for a
+thread of another key, exactly as for one that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Body, Query
+
+from ..errors import NotFoundError
+from .context import Caller, Ctx
+from .schemas import ThreadCreate, thread_json
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["threads"])
+
+
+@router.post("/threads", summary="Create a thread")
+async def create_thread(
+    ctx: Ctx, caller: Caller, body: Annotated[ThreadCreate | None, Body()] = None
+) -> dict[str, Any]:
+    """Create a thread owned by the caller's key. All fields are optional.
+
+    `if_exists="do_nothing"` returns the caller's existing thread with that id instead of 409.
+    """
+    body = body or ThreadCreate()
+    ref = await ctx.catalog.create_thread(
+        caller,
+        thread_id=body.thread_id,
+        app_name=body.app,
+        metadata=body.metadata,
+        if_exists=body.if_exists,
+    )
+    return thread_json(ref)
+
+
+@router.get("/threads", summary="List your threads")
+async def list_threads(
+    ctx: Ctx, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    """The caller's threads, newest first; `status` is `busy` while a run is active here."""
+    refs = await ctx.catalog.list_threads(caller, limit=limit)
+    out = []
+    for ref in refs:
+        handle = ref.app.registry.active_on(ref.thread_id)
+        out.append(thread_json(ref, active=handle.record if handle is not None else None))
+    return out
+
+
+@router.get("/threads/{thread_id}", summary="Read a thread: state and messages")
+async def get_thread(ctx: Ctx, caller: Caller, thread_id: str) -> dict[str, Any]:
+    """The thread with its `messages` (each with `role`, `content`, `status`), other state
+    `values`, `status` and `active_run_id`."""
+    ref = await ctx.catalog.thread(thread_id, caller)
+    state = await ref.app.aget_state(thread_id)
+    handle = ref.app.registry.active_on(thread_id)
+    runs = [] if handle is not None else await ref.app.alist_runs(thread_id, limit=1)
+    return thread_json(
+        ref,
+        active=handle.record if handle is not None else None,
+        latest=runs[0] if runs else None,
+        state=state,
+    )
+
+
+@router.delete("/threads/{thread_id}", summary="Delete a thread")
+async def delete_thread(ctx: Ctx, caller: Caller, thread_id: str) -> dict[str, Any]:
+    """Stop its active run (if any, `requested_by="user"`), then delete the thread with its
+    checkpoints, runs and events."""
+    ref = await ctx.catalog.thread(thread_id, caller)
+    with anyio.fail_after(30):
+        await ref.app.astop(thread_id=thread_id, reason="the thread was deleted", wait=True)
+    deleted = await ref.app.checkpointer.delete_thread(thread_id)
+    if not deleted:
+        raise NotFoundError(f"there is no thread {thread_id!r}")
+    return {"thread_id": thread_id, "deleted": True}

@@ -1,0 +1,231 @@
+"""Server-sent events for runs, with reliable client-disconnect detection.
+
+Wire format. Each event of a run is one SSE message:
+
+    event: message_delta
+    id: 7
+    data: {"type":"message_delta","run_id":"…","thread_id":"…","seq":7,"content":"Hel",…}
+
+`id` is the event's `seq`, so a client that reconnects with `Last-Event-ID: 7` (or `?after_seq=7`)
+gets exactly the events after it. The last message of every run is `event: run_finished`, whose
+data carries `status`, `reason` and `run_id`; then the response ends. A comment line (`: ping`) is
+sent when the stream has been idle for `ping_interval` seconds, so proxies keep it open.
+
+Mechanism. `EventStreamResponse` is a plain ASGI response (no framework generator machinery). While
+it writes, a watcher task waits on `receive()`; ASGI servers deliver `http.disconnect` there the
+moment the client goes away — even while the run is silent, e.g. inside a long tool call (uvicorn's
+`send()` silently drops data after a disconnect, so a writer alone could not notice). The watcher
+then cancels the writer, which is waiting for the next event inside `RunStream`: the stream is
+abandoned, and a `RunStream` opened with `on_disconnect="cancel"` stops the run with
+`requested_by="disconnect"`; with `"continue"` the run goes on and can be re-joined. Either way the
+response's source is closed in a shielded `finally`.
+
+Runs never live in the request's task: they run in tether's host task group, so a request that
+ends (or is cancelled) can only *ask* a run to stop, never kill it mid-commit.
+
+Events available at once are written in one `send` (one syscall for a burst of tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import anyio
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ..events import Event, event_to_json
+from ..handle import RunStream
+
+__all__ = [
+    "ChunkSource",
+    "DeferredJSONResponse",
+    "EventStreamResponse",
+    "RunEventSource",
+    "encode_event",
+    "parse_last_event_id",
+]
+
+PING_INTERVAL = 15.0  # seconds of silence before a `: ping` comment
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+}
+
+
+def encode_event(event: Event) -> bytes:
+    """One SSE message for a run event (`json.dumps` escapes newlines, so `data` is one line)."""
+    data = json.dumps(event_to_json(event), separators=(",", ":"), ensure_ascii=False)
+    return f"event: {event.type}\nid: {event.seq}\ndata: {data}\n\n".encode()
+
+
+def parse_last_event_id(header: str | None, after_seq: int | None) -> int:
+    """The seq to resume after: the `Last-Event-ID` header wins over `?after_seq=`; -1 for all."""
+    if header is not None:
+        try:
+            return max(-1, int(header.strip()))
+        except ValueError:
+            pass
+    return max(-1, after_seq) if after_seq is not None else -1
+
+
+class ChunkSource(Protocol):
+    """What an `EventStreamResponse` writes: chunks of bytes until `None`."""
+
+    async def next_chunk(self) -> bytes | None:
+        """The next bytes to send (`b""` for nothing yet), or None at the end."""
+        ...
+
+    async def aclose(self) -> None:
+        """The response ended (normally, or because the client went away)."""
+        ...
+
+
+class RunEventSource:
+    """A run's events as SSE chunks; closing it abandons the `RunStream` (see its on_disconnect)."""
+
+    def __init__(
+        self, stream: RunStream, *, encode: Callable[[Event], bytes] = encode_event
+    ) -> None:
+        self.stream = stream
+        self._encode = encode
+
+    async def next_chunk(self) -> bytes | None:
+        batch = await self.stream.next_batch()
+        if not batch:
+            return None
+        return b"".join(self._encode(event) for event in batch)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class EventStreamResponse(Response):
+    """A `text/event-stream` response that notices a client going away at once.
+
+    See the module docstring. On disconnect the source's current `next_chunk()` is cancelled and
+    `aclose()` is called; on a normal end `aclose()` is called too (a no-op for a finished run).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        source: ChunkSource,
+        *,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        ping_interval: float | None = PING_INTERVAL,
+    ) -> None:
+        self.source = source
+        self.status_code = status_code
+        self.background: BackgroundTask | None = None
+        self.ping_interval = ping_interval
+        self.init_headers({**SSE_HEADERS, **(headers or {})})
+        self.disconnected = False  # set when the client went away before the end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lock = anyio.Lock()
+        last_write = time.monotonic()
+
+        async def write(body: bytes, more: bool = True) -> None:
+            nonlocal last_write
+            async with lock:
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+            last_write = time.monotonic()
+
+        async def watch(cancel: Callable[[], None]) -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self.disconnected = True
+                    cancel()
+                    return
+
+        async def ping(interval: float) -> None:
+            while True:
+                await anyio.sleep(max(0.0, last_write + interval - time.monotonic()))
+                if time.monotonic() - last_write >= interval:
+                    await write(b": ping\n\n")
+
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch, tg.cancel_scope.cancel)
+                if self.ping_interval:
+                    tg.start_soon(ping, self.ping_interval)
+                while (chunk := await self.source.next_chunk()) is not None:
+                    if chunk:
+                        await write(chunk)
+                await write(b"", more=False)
+                tg.cancel_scope.cancel()
+        except OSError:  # a server that raises on writing to a closed connection
+            self.disconnected = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.source.aclose()
+
+
+class DeferredJSONResponse(Response):
+    """A JSON response computed while the client is watched: for `/runs/wait`.
+
+    `compute()` runs while a watcher waits for `http.disconnect`. If the client goes away first,
+    `compute()` is cancelled and `on_disconnect()` is called (e.g. to stop the run); nothing is sent.
+    Exceptions from `compute()` propagate before the response starts, so the app's error handlers
+    still answer them.
+    """
+
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        compute: Callable[[], Awaitable[Any]],
+        *,
+        on_disconnect: Callable[[], None] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._compute = compute
+        self._on_disconnect = on_disconnect
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+        self.disconnected = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        result: Any = None
+        done = False
+
+        async def watch(cancel: Callable[[], None]) -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self.disconnected = True
+                    cancel()
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, tg.cancel_scope.cancel)
+            result = await self._compute()
+            done = True
+            tg.cancel_scope.cancel()
+        if not done:
+            if self._on_disconnect is not None:
+                self._on_disconnect()
+            return
+        body = json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode()
+        self.body = body
+        self.headers["content-length"] = str(len(body))
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send({"type": "http.response.body", "body": body})
