@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -45,11 +43,6 @@ class Host:
         """The host task group (available once `current_host()` returned)."""
         assert self._tg is not None, "await current_host() first"
         return self._tg
-
-    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
-        """Start `fn(*args)` in the host task group."""
-        assert self._tg is not None, "await current_host() first"
-        self._tg.start_soon(fn, *args, name=name)
 
 
 async def current_host() -> Host:

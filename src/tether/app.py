@@ -58,7 +58,9 @@ def _thread_id_of(config: Mapping[str, Any] | None) -> str | None:
     if not config:
         return None
     nested = config.get("configurable")
-    value = config.get("thread_id") or (nested.get("thread_id") if isinstance(nested, Mapping) else None)
+    value = config.get("thread_id") or (
+        nested.get("thread_id") if isinstance(nested, Mapping) else None
+    )
     if value is not None and not isinstance(value, str):
         raise UserError(f"thread_id must be a string, not {value!r}")
     return value
@@ -102,13 +104,17 @@ class App:
         thread_metadata: Mapping[str, Any] | None = None,
     ) -> RunOptions:
         if config is not None and not isinstance(config, Mapping):
-            raise UserError(f"config must be a mapping such as {{'thread_id': ...}}, not {config!r}")
+            raise UserError(
+                f"config must be a mapping such as {{'thread_id': ...}}, not {config!r}"
+            )
         if on_disconnect not in ("cancel", "continue"):
             raise UserError(f"on_disconnect {on_disconnect!r} is not 'cancel' or 'continue'")
         cfg = dict(config or {})
         tid = thread_id or _thread_id_of(cfg)
         if tid is not None and (not isinstance(tid, str) or not tid or len(tid) > 200):
-            raise UserError(f"thread_id must be a non-empty string of at most 200 characters, not {tid!r}")
+            raise UserError(
+                f"thread_id must be a non-empty string of at most 200 characters, not {tid!r}"
+            )
         return RunOptions(
             thread_id=tid,
             config=cfg,
@@ -148,7 +154,13 @@ class App:
         cancels nothing that started.
         """
         options = self._options(
-            config, thread_id, multitask_strategy, "continue", checkpoint_id, metadata, thread_metadata
+            config,
+            thread_id,
+            multitask_strategy,
+            "continue",
+            checkpoint_id,
+            metadata,
+            thread_metadata,
         )
         return await self._start(input, options)
 
@@ -163,7 +175,9 @@ class App:
         metadata: Mapping[str, Any] | None = None,
     ) -> RunHandle:
         """Sync `astart`: the run executes on tether's background loop."""
-        options = self._options(config, thread_id, multitask_strategy, "continue", checkpoint_id, metadata)
+        options = self._options(
+            config, thread_id, multitask_strategy, "continue", checkpoint_id, metadata
+        )
         return _portal.call(self._start, input, options)
 
     def astream(
@@ -187,7 +201,9 @@ class App:
             config, thread_id, multitask_strategy, on_disconnect, checkpoint_id, metadata
         )
         return RunStream(
-            self.engine, start=lambda: self._start(input, options), on_disconnect=options.on_disconnect
+            self.engine,
+            start=lambda: self._start(input, options),
+            on_disconnect=options.on_disconnect,
         )
 
     def stream(
@@ -342,7 +358,9 @@ class App:
     cancel_run = stop  # Agno's name
 
     # inspecting
-    async def aget_state(self, thread_id: str, *, checkpoint_id: str | None = None) -> StateSnapshot:
+    async def aget_state(
+        self, thread_id: str, *, checkpoint_id: str | None = None
+    ) -> StateSnapshot:
         """The thread's state at its head (or at `checkpoint_id`); empty for a new thread."""
         await self.engine.ensure_ready()
         cp = await self.checkpointer.get_checkpoint(thread_id, checkpoint_id)
@@ -356,10 +374,14 @@ class App:
         """Sync `aget_state`."""
         return _portal.call(lambda: self.aget_state(thread_id, checkpoint_id=checkpoint_id))
 
-    async def aget_state_history(self, thread_id: str, *, limit: int | None = None) -> list[StateSnapshot]:
+    async def aget_state_history(
+        self, thread_id: str, *, limit: int | None = None
+    ) -> list[StateSnapshot]:
         """The thread's checkpoints, newest first."""
         await self.engine.ensure_ready()
-        return [_snapshot(cp) for cp in await self.checkpointer.list_checkpoints(thread_id, limit=limit)]
+        return [
+            _snapshot(cp) for cp in await self.checkpointer.list_checkpoints(thread_id, limit=limit)
+        ]
 
     def get_state_history(self, thread_id: str, *, limit: int | None = None) -> list[StateSnapshot]:
         """Sync `aget_state_history`."""
@@ -414,4 +436,3 @@ def _in_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
-

@@ -221,7 +221,9 @@ class Engine:
             metadata=metadata or {},
         )
         handle = RunHandle(self, record)
-        ex = Execution(self, handle, {**(config or {}), "thread_id": record.thread_id, "run_id": record.run_id})
+        ex = Execution(
+            self, handle, {**(config or {}), "thread_id": record.thread_id, "run_id": record.run_id}
+        )
         await self.registry.register(handle)
         host = await current_host()
         try:
@@ -250,7 +252,7 @@ class Engine:
             acquired = True
         task_status.started()
         scope = anyio.CancelScope()
-        handle.token.bind(scope, lambda: None)
+        handle.token.bind(scope)
         outcome: Outcome | None = None
         failure: BaseException | None = None
         try:
@@ -286,6 +288,7 @@ class Engine:
             await self.checkpointer.put_thread(
                 ThreadInfo(thread_id=handle.thread_id, metadata=thread_metadata or {})
             )
+        handle.token.begun = True
         record = handle.record
         record.status = "running"
         record.started_at = time.time()
@@ -322,7 +325,9 @@ class Engine:
             if status == "cancelled":
                 reason = reason or (req.reason if req else None)
                 record.stop_mode = token.mode or "now"
-                record.stop_requested_by = "shutdown" if shutdown else (req.requested_by if req else None)
+                record.stop_requested_by = (
+                    "shutdown" if shutdown else (req.requested_by if req else None)
+                )
                 record.stopped_at = time.time()
                 token.took_effect_at = record.stopped_at
             if req is not None:
@@ -365,7 +370,8 @@ class Engine:
             if ex.head_id == (ex.base.checkpoint_id if ex.base else None):
                 return None  # the run wrote nothing
             values = ex.base.values if ex.base else {}
-            source, step, closed = "rollback", ex.base.step if ex.base else -1, ()
+            source, step = "rollback", ex.base.step if ex.base else -1
+            closed: Sequence[Message] = ()
         else:
             stopped = program.stopped_state(ex)
             if stopped is None:
@@ -441,11 +447,15 @@ def _result_error(
     status: TerminalStatus, failure: BaseException | None, run_id: str, reason: str | None
 ) -> BaseException | None:
     if status == "cancelled":
-        return RunCancelledError(f"run {run_id!r} was stopped ({reason or 'no reason given'})", run_id=run_id)
+        return RunCancelledError(
+            f"run {run_id!r} was stopped ({reason or 'no reason given'})", run_id=run_id
+        )
     if failure is None:
         return None
     if isinstance(failure, RunError | UserError):
         return failure
-    err = RunFailedError(f"run {run_id!r} failed: {type(failure).__name__}: {failure}", run_id=run_id)
+    err = RunFailedError(
+        f"run {run_id!r} failed: {type(failure).__name__}: {failure}", run_id=run_id
+    )
     err.__cause__ = failure
     return err

@@ -146,9 +146,13 @@ class RunHandle:
         assert self.values is not None
         return self.values
 
-    def events_after(self, after_seq: int = -1, *, on_disconnect: OnDisconnect = "continue") -> RunStream:
+    def events_after(
+        self, after_seq: int = -1, *, on_disconnect: OnDisconnect = "continue"
+    ) -> RunStream:
         """A stream of this run's events with `seq > after_seq` (a re-join)."""
-        return RunStream(self._engine, handle=self, after_seq=after_seq, on_disconnect=on_disconnect)
+        return RunStream(
+            self._engine, handle=self, after_seq=after_seq, on_disconnect=on_disconnect
+        )
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id} thread={self.thread_id} status={self.status}>"

@@ -49,7 +49,9 @@ class ToolCall(BaseModel):
         """The arguments decoded from JSON; `{}` when they are empty."""
         value = json.loads(self.arguments or "{}")
         if not isinstance(value, dict):
-            raise UserError(f"tool call {self.id!r} has arguments {self.arguments!r}; want an object")
+            raise UserError(
+                f"tool call {self.id!r} has arguments {self.arguments!r}; want an object"
+            )
         return value
 
 
@@ -210,7 +212,9 @@ class MessageBuilder:
             if not parts.name:
                 continue
             calls.append(
-                ToolCall(id=parts.id or f"call_{self.id}_{index}", name=parts.name, arguments=arguments)
+                ToolCall(
+                    id=parts.id or f"call_{self.id}_{index}", name=parts.name, arguments=arguments
+                )
             )
         return Message(
             role=self.role, content=self.content, id=self.id, tool_calls=tuple(calls), status=status
@@ -235,9 +239,7 @@ def add_messages(
     """
     merged = list(left or ())
     index = {msg.id: i for i, msg in enumerate(merged)}
-    items: Iterable[Any] = (
-        [right] if isinstance(right, Message | MessageDelta | dict) else right
-    )
+    items: Iterable[Any] = [right] if isinstance(right, Message | MessageDelta | dict) else right
     for item in items:
         if isinstance(item, dict):
             item = Message.from_openai(item)
@@ -250,7 +252,9 @@ def add_messages(
             builder.add(item)
             item = builder.build()
             if pos is not None:
-                item = item.model_copy(update={"tool_calls": merged[pos].tool_calls + item.tool_calls})
+                item = item.model_copy(
+                    update={"tool_calls": merged[pos].tool_calls + item.tool_calls}
+                )
         if not isinstance(item, Message):
             raise UserError(
                 f"the messages channel takes Message, MessageDelta or OpenAI-style dicts, not {item!r}"

@@ -60,7 +60,9 @@ class StateSchema:
         """The values of a thread that has no checkpoint yet."""
         return {name: ch.default() for name, ch in self.channels.items()}
 
-    def apply(self, values: Mapping[str, Any], updates: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    def apply(
+        self, values: Mapping[str, Any], updates: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> dict[str, Any]:
         """Apply `(writer, update)` pairs in order and return the new values.
 
         A plain (reducer-less) channel written by two writers in one step is an error: the result
@@ -96,7 +98,10 @@ class StateSchema:
             return dict(value)
         if self.has_messages and (
             isinstance(value, Message | MessageDelta)
-            or (isinstance(value, list) and all(isinstance(v, Message | MessageDelta) for v in value))
+            or (
+                isinstance(value, list)
+                and all(isinstance(v, Message | MessageDelta) for v in value)
+            )
         ):
             return {"messages": value if isinstance(value, list) else [value]}
         raise UserError(
@@ -113,7 +118,11 @@ def coerce_input(schema: StateSchema, value: Any) -> dict[str, Any]:
     """
     if isinstance(value, str) and schema.has_messages:
         return {"messages": [Message.user(value)]}
-    if isinstance(value, Mapping) and schema.has_messages and isinstance(value.get("messages"), list):
+    if (
+        isinstance(value, Mapping)
+        and schema.has_messages
+        and isinstance(value.get("messages"), list)
+    ):
         msgs = [Message.from_openai(m) if isinstance(m, dict) else m for m in value["messages"]]
         return {**value, "messages": msgs}
     if isinstance(value, list) and schema.has_messages:

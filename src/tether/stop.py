@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -76,8 +75,10 @@ class StopToken:
         self._scope: CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        # Called on the run's loop whenever the mode changes (the engine's after_step watcher).
-        self._on_change: Callable[[], None] | None = None
+        # True once the run won its thread; before that, every stop mode cancels at once.
+        self.begun = False
+        # Whether the grace timer of an after_step stop is running.
+        self._grace_armed = False
 
     @property
     def requested(self) -> bool:
@@ -105,11 +106,10 @@ class StopToken:
                 return False
         return True
 
-    def bind(self, scope: CancelScope, on_change: Callable[[], None]) -> None:
+    def bind(self, scope: CancelScope) -> None:
         """Attach the run's scope; must be called on the run's loop. Applies an early request."""
         with self._lock:
             self._scope = scope
-            self._on_change = on_change
             self._loop = asyncio.get_running_loop()
             self._loop_thread = threading.get_ident()
         if self.request is not None:
@@ -123,10 +123,12 @@ class StopToken:
         self._apply()
 
     def _apply(self) -> None:
-        if self.mode in ("now", "rollback") and self._scope is not None:
+        if self._scope is not None and (self.mode in ("now", "rollback") or not self.begun):
             self._scope.cancel()
-        if self._on_change is not None:
-            self._on_change()
+        elif self.mode == "after_step" and self.request is not None and self.request.grace is not None:
+            if self._loop is not None and not self._grace_armed:
+                self._grace_armed = True
+                self._loop.call_later(self.request.grace, self.escalate)
 
 
 def _rank(mode: StopMode) -> int:

@@ -71,9 +71,9 @@ class LocalRunRegistry(RunRegistry):
         except BaseException:
             if queued:
                 with self._lock:
-                    slot = self._slots.get(handle.thread_id)
-                    if slot is not None and handle in slot.waiting:
-                        slot.waiting.remove(handle)
+                    queue = self._slots.get(handle.thread_id)
+                    if queue is not None and handle in queue.waiting:
+                        queue.waiting.remove(handle)
                     self._drop_if_idle(handle.thread_id)
             raise
 
@@ -107,7 +107,9 @@ class LocalRunRegistry(RunRegistry):
                 if handle is None and slot is not None and slot.waiting:
                     handle = slot.waiting[0]
                 if handle is None:  # registered, not yet admitted (stop before start)
-                    handle = next((h for h in self._runs.values() if h.thread_id == thread_id), None)
+                    handle = next(
+                        (h for h in self._runs.values() if h.thread_id == thread_id), None
+                    )
             else:
                 handle = None
         if handle is None or not handle.token.request_stop(request):

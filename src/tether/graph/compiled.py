@@ -94,7 +94,13 @@ class GraphProgram(Program):
         else:
             values = schema.apply(values, [("input", coerce_input(schema, self.input))])
             frontier = await app.next_nodes([START], values)
-            await self._commit(ex, values, step, frontier, "input" if base is None or ex.head_id == base.checkpoint_id else "fork")
+            await self._commit(
+                ex,
+                values,
+                step,
+                frontier,
+                "input" if base is None or ex.head_id == base.checkpoint_id else "fork",
+            )
             step += 1
         self.values = values
         taken = 0
@@ -111,7 +117,9 @@ class GraphProgram(Program):
                 )
             self.outputs = {name: NodeOutput(name) for name in frontier}
             await self._run_step(ex, frontier, values, step)
-            updates = [(name, out.update(schema, stopped=False)[0]) for name, out in self.outputs.items()]
+            updates = [
+                (name, out.update(schema, stopped=False)[0]) for name, out in self.outputs.items()
+            ]
             values = schema.apply(values, updates)
             ran, frontier = frontier, await app.next_nodes(frontier, values)
             self.values, self.outputs = values, None
@@ -122,24 +130,40 @@ class GraphProgram(Program):
                 return Outcome("interrupted", values)
         return Outcome("completed", values)
 
-    async def _commit(self, ex: Execution, values: dict[str, Any], step: int, frontier: list[str], source: str) -> None:
+    async def _commit(
+        self, ex: Execution, values: dict[str, Any], step: int, frontier: list[str], source: str
+    ) -> None:
         # Shielded: a stop during the (sub-millisecond) write must not leave it half-known.
         with anyio.CancelScope(shield=True):
             await ex.commit(values, step=step, next=frontier, source=source)
 
-    async def _run_step(self, ex: Execution, frontier: list[str], values: dict[str, Any], step: int) -> None:
+    async def _run_step(
+        self, ex: Execution, frontier: list[str], values: dict[str, Any], step: int
+    ) -> None:
         assert self.outputs is not None
         app = self.app
         if len(frontier) == 1:
             name = frontier[0]
-            await run_node(app.graph.nodes[name], dict(values), ex.context(name, step), ex.handle, self.outputs[name], app.schema)
+            await run_node(
+                app.graph.nodes[name],
+                dict(values),
+                ex.context(name, step),
+                ex.handle,
+                self.outputs[name],
+                app.schema,
+            )
             return
         try:
             async with anyio.create_task_group() as tg:
                 for name in frontier:
                     tg.start_soon(
-                        run_node, app.graph.nodes[name], dict(values), ex.context(name, step),
-                        ex.handle, self.outputs[name], app.schema,
+                        run_node,
+                        app.graph.nodes[name],
+                        dict(values),
+                        ex.context(name, step),
+                        ex.handle,
+                        self.outputs[name],
+                        app.schema,
                     )
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
@@ -157,7 +181,7 @@ class GraphProgram(Program):
         return StoppedState(values, closed)
 
 
-def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             return _first_error(exc)

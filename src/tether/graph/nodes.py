@@ -109,7 +109,12 @@ class NodeOutput:
 
 
 async def run_node(
-    node: Node, state: dict[str, Any], ctx: RunContext, handle: RunHandle, out: NodeOutput, schema: StateSchema
+    node: Node,
+    state: dict[str, Any],
+    ctx: RunContext,
+    handle: RunHandle,
+    out: NodeOutput,
+    schema: StateSchema,
 ) -> None:
     """Call `node` and collect its output into `out`; see the module docstring for stops."""
     handle.emit(NodeStarted, node=node.name, step=ctx.step)
@@ -134,7 +139,9 @@ async def run_node(
                         await anyio.lowlevel.checkpoint()
         else:
             gen = node.fn(*args)
-            while (item := await anyio.to_thread.run_sync(next, gen, _DONE, abandon_on_cancel=True)) is not _DONE:
+            while (
+                item := await anyio.to_thread.run_sync(next, gen, _DONE, abandon_on_cancel=True)
+            ) is not _DONE:
                 _collect(item, out, handle, schema)
     except Exception as exc:
         exc.add_note(f"in node {node.name!r}")

@@ -69,7 +69,9 @@ class StateGraph:
         self.edges: dict[str, list[str]] = {}
         self.routers: dict[str, list[Router]] = {}
 
-    def add_node(self, name: str | Callable[..., Any], fn: Callable[..., Any] | None = None) -> StateGraph:
+    def add_node(
+        self, name: str | Callable[..., Any], fn: Callable[..., Any] | None = None
+    ) -> StateGraph:
         """Add a node; `add_node(fn)` names it after the function."""
         if fn is None:
             if not callable(name):
@@ -111,21 +113,29 @@ class StateGraph:
 
     def _validate(self) -> None:
         if not self.edges.get(START) and not self.routers.get(START):
-            raise UserError("the graph has no entry point; call set_entry_point(name) or add_edge(START, name)")
+            raise UserError(
+                "the graph has no entry point; call set_entry_point(name) or add_edge(START, name)"
+            )
         known = {*self.nodes, END}
         for source, targets in self.edges.items():
             if source != START and source not in self.nodes:
-                raise UserError(f"an edge starts at {source!r}, which is not a node; add_node it first")
+                raise UserError(
+                    f"an edge starts at {source!r}, which is not a node; add_node it first"
+                )
             for target in targets:
                 if target not in known:
-                    raise UserError(f"an edge from {source!r} goes to {target!r}, which is not a node")
+                    raise UserError(
+                        f"an edge from {source!r} goes to {target!r}, which is not a node"
+                    )
         for source in self.routers:
             if source != START and source not in self.nodes:
                 raise UserError(f"a conditional edge starts at {source!r}, which is not a node")
             for router in self.routers[source]:
                 for target in (router.mapping or {}).values():
                     if target not in known:
-                        raise UserError(f"the mapping of {source!r} names {target!r}, which is not a node")
+                        raise UserError(
+                            f"the mapping of {source!r} names {target!r}, which is not a node"
+                        )
 
     def compile(
         self,

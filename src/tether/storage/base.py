@@ -108,7 +108,9 @@ class Checkpointer(ABC):
         """The checkpoint `checkpoint_id` of the thread, or its head when it is `None`."""
 
     @abstractmethod
-    async def list_checkpoints(self, thread_id: str, *, limit: int | None = None) -> list[Checkpoint]:
+    async def list_checkpoints(
+        self, thread_id: str, *, limit: int | None = None
+    ) -> list[Checkpoint]:
         """The thread's checkpoints, newest first."""
 
     # runs

@@ -52,7 +52,9 @@ class InMemoryCheckpointer(Checkpointer):
         want = encode_value(metadata or {})
         with self._lock:
             found = [
-                t for t in self._threads.values() if all(t.metadata.get(k) == v for k, v in want.items())
+                t
+                for t in self._threads.values()
+                if all(t.metadata.get(k) == v for k, v in want.items())
             ]
         found.sort(key=lambda t: (t.created_at, t.thread_id), reverse=True)
         return [replace(t, metadata=decode_value(t.metadata)) for t in found[:limit]]
@@ -77,7 +79,9 @@ class InMemoryCheckpointer(Checkpointer):
                 found = next((c for c in chain if c.checkpoint_id == checkpoint_id), None)
         return None if found is None else _decoded(found)
 
-    async def list_checkpoints(self, thread_id: str, *, limit: int | None = None) -> list[Checkpoint]:
+    async def list_checkpoints(
+        self, thread_id: str, *, limit: int | None = None
+    ) -> list[Checkpoint]:
         with self._lock:
             chain = list(reversed(self._checkpoints.get(thread_id, [])))
         return [_decoded(c) for c in chain[:limit]]
@@ -129,9 +133,7 @@ class InMemoryCheckpointer(Checkpointer):
                         f"commit expected {encoded.parent_id!r}; reload the state and retry"
                     )
                 chain.append(encoded)
-                self._threads.setdefault(
-                    encoded.thread_id, ThreadInfo(thread_id=encoded.thread_id)
-                )
+                self._threads.setdefault(encoded.thread_id, ThreadInfo(thread_id=encoded.thread_id))
             if events:
                 self._events.setdefault(events[0].run_id, []).extend(events)
             if run is not None:
