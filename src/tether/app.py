@@ -110,7 +110,7 @@ class App:
         if on_disconnect not in ("cancel", "continue"):
             raise UserError(f"on_disconnect {on_disconnect!r} is not 'cancel' or 'continue'")
         cfg = dict(config or {})
-        tid = thread_id or _thread_id_of(cfg)
+        tid = thread_id if thread_id is not None else _thread_id_of(cfg)
         if tid is not None and (not isinstance(tid, str) or not tid or len(tid) > 200):
             raise UserError(
                 f"thread_id must be a non-empty string of at most 200 characters, not {tid!r}"

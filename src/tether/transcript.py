@@ -9,6 +9,7 @@ The rules, in order:
 2. Tool results are moved right after the assistant message whose call they answer, in call order.
 3. A tool result whose call is nowhere before it (an orphan) is dropped.
 4. A tool call with no result gets a synthetic result with `status="cancelled"`.
+5. A tool call id used again by a later message is removed from that message (ids must be unique).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def repair_transcript(messages: Sequence[Message]) -> list[Message]:
     for msg in messages:
         if msg.role == "tool":
             continue  # placed after its assistant message below, or dropped as an orphan
+        if any(call.id in answered for call in msg.tool_calls):
+            fresh = tuple(c for c in msg.tool_calls if c.id not in answered)
+            msg = msg.model_copy(update={"tool_calls": fresh})
         if (
             msg.role == "assistant"
             and msg.status == "stopped"
