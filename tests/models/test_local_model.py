@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Iterator
 
 import anyio
 import anyio.to_thread
@@ -18,8 +19,11 @@ STORY = [Message.user("Write a very long story about a dragon who learns to bake
 
 
 @pytest.fixture(scope="module")
-def model(local_model_ready: None) -> LocalModel:
-    return LocalModel()
+def model(local_model_ready: None) -> Iterator[LocalModel]:
+    model = LocalModel()
+    yield model
+    assert model.wait_idle(WATCHDOG)
+    anyio.run(model.aclose)
 
 
 @pytest.mark.llm
