@@ -1,0 +1,149 @@
+"""The web UI end to end in Debian's chromium, driven by Playwright, against a real uvicorn.
+
+The served model (`tests/server/_served.py`) blocks on named gates the test opens over HTTP, so
+"while it streams" is a deterministic moment. Screenshots go to `test-artifacts/`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server._client import Server, serve
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with serve() as srv:
+        yield srv
+
+
+@pytest.fixture
+def page(server: Server) -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 800})
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        yield page
+        context.close()
+        browser.close()
+
+
+def control(server: Server, method: str, path: str, **kwargs: object) -> None:
+    httpx.request(method, f"{server.url}/_test{path}", timeout=30, **kwargs).raise_for_status()  # type: ignore[arg-type]
+
+
+def test_chat_streams_stops_continues_and_rejoins_after_reload(
+    server: Server, page: object
+) -> None:
+    from playwright.sync_api import Page
+
+    assert isinstance(page, Page)
+    page.goto(server.url)
+    expect(page.get_by_role("heading", name="How can I help?")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-0-empty.png"))
+    box = page.get_by_role("textbox", name="Message")
+    assistant = page.locator("article.msg-assistant")
+
+    # 1. Tokens stream in: the first two arrive while the model is still mid-answer.
+    control(server, "POST", "/script", json={"turns": [["Hel", "lo", "@gate:b1", " world"]]})
+    box.fill("Say hello")
+    box.press("Enter")
+    expect(page.locator("article.msg-user").last).to_have_text("Say hello")
+    expect(assistant.last.locator(".text")).to_have_text("Hello")
+    expect(assistant.last).to_have_class(re.compile(r"\bstreaming\b"))
+    expect(page.get_by_role("button", name="Stop generating")).to_be_visible()
+    expect(page.locator("#run-status")).to_have_text("Generating…")
+    control(server, "GET", "/gates/b1/reached")
+    page.screenshot(path=str(ARTIFACTS / "ui-1-streaming.png"))
+
+    # 2. Stop: the partial answer stays, marked stopped, with Continue offered.
+    page.get_by_role("button", name="Stop generating").click()
+    expect(assistant.last.locator(".stopped-marker")).to_be_visible()
+    expect(assistant.last.locator(".text")).to_have_text("Hello")
+    expect(assistant.last).to_have_attribute("data-status", "stopped")
+    expect(page.get_by_role("button", name="Continue the stopped answer")).to_be_visible()
+    expect(page.get_by_role("button", name="Send message")).to_be_visible()
+    expect(page.locator(".thread-item .busy-dot")).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "ui-2-stopped.png"))
+
+    # 3. A follow-up: the model (an echo) sees the partial answer and its status.
+    box.fill("go on")
+    page.keyboard.press("Enter")
+    expect(assistant.last.locator(".text")).to_have_text(
+        "You said: go on. Before that I said: Hello (stopped)."
+    )
+    expect(page.get_by_role("button", name="Send message")).to_be_visible()
+    expect(page.locator(".thread-item").first).to_have_text("Say hello")
+    page.screenshot(path=str(ARTIFACTS / "ui-3-follow-up.png"))
+
+    # 4. Reload mid-stream: the page re-joins the run after the last event it had shown.
+    control(server, "POST", "/script", json={"turns": [["Par", "tial", "@gate:b2", " end."]]})
+    box.fill("Once more")
+    box.press("Enter")
+    expect(assistant.last.locator(".text")).to_have_text("Partial")
+    control(server, "GET", "/gates/b2/reached")
+    joins: list[dict[str, str]] = []
+    page.on(
+        "request",
+        lambda r: joins.append(r.headers) if re.search(r"/runs/[^/]+/stream$", r.url) else None,
+    )
+    page.reload()
+    expect(assistant.last.locator(".text")).to_have_text("Partial")
+    expect(page.get_by_role("button", name="Stop generating")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-4-rejoined.png"))
+    control(server, "POST", "/gates/b2/release")
+    expect(assistant.last.locator(".text")).to_have_text("Partial end.")
+    expect(assistant.last).not_to_have_attribute("data-status", "stopped")
+    expect(page.get_by_role("button", name="Send message")).to_be_visible()
+    assert joins
+    assert int(joins[0]["last-event-id"]) > 0  # resumed after a seq, not from scratch
+    assert page.locator("article.msg-assistant .text", has_text="Partial").count() == 1
+    expect(page.locator(".thread-item .busy-dot")).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "ui-5-finished.png"))
+
+
+def test_dark_mode_and_keyboard_stop(server: Server, page: object) -> None:
+    from playwright.sync_api import Page
+
+    assert isinstance(page, Page)
+    page.emulate_media(color_scheme="dark")
+    page.goto(server.url)
+    control(server, "POST", "/script", json={"turns": [["Thinking", " hard", "@gate:k1", "!"]]})
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("Escape test")
+    box.press("Enter")
+    assistant = page.locator("article.msg-assistant")
+    expect(assistant.last.locator(".text")).to_have_text("Thinking hard")
+    control(server, "GET", "/gates/k1/reached")
+    page.keyboard.press("Escape")
+    expect(assistant.last.locator(".stopped-marker")).to_be_visible()
+    expect(page.get_by_role("button", name="Continue the stopped answer")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-6-dark-stopped.png"))
