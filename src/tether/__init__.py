@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .agent import Agent, create_agent
 from .app import App, StateSnapshot
+from .commands import Resume
 from .context import RunContext
 from .coordination import LocalRunRegistry, RunRegistry
 from .errors import (
@@ -38,6 +40,7 @@ from .run import RunRecord
 from .state import AgentState, MessagesState
 from .stop import StopRequest
 from .storage import Checkpoint, Checkpointer, InMemoryCheckpointer, ThreadInfo
+from .tools import Tool, tool
 from .transcript import repair_transcript
 
 __version__ = "0.1.0"
@@ -45,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "END",
     "START",
+    "Agent",
     "AgentState",
     "App",
     "Checkpoint",
@@ -66,6 +70,7 @@ __all__ = [
     "NodeFinished",
     "NodeStarted",
     "NotFoundError",
+    "Resume",
     "RunCancelledError",
     "RunContext",
     "RunError",
@@ -84,6 +89,7 @@ __all__ = [
     "TetherError",
     "ThreadBusyError",
     "ThreadInfo",
+    "Tool",
     "ToolCall",
     "ToolCallDelta",
     "ToolCallFinished",
@@ -91,5 +97,7 @@ __all__ = [
     "UserError",
     "__version__",
     "add_messages",
+    "create_agent",
     "repair_transcript",
+    "tool",
 ]

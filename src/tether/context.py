@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,26 +37,46 @@ class RunContext:
     config: dict[str, Any] = field(default_factory=dict)
     _handle: RunHandle | None = field(default=None, repr=False, compare=False)
     _loop_thread: int | None = field(default=None, repr=False, compare=False)
+    _sink: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def stop_requested(self) -> bool:
         """Whether a stop was requested. Sync code in a worker thread may poll this to end early."""
         return self._handle is not None and self._handle.token.requested
 
+    def send(self, item: Any) -> None:
+        """Stream an item from a node exactly as if the node had yielded it. Safe from threads.
+
+        For nodes that are not generators: a `Message` sent here is streamed at once and kept in
+        the step's output even if the node is then stopped (the agent's tools node sends each tool
+        result this way). Dropped once a `now` stop was requested.
+        """
+        sink = self._sink
+        if sink is None or self._stopping():
+            return
+        self._on_loop(sink, item)
+
+    def _stopping(self) -> bool:
+        token = self._handle.token if self._handle is not None else None
+        return token is not None and token.mode in ("now", "rollback")
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            anyio.from_thread.run_sync(lambda: fn(*args))
+
     def emit(self, data: Any) -> None:
         """Send `data` to the run's stream as a `custom` event. Safe from worker threads.
 
-        After the run's terminal event, or once the run was stopped, the data is dropped.
+        Dropped once a `now` stop was requested, and after the run's terminal event.
         """
         self.emit_event(CustomEvent, data=data)
 
     def emit_event(self, cls: type[Any], /, **fields: Any) -> None:
         """Emit an event of type `cls` from this node (engines use this for tool-call events)."""
         handle = self._handle
-        if handle is None:
+        if handle is None or self._stopping():
             return
         fields.setdefault("node", self.node)
-        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
-            handle.emit(cls, **fields)
-        else:
-            anyio.from_thread.run_sync(lambda: handle.emit(cls, **fields))
+        self._on_loop(lambda: handle.emit(cls, **fields))

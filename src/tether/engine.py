@@ -44,7 +44,14 @@ from ._host import current_host
 from .context import RunContext
 from .coordination.base import RunRegistry
 from .errors import NotFoundError, RunCancelledError, RunError, RunFailedError, UserError
-from .events import CheckpointSaved, MessageEvent, RunFinished, RunStarted, TerminalStatus
+from .events import (
+    CheckpointSaved,
+    MessageEvent,
+    RunFinished,
+    RunStarted,
+    TerminalStatus,
+    ToolCallFinished,
+)
 from .handle import RunHandle
 from .ids import new_id
 from .messages import Message
@@ -107,6 +114,9 @@ class Execution:
         self.flushed = 0
         # True once the run won its thread and sent run_started.
         self.started = False
+        # The values and step of the newest checkpoint this run committed (None: none yet).
+        self.values: dict[str, Any] | None = None
+        self.step = -1
 
     @property
     def checkpointer(self) -> Checkpointer:
@@ -166,6 +176,7 @@ class Execution:
             self.flushed = mark
             raise
         self.head_id = cp.checkpoint_id
+        self.values, self.step = values, step
         self.handle.emit(CheckpointSaved, checkpoint_id=cp.checkpoint_id, step=step)
         return cp
 
@@ -277,6 +288,7 @@ class Engine:
         head = await self.checkpointer.get_checkpoint(handle.thread_id)
         ex.head_id = head.checkpoint_id if head else None
         ex.base = head
+        ex.step = head.step if head else -1
         if checkpoint_id is not None and (head is None or head.checkpoint_id != checkpoint_id):
             ex.base = await self.checkpointer.get_checkpoint(handle.thread_id, checkpoint_id)
             if ex.base is None:
@@ -365,23 +377,47 @@ class Engine:
         handle._finish()
 
     def _stop_checkpoint(self, ex: Execution, program: Program, mode: str) -> Checkpoint | None:
+        """The checkpoint a stop commits, or None when the last checkpoint already is right.
+
+        `rollback` restores the state from before the run. `now` commits the program's stopped
+        state. Every stop leaves a repaired transcript: tool calls without results get synthetic
+        cancelled results (an `after_step` stop can end right after a model turn that asked for
+        tools), announced by `tool_call_finished` and `message` events.
+        """
         handle = ex.handle
+        base_step = ex.base.step if ex.base else -1
+        closed: list[Message] = []
         if mode == "rollback":
             if ex.head_id == (ex.base.checkpoint_id if ex.base else None):
                 return None  # the run wrote nothing
             values = ex.base.values if ex.base else {}
-            source, step = "rollback", ex.base.step if ex.base else -1
-            closed: Sequence[Message] = ()
+            source, step = "rollback", base_step
         else:
-            stopped = program.stopped_state(ex)
-            if stopped is None:
+            stopped = program.stopped_state(ex) if mode == "now" else None
+            if stopped is not None:
+                values, closed = stopped.values, list(stopped.closed)
+            elif ex.values is not None:
+                values = ex.values
+            else:
                 return None
-            values = stopped.values
-            if isinstance(values.get("messages"), list):
-                values = {**values, "messages": repair_transcript(values["messages"])}
-            source, closed = "stop", stopped.closed
-            step = ex.base.step + 1 if ex.base else 0
+            messages = values.get("messages")
+            if isinstance(messages, list):
+                repaired = repair_transcript(messages)
+                known = {m.id for m in messages}
+                closed += [m for m in repaired if m.id not in known]  # synthetic tool results
+                values = {**values, "messages": repaired}
+            if stopped is None and not closed:
+                return None
+            source, step = "stop", ex.step + 1
         for message in closed:
+            if message.role == "tool" and message.tool_call_id is not None:
+                handle.emit(
+                    ToolCallFinished,
+                    tool_call_id=message.tool_call_id,
+                    name=message.name or "",
+                    status="cancelled",
+                    content=message.content,
+                )
             handle.emit(MessageEvent, message=message)
         cp = Checkpoint(
             checkpoint_id=new_id(),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import anyio
@@ -89,6 +89,7 @@ class NodeOutput:
     builders: dict[str, MessageBuilder] = field(default_factory=dict)  # streamed, still open
     text_id: str | None = None  # the message that plain `str` yields append to
     finished: bool = False  # the node returned
+    existing: list[Message] | None = None  # the messages the node saw: deltas extend these by id
 
     def update(self, schema: StateSchema, *, stopped: bool) -> tuple[dict[str, Any], list[Message]]:
         """The node's state update, and the messages it closed as `stopped`."""
@@ -118,6 +119,8 @@ async def run_node(
 ) -> None:
     """Call `node` and collect its output into `out`; see the module docstring for stops."""
     handle.emit(NodeStarted, node=node.name, step=ctx.step)
+    out.existing = state.get("messages") if schema.has_messages else None
+    ctx = replace(ctx, _sink=lambda item: _collect(item, out, handle, schema))
     args: tuple[Any, ...] = (state,)
     if node.second == "ctx":
         args = (state, ctx)
@@ -167,6 +170,9 @@ def _collect(item: Any, out: NodeOutput, handle: RunHandle, schema: StateSchema)
         builder = out.builders.get(item.id)
         if builder is None:
             builder = out.builders[item.id] = MessageBuilder(item.id, item.role)
+            base = next((m for m in out.existing or () if m.id == item.id), None)
+            if base is not None:  # a delta extends the message with its id (e.g. a resumed answer)
+                builder.add(MessageDelta(id=item.id, role=base.role, content=base.content))
         builder.add(item)
         handle.emit(
             MessageDeltaEvent,

@@ -1,0 +1,7 @@
+"""The agent engine: an LLM-and-tools loop built on the graph engine."""
+
+from __future__ import annotations
+
+from .agent import Agent, create_agent
+
+__all__ = ["Agent", "create_agent"]
