@@ -1,27 +1,23 @@
-"""A chat app for server tests: a one-node graph that streams a model's text.
+"""The app the in-process server tests serve: a `tether.Agent` on a scripted model, in memory.
 
-Until `tether.Agent` lands this stands in for it; the server treats every `App` alike.
+The server treats every `App` alike; an agent is the common case (and the one that resumes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from tether import END, START, App, InMemoryCheckpointer, StateGraph
-from tether.models import Model, TextDelta
+from tether import Agent, App, InMemoryCheckpointer
+from tether.models import Model
 
 
-def chat_app(model: Model, *, name: str = "chat", checkpointer: Any = None) -> App:
-    """A graph app whose single node streams `model`'s answer to the conversation."""
-
-    async def answer(state: dict[str, Any]) -> Any:
-        async with model.stream(state["messages"]) as deltas:
-            async for delta in deltas:
-                if isinstance(delta, TextDelta):
-                    yield delta.text
-
-    graph = StateGraph()
-    graph.add_node("answer", answer)
-    graph.add_edge(START, "answer")
-    graph.add_edge("answer", END)
-    return graph.compile(checkpointer=checkpointer or InMemoryCheckpointer(), name=name)
+def chat_app(
+    model: Model,
+    *,
+    name: str = "chat",
+    tools: Sequence[Any] = (),
+    checkpointer: Any = None,
+) -> App:
+    """An agent on `model` with `tools`, storing threads in memory."""
+    return Agent(model, tools=tools, name=name, checkpointer=checkpointer or InMemoryCheckpointer())

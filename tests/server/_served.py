@@ -7,6 +7,8 @@ imports). Its model, `ControlledModel`, plays turns the test scripts over HTTP:
   `"@gate:NAME"` blocks the stream until `POST /_test/gates/NAME/release`;
 - `GET /_test/gates/NAME/reached` answers once a stream has reached the gate (a sync point for the
   test, no sleeping);
+- a step `"@tool:NAME:{json args}"` streams a tool call; the agent then runs the tool `lookup`,
+  which blocks on the gate `tool` until released;
 - `GET /_test/calls` lists the messages each model call received;
 - without a scripted turn the model echoes: "You said: <last user text>. Before that I said:
   <last assistant text> (<its status>)." word by word, so a test can check what it saw.
@@ -25,11 +27,20 @@ import anyio
 import anyio.lowlevel
 from fastapi import APIRouter
 
-from tether import END, START, App, InMemoryCheckpointer, StateGraph
+from tether import Agent, App, InMemoryCheckpointer
 from tether.messages import Message
-from tether.models import Finish, Model, ModelDelta, ModelSettings, TextDelta, ToolSpec
+from tether.models import (
+    Finish,
+    Model,
+    ModelDelta,
+    ModelSettings,
+    TextDelta,
+    ToolCallChunk,
+    ToolSpec,
+)
 from tether.server import create_app
 from tether.testing import Gate
+from tether.tools import tool
 
 
 class ControlledModel(Model):
@@ -67,27 +78,33 @@ class ControlledModel(Model):
         yield self._play(turn)
 
     async def _play(self, turn: list[str]) -> AsyncIterator[ModelDelta]:
+        calls = 0
         for step in turn:
+            await anyio.lowlevel.checkpoint()
             if step.startswith("@gate:"):
                 await self.gate(step.removeprefix("@gate:")).wait()
-                continue
-            await anyio.lowlevel.checkpoint()
-            yield TextDelta(step)
-        yield Finish("stop")
+            elif step.startswith("@tool:"):
+                name, _, args = step.removeprefix("@tool:").partition(":")
+                yield ToolCallChunk(
+                    index=calls, id=f"call_{len(self.calls)}_{calls}", name=name, arguments=""
+                )
+                yield ToolCallChunk(index=calls, id=None, name=None, arguments=args or "{}")
+                calls += 1
+            else:
+                yield TextDelta(step)
+        yield Finish("tool_calls" if calls else "stop")
 
 
-def chat_graph(model: Model, checkpointer: Any) -> App:
-    async def answer(state: dict[str, Any]) -> Any:
-        async with model.stream(state["messages"]) as deltas:
-            async for delta in deltas:
-                if isinstance(delta, TextDelta):
-                    yield delta.text
+def chat_agent(model: Model, checkpointer: Any) -> App:
+    """An agent with one tool, `lookup`, that blocks on the model's gate `tool`."""
 
-    graph = StateGraph()
-    graph.add_node("answer", answer)
-    graph.add_edge(START, "answer")
-    graph.add_edge("answer", END)
-    return graph.compile(checkpointer=checkpointer, name="chat")
+    @tool
+    async def lookup(query: str) -> str:
+        """Look something up."""
+        await model.gate("tool").wait()  # type: ignore[attr-defined]
+        return f"found: {query}"
+
+    return Agent(model, tools=[lookup], name="chat", checkpointer=checkpointer)
 
 
 def _checkpointer() -> Any:
@@ -101,7 +118,7 @@ def _checkpointer() -> Any:
 
 model = ControlledModel()
 keys = os.environ.get("TETHER_TEST_API_KEYS")
-api = create_app(chat_graph(model, _checkpointer()), api_keys=keys.split(",") if keys else None)
+api = create_app(chat_agent(model, _checkpointer()), api_keys=keys.split(",") if keys else None)
 control = APIRouter(prefix="/_test", include_in_schema=False)
 
 

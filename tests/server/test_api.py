@@ -14,7 +14,7 @@ import anyio
 import httpx
 import pytest
 
-from tether.testing import Gate
+from tether.testing import Gate, ScriptedModel
 
 from .conftest import Served
 
@@ -398,3 +398,62 @@ async def test_one_server_serves_several_apps_by_name(make_served: Any) -> None:
             assert r.status_code == 404
             assert r.json()["error"]["type"] == "model_not_found"
         assert {t["app"] for t in (await c.get("/threads")).json()} == {"a", "b"}
+
+
+async def test_resume_continues_the_stopped_answer_in_the_same_message(make_served: Any) -> None:
+    gate = Gate()
+    served = await make_served(["Hel", "lo", gate, " never"], [" world", "!"])
+    with anyio.fail_after(WATCHDOG):
+        run_id = await started_run(served, gate)
+        await served.client.post(f"/threads/t1/runs/{run_id}/cancel?wait=true")
+        stopped = (await messages_of(served, "t1"))[-1]
+        r = await served.client.post("/threads/t1/runs/stream", json={"resume": True})
+    events = sse_events(r.text)
+    assert events[-1][2]["status"] == "completed"
+    deltas = [d for e, _, d in events if e == "message_delta"]
+    assert {d["message_id"] for d in deltas} == {stopped["id"]}
+    last = (await messages_of(served, "t1"))[-1]
+    assert (last["id"], last["content"], last["status"]) == (
+        stopped["id"],
+        "Hello world!",
+        "complete",
+    )
+
+
+async def test_tool_calls_stream_as_events_and_a_stop_cancels_the_running_tool() -> None:
+    from tether.server import create_app
+    from tether.testing import ToolCallStep
+    from tether.tools import tool
+
+    from ._chat import chat_app
+
+    entered = Gate("tool")
+
+    @tool
+    async def lookup(query: str) -> str:
+        """Look something up."""
+        await entered.wait()  # blocks until the test stops the run
+        return "never"
+
+    app = chat_app(
+        ScriptedModel(["Checking.", ToolCallStep("lookup", {"query": "x"})]), tools=[lookup]
+    )
+    api = create_app(app)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(api), base_url="http://t") as c:
+        with anyio.fail_after(WATCHDOG):
+            r = await c.post("/threads/t1/runs", json=HI)
+            run_id = r.json()["run_id"]
+            await entered.reached()
+            await c.post(f"/threads/t1/runs/{run_id}/cancel?wait=true")
+            events = sse_events((await c.get(f"/threads/t1/runs/{run_id}/stream")).text)
+            msgs = (await c.get("/threads/t1")).json()["messages"]
+    kinds = [e for e, _, _ in events]
+    started = next(d for e, _, d in events if e == "tool_call_started")
+    finished = next(d for e, _, d in events if e == "tool_call_finished")
+    assert kinds.index("tool_call_started") < kinds.index("tool_call_finished")
+    assert (started["name"], json.loads(started["arguments"])) == ("lookup", {"query": "x"})
+    assert finished["status"] == "cancelled"
+    assert finished["tool_call_id"] == started["tool_call_id"]
+    tool_msg = msgs[-1]
+    assert (tool_msg["role"], tool_msg["status"]) == ("tool", "cancelled")
+    assert msgs[-2]["tool_calls"][0]["id"] == started["tool_call_id"]

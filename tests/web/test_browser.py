@@ -147,3 +147,52 @@ def test_dark_mode_and_keyboard_stop(server: Server, page: object) -> None:
     expect(assistant.last.locator(".stopped-marker")).to_be_visible()
     expect(page.get_by_role("button", name="Continue the stopped answer")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "ui-6-dark-stopped.png"))
+
+
+def test_tool_cards_show_live_status_and_continue_resumes(server: Server, page: object) -> None:
+    from playwright.sync_api import Page
+
+    assert isinstance(page, Page)
+    page.goto(server.url)
+    box = page.get_by_role("textbox", name="Message")
+    assistant = page.locator("article.msg-assistant")
+    card = page.locator(".tool-card").last
+
+    # A tool call: its card shows "running" while the tool works, "cancelled" after Stop.
+    turn = ["Let me look that up.", '@tool:lookup:{"query": "tether"}']
+    control(server, "POST", "/script", json={"turns": [turn]})
+    box.fill("What is tether?")
+    box.press("Enter")
+    expect(card).to_have_attribute("data-status", "running")
+    expect(card.locator(".tool-name")).to_have_text("lookup")
+    page.screenshot(path=str(ARTIFACTS / "ui-7-tool-running.png"))
+    page.get_by_role("button", name="Stop generating").click()
+    expect(card).to_have_attribute("data-status", "cancelled")
+    expect(page.get_by_role("button", name="Send message")).to_be_visible()
+
+    # The tool finishing: "done", with its result in the card.
+    control(server, "POST", "/gates/tool/release")
+    turns = [['@tool:lookup:{"query": "stop buttons"}'], ["Found it."]]
+    control(server, "POST", "/script", json={"turns": turns})
+    box.fill("Try again")
+    box.press("Enter")
+    expect(assistant.last.locator(".text")).to_have_text("Found it.")
+    expect(card).to_have_attribute("data-status", "done")
+    card.locator("summary").click()
+    expect(card.locator(".tool-result")).to_have_text("found: stop buttons")
+    page.screenshot(path=str(ARTIFACTS / "ui-8-tool-done.png"))
+
+    # Continue: a stopped answer is resumed in place.
+    control(server, "POST", "/script", json={"turns": [["Once upon", "@gate:c1", " never"]]})
+    box.fill("Tell me a story")
+    box.press("Enter")
+    expect(assistant.last.locator(".text")).to_have_text("Once upon")
+    control(server, "GET", "/gates/c1/reached")
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("button", name="Continue the stopped answer")).to_be_visible()
+    control(server, "POST", "/script", json={"turns": [[" a time", ", the end."]]})
+    page.get_by_role("button", name="Continue the stopped answer").click()
+    expect(assistant.last.locator(".text")).to_have_text("Once upon a time, the end.")
+    expect(assistant.last).to_have_attribute("data-status", "complete")
+    expect(page.locator(".stopped-marker")).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "ui-9-continued.png"))

@@ -391,8 +391,8 @@ function appendMessage(msg, { animate = true } = {}) {
 function buildMessage(msg) {
   const isUser = msg.role === "user";
   const bubble = h("div", { class: "bubble" });
-  if (!isUser) bubble.append(h("div", { class: "tools" }));
   bubble.append(h("div", { class: "text", text: msg.content ?? "" }));
+  if (!isUser) bubble.append(h("div", { class: "tools" })); // a model writes, then calls tools
   bubble.append(h("div", { class: "meta" }));
   const el = h(
     "article",
