@@ -69,7 +69,9 @@ async function api(path, { method = "GET", body, signal, headers = {} } = {}) {
   if (body !== undefined) h["Content-Type"] = "application/json";
   const key = localStorage.getItem(KEY_STORAGE);
   if (key) h.Authorization = `Bearer ${key}`;
-  const res = await fetch(path, {
+  // Paths are resolved against the page, so the UI also works where the server is mounted
+  // under a prefix (e.g. /tether/ inside your own FastAPI app).
+  const res = await fetch(new URL(path.replace(/^\//, ""), document.baseURI), {
     method,
     headers: h,
     body: body === undefined ? undefined : JSON.stringify(body),
