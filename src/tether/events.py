@@ -1,6 +1,9 @@
 """The typed events of a run's stream.
 
 The set is closed: every event is one of the classes in `Event`, and each class has one fixed shape.
+Events are shared by every reader of a run, so treat them as immutable. (They are plain slotted
+dataclasses rather than frozen ones because a frozen dataclass costs three times as much to build,
+and a run builds one per token.)
 All carry `run_id`, `thread_id`, `seq` (0, 1, 2, … within a run), `ts` (Unix time) and `node` where
 there is one. The last event of every run is exactly one `RunFinished`, and nothing follows it.
 """
@@ -49,7 +52,7 @@ EventType = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class _Base:
     run_id: str
     thread_id: str
@@ -58,14 +61,14 @@ class _Base:
     node: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RunStarted(_Base):
     """The run began executing (after it won the thread)."""
 
     type: Literal["run_started"] = field(default="run_started", init=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class NodeStarted(_Base):
     """A node began; `step` is the superstep it runs in."""
 
@@ -73,7 +76,7 @@ class NodeStarted(_Base):
     type: Literal["node_started"] = field(default="node_started", init=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class NodeFinished(_Base):
     """A node returned and its update was accepted."""
 
@@ -81,7 +84,7 @@ class NodeFinished(_Base):
     type: Literal["node_finished"] = field(default="node_finished", init=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class MessageDeltaEvent(_Base):
     """A streamed piece of message `message_id`: text (`content`) and tool-call fragments."""
 
@@ -92,7 +95,7 @@ class MessageDeltaEvent(_Base):
     type: Literal["message_delta"] = field(default="message_delta", init=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class MessageEvent(_Base):
     """A whole message was produced (complete, or stopped when the run was stopped)."""
 
@@ -105,7 +108,7 @@ class MessageEvent(_Base):
         return self.message.content
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ToolCallStarted(_Base):
     """A tool call began executing."""
 
@@ -115,7 +118,7 @@ class ToolCallStarted(_Base):
     type: Literal["tool_call_started"] = field(default="tool_call_started", init=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ToolCallFinished(_Base):
     """A tool call ended: `complete`, `error` (the tool raised) or `cancelled` (stopped)."""
 
@@ -126,7 +129,7 @@ class ToolCallFinished(_Base):
     type: Literal["tool_call_finished"] = field(default="tool_call_finished", init=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class CustomEvent(_Base):
     """Data that user code sent with `ctx.emit(...)` or a flow's `put_into_stream(...)`."""
 
@@ -139,7 +142,7 @@ class CustomEvent(_Base):
         return self.data if isinstance(self.data, str) else None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class CheckpointSaved(_Base):
     """A checkpoint of the thread's state was committed."""
 
@@ -148,7 +151,7 @@ class CheckpointSaved(_Base):
     type: Literal["checkpoint"] = field(default="checkpoint", init=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RunFinished(_Base):
     """The terminal event: exactly one per run, and always the last.
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 
 from . import _portal
-from .events import Event, RunFinished, RunStatus
+from .events import Event, MessageDeltaEvent, RunFinished, RunStatus
 from .run import OnDisconnect, RunRecord
 from .stop import StopRequest, StopToken
 
@@ -40,6 +40,7 @@ class RunHandle:
     def __init__(self, engine: Engine, record: RunRecord) -> None:
         self._engine = engine
         self.record = record  # mutated only by the engine, on the run's loop
+        self._run_id, self._thread_id = record.run_id, record.thread_id  # fixed for the run
         self.token = StopToken()
         # Every event of the run so far, in seq order; append-only, ends with one RunFinished.
         self.events: list[Event] = []
@@ -91,6 +92,30 @@ class RunHandle:
             self._changed.set()
             self._changed = anyio.Event()
         return event
+
+    def emit_text(self, node: str | None, message_id: str, content: str) -> None:
+        """`emit(MessageDeltaEvent, ...)` for a text token, without the keyword plumbing.
+
+        Token streaming is the hot path: one call per token. Must be called on the run's loop.
+        """
+        if self.token.finished:
+            return
+        events = self.events
+        events.append(
+            MessageDeltaEvent(
+                run_id=self._run_id,
+                thread_id=self._thread_id,
+                seq=len(events),
+                ts=time.time(),
+                node=node,
+                message_id=message_id,
+                content=content,
+            )
+        )
+        if self._has_waiters:
+            self._has_waiters = False
+            self._changed.set()
+            self._changed = anyio.Event()
 
     def _finish(self) -> None:
         self._done.set()

@@ -196,6 +196,10 @@ class MessageBuilder:
             if frag.arguments:
                 parts.arguments.append(frag.arguments)
 
+    def add_text(self, text: str) -> None:
+        """Append text (the same as adding a text-only delta, without building one)."""
+        self._parts.append(text)
+
     @property
     def content(self) -> str:
         """The text so far."""

@@ -24,7 +24,11 @@ def encode_value(value: Any, *, where: str = "state") -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, Message):
-        return {"$message": value.model_dump(mode="json", exclude_defaults=True)}
+        try:
+            data = value.model_dump(mode="json")
+        except ValueError as exc:  # e.g. metadata holding an object JSON cannot carry
+            raise UserError(f"{where} holds a message that cannot be stored: {exc}") from None
+        return {"$message": data}
     if isinstance(value, list | tuple):
         return [encode_value(v, where=where) for v in value]
     if isinstance(value, dict):

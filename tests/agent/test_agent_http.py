@@ -76,16 +76,26 @@ async def _first_token_seconds(model: OpenAICompatible) -> float:
 
 @pytest.mark.llm
 async def test_agent_stop_on_a_real_llm_leaves_the_server_idle_and_the_thread_usable(llama_base_url: str) -> None:
+    """After a stop mid-stream, a fresh request's first token comes within 2x the idle baseline.
+
+    Each round runs the same long prompt twice, each followed by a probe request: once capped at
+    5 tokens (it ends by itself: the idle baseline, with the same prompt cache state), once
+    stopped after 5 tokens. A leaked connection would keep the server generating up to 1,500
+    tokens and the probe would queue behind them.
+    """
+    prompt = "Write a very long story about a dragon who learns to code."
     model = OpenAICompatible(llama_base_url, "smollm2")
     agent = Agent(model, checkpointer=InMemoryCheckpointer(), settings=ModelSettings(max_tokens=1500, temperature=0))
-    with anyio.fail_after(180):
+    capped = Agent(model, checkpointer=InMemoryCheckpointer(), settings=ModelSettings(max_tokens=5, temperature=0))
+    idle, after = [], []
+    with anyio.fail_after(300):
         await _first_token_seconds(model)  # warm up
-        idle, after = [], []
-        for round_ in range(3):
+        for round_ in range(5):
+            await capped.ainvoke(prompt, thread_id=f"capped-{round_}")
             idle.append(await _first_token_seconds(model))
             thread = f"story-{round_}"
             deltas = 0
-            async for event in agent.arun("Write a very long story about a dragon who learns to code.", thread_id=thread):
+            async for event in agent.arun(prompt, thread_id=thread):
                 if isinstance(event, MessageDeltaEvent):
                     deltas += 1
                     if deltas == 5:

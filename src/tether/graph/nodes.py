@@ -40,7 +40,7 @@ from ..state import StateSchema
 __all__ = ["Node", "NodeOutput", "run_node"]
 
 NodeKind = Literal["async", "agen", "sync", "syncgen"]
-_CHECKPOINT_EVERY = 32  # items a generator may yield between two trips to the event loop
+_CHECKPOINT_EVERY = 256  # items a generator may yield between two trips to the event loop
 _DONE = object()
 
 
@@ -87,7 +87,7 @@ class NodeOutput:
     updates: list[dict[str, Any]] = field(default_factory=list)  # in the order produced
     messages: dict[str, Message] = field(default_factory=dict)  # whole messages, by id
     builders: dict[str, MessageBuilder] = field(default_factory=dict)  # streamed, still open
-    text_id: str | None = None  # the message that plain `str` yields append to
+    text_builder: MessageBuilder | None = None  # the message that plain `str` yields append to
     finished: bool = False  # the node returned
     existing: list[Message] | None = None  # the messages the node saw: deltas extend these by id
 
@@ -162,11 +162,14 @@ def _collect(item: Any, out: NodeOutput, handle: RunHandle, schema: StateSchema)
     """Fold one yielded or returned item into `out`, streaming it as an event."""
     if item is None:
         return
-    if isinstance(item, str):
-        if out.text_id is None:
-            out.text_id = new_id()
-        item = MessageDelta(id=out.text_id, content=item)
-    if isinstance(item, MessageDelta):
+    if type(item) is str:  # the hot path of token streaming: no intermediate objects
+        builder = out.text_builder
+        if builder is None or out.builders.get(builder.id) is not builder:
+            builder = out.text_builder = MessageBuilder(new_id())
+            out.builders[builder.id] = builder
+        builder.add_text(item)
+        handle.emit_text(out.node, builder.id, item)
+    elif isinstance(item, MessageDelta):
         builder = out.builders.get(item.id)
         if builder is None:
             builder = out.builders[item.id] = MessageBuilder(item.id, item.role)

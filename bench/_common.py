@@ -1,0 +1,38 @@
+"""Shared helpers for the benchmark scripts: percentiles and the machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q`-th percentile (0-100) of `values`, by nearest rank."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def summary_ms(values: Sequence[float]) -> str:
+    """`p50 / p99 / max` of seconds, in milliseconds."""
+    return (
+        f"p50 {statistics.median(values) * 1e3:7.3f} ms   p99 {percentile(values, 99) * 1e3:7.3f} ms"
+        f"   max {max(values) * 1e3:7.3f} ms   (n={len(values)})"
+    )
+
+
+def machine() -> str:
+    """`N cores, CPU model, Python version`."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
