@@ -33,6 +33,7 @@ from .events import (
     ToolCallFinished,
     ToolCallStarted,
 )
+from .flow import Flow, FlowData, FlowRun, RuntimeStream, SyncRuntimeStream
 from .graph import END, START, CompiledGraph, StateGraph
 from .handle import RunHandle, RunStream, SyncRunStream
 from .messages import Message, MessageDelta, ToolCall, ToolCallDelta, add_messages
@@ -59,6 +60,9 @@ __all__ = [
     "CorruptRecordError",
     "CustomEvent",
     "Event",
+    "Flow",
+    "FlowData",
+    "FlowRun",
     "GraphRecursionError",
     "InMemoryCheckpointer",
     "LocalRunRegistry",
@@ -81,11 +85,13 @@ __all__ = [
     "RunRegistry",
     "RunStarted",
     "RunStream",
+    "RuntimeStream",
     "StateGraph",
     "StateSnapshot",
     "StopRequest",
     "StorageError",
     "SyncRunStream",
+    "SyncRuntimeStream",
     "TetherError",
     "ThreadBusyError",
     "ThreadInfo",
