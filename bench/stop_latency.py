@@ -18,8 +18,8 @@ import time
 from typing import Any
 
 import anyio
-
 from _common import machine, summary_ms
+
 from tether import InMemoryCheckpointer, RunFinished, StateGraph
 from tether.ids import new_id
 

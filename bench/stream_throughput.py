@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 import anyio
-
 from _common import machine
+
 from tether import InMemoryCheckpointer, StateGraph
 
 

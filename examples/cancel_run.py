@@ -43,7 +43,9 @@ def long_running_task(agent: Agent, run_id_container: dict[str, Any]) -> None:
             }
 
 
-def cancel_after_delay(agent: Agent, run_id_container: dict[str, Any], delay_seconds: float) -> None:
+def cancel_after_delay(
+    agent: Agent, run_id_container: dict[str, Any], delay_seconds: float
+) -> None:
     """Cancel the run from this thread once `delay_seconds` have passed."""
     print(f"Will cancel run in {delay_seconds} seconds...")
     time.sleep(delay_seconds)
@@ -61,7 +63,9 @@ def cancel_after_delay(agent: Agent, run_id_container: dict[str, Any], delay_sec
 def main(model: Model | str = "local", delay: float = 8.0) -> dict[str, Any]:
     agent = Agent(model, name="StorytellerAgent", instructions="You write detailed stories.")
     run_id_container: dict[str, Any] = {}
-    agent_thread = threading.Thread(target=long_running_task, args=(agent, run_id_container), name="AgentRunThread")
+    agent_thread = threading.Thread(
+        target=long_running_task, args=(agent, run_id_container), name="AgentRunThread"
+    )
     cancel_thread = threading.Thread(
         target=cancel_after_delay, args=(agent, run_id_container, delay), name="CancelThread"
     )

@@ -46,7 +46,12 @@ def scripted() -> ScriptedModel:
 
 
 async def main(model: Model | str | None = None) -> list[str]:
-    agent = Agent(model or scripted(), tools=[lookup], parallel_tool_calls=False, checkpointer=InMemoryCheckpointer())
+    agent = Agent(
+        model or scripted(),
+        tools=[lookup],
+        parallel_tool_calls=False,
+        checkpointer=InMemoryCheckpointer(),
+    )
     async for event in agent.arun("Research dragons, compilers and castles.", thread_id="research"):
         if event.type == "tool_call_started":
             print(f"tool started: {event.name}{event.arguments}")

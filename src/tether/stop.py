@@ -125,10 +125,15 @@ class StopToken:
     def _apply(self) -> None:
         if self._scope is not None and (self.mode in ("now", "rollback") or not self.begun):
             self._scope.cancel()
-        elif self.mode == "after_step" and self.request is not None and self.request.grace is not None:
-            if self._loop is not None and not self._grace_armed:
-                self._grace_armed = True
-                self._loop.call_later(self.request.grace, self.escalate)
+        elif (
+            self.mode == "after_step"
+            and self.request is not None
+            and self.request.grace is not None
+            and self._loop is not None
+            and not self._grace_armed
+        ):
+            self._grace_armed = True
+            self._loop.call_later(self.request.grace, self.escalate)
 
 
 def _rank(mode: StopMode) -> int:

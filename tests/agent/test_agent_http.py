@@ -8,11 +8,11 @@ import time
 import anyio
 import pytest
 
+from tests._openai_stub import finish_chunk, openai_stub, sse, text_chunk, tool_chunk
+from tests.core.test_transcript import assert_valid_openai_transcript
 from tether import Agent, InMemoryCheckpointer, MessageDeltaEvent, tool
 from tether.models import ModelSettings, OpenAICompatible
 from tether.testing import Gate
-from tests._openai_stub import finish_chunk, openai_stub, sse, text_chunk, tool_chunk
-from tests.core.test_transcript import assert_valid_openai_transcript
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +32,11 @@ async def test_streamed_tool_calls_run_and_the_answer_follows() -> None:
         ),
         sse(text_chunk("It is "), text_chunk("sunny."), finish_chunk("stop")),
     ) as stub:
-        agent = Agent(OpenAICompatible(stub.base_url, "stub"), tools=[weather], checkpointer=InMemoryCheckpointer())
+        agent = Agent(
+            OpenAICompatible(stub.base_url, "stub"),
+            tools=[weather],
+            checkpointer=InMemoryCheckpointer(),
+        )
         result = await agent.ainvoke("Weather in Oslo?", thread_id="t")
     messages = result["messages"]
     assert [m.role for m in messages] == ["user", "assistant", "tool", "assistant"]
@@ -68,14 +72,18 @@ async def _first_token_seconds(model: OpenAICompatible) -> float:
     from tether import Message
 
     start = time.perf_counter()
-    async with model.stream([Message.user("Say hi.")], settings=ModelSettings(max_tokens=4)) as deltas:
+    async with model.stream(
+        [Message.user("Say hi.")], settings=ModelSettings(max_tokens=4)
+    ) as deltas:
         async for _ in deltas:
             return time.perf_counter() - start
     return time.perf_counter() - start
 
 
 @pytest.mark.llm
-async def test_agent_stop_on_a_real_llm_leaves_the_server_idle_and_the_thread_usable(llama_base_url: str) -> None:
+async def test_agent_stop_on_a_real_llm_leaves_the_server_idle_and_the_thread_usable(
+    llama_base_url: str,
+) -> None:
     """After a stop mid-stream, a fresh request's first token comes within 2x the idle baseline.
 
     Each round runs the same long prompt twice, each followed by a probe request: once capped at
@@ -85,8 +93,16 @@ async def test_agent_stop_on_a_real_llm_leaves_the_server_idle_and_the_thread_us
     """
     prompt = "Write a very long story about a dragon who learns to code."
     model = OpenAICompatible(llama_base_url, "smollm2")
-    agent = Agent(model, checkpointer=InMemoryCheckpointer(), settings=ModelSettings(max_tokens=1500, temperature=0))
-    capped = Agent(model, checkpointer=InMemoryCheckpointer(), settings=ModelSettings(max_tokens=5, temperature=0))
+    agent = Agent(
+        model,
+        checkpointer=InMemoryCheckpointer(),
+        settings=ModelSettings(max_tokens=1500, temperature=0),
+    )
+    capped = Agent(
+        model,
+        checkpointer=InMemoryCheckpointer(),
+        settings=ModelSettings(max_tokens=5, temperature=0),
+    )
     idle, after = [], []
     with anyio.fail_after(300):
         await _first_token_seconds(model)  # warm up

@@ -8,16 +8,25 @@ from typing import Any
 import anyio
 import pytest
 
-from tether import Agent, InMemoryCheckpointer, Message, RunFinished, ToolCallFinished, UserError, tool
+from tests.core.test_transcript import assert_valid_openai_transcript
+from tether import (
+    Agent,
+    InMemoryCheckpointer,
+    RunFinished,
+    ToolCallFinished,
+    UserError,
+    tool,
+)
 from tether.testing import Gate, ScriptedModel, ToolCallStep, stream_forever
 from tether.transcript import CANCELLED_TOOL_RESULT
-from tests.core.test_transcript import assert_valid_openai_transcript
 
 pytestmark = pytest.mark.anyio
 
 
 def agent_with(model: ScriptedModel, tools: list[Any] = (), **kwargs: Any) -> Agent:  # type: ignore[assignment]
-    return Agent(model, tools=tools, checkpointer=InMemoryCheckpointer(), instructions="Be brief.", **kwargs)
+    return Agent(
+        model, tools=tools, checkpointer=InMemoryCheckpointer(), instructions="Be brief.", **kwargs
+    )
 
 
 async def test_stop_mid_generation_keeps_the_partial_answer_and_the_next_message_sees_it() -> None:
@@ -78,8 +87,11 @@ async def test_stop_while_tools_run_then_continue_without_running_the_rest() -> 
         return f"page {url}"
 
     model = ScriptedModel(
-        [ToolCallStep("fetch", {"url": "fast"}, id="c1"), ToolCallStep("fetch", {"url": "slow"}, id="c2"),
-         ToolCallStep("fetch", {"url": "never"}, id="c3")],
+        [
+            ToolCallStep("fetch", {"url": "fast"}, id="c1"),
+            ToolCallStep("fetch", {"url": "slow"}, id="c2"),
+            ToolCallStep("fetch", {"url": "never"}, id="c3"),
+        ],
         "Okay, stopping there.",
     )
     agent = agent_with(model, [fetch], parallel_tool_calls=False)
@@ -120,7 +132,13 @@ async def test_parallel_tools_are_cancelled_together_and_finished_results_are_ke
         await anyio.sleep_forever()
         return "unreachable"
 
-    model = ScriptedModel([ToolCallStep("work", {"n": 1}), ToolCallStep("work", {"n": 2}), ToolCallStep("work", {"n": 3})])
+    model = ScriptedModel(
+        [
+            ToolCallStep("work", {"n": 1}),
+            ToolCallStep("work", {"n": 2}),
+            ToolCallStep("work", {"n": 3}),
+        ]
+    )
     agent = agent_with(model, [work])
     handle = await agent.astart("go", thread_id="t")
     with anyio.fail_after(10):
@@ -130,7 +148,11 @@ async def test_parallel_tools_are_cancelled_together_and_finished_results_are_ke
     assert await agent.astop(thread_id="t")
     tool_msgs = [m for m in await agent.aget_messages("t") if m.role == "tool"]
     assert sorted((m.content, m.status) for m in tool_msgs) == sorted(
-        [("one done", "complete"), (CANCELLED_TOOL_RESULT, "cancelled"), (CANCELLED_TOOL_RESULT, "cancelled")]
+        [
+            ("one done", "complete"),
+            (CANCELLED_TOOL_RESULT, "cancelled"),
+            (CANCELLED_TOOL_RESULT, "cancelled"),
+        ]
     )
 
 
@@ -165,7 +187,9 @@ async def test_a_tool_error_becomes_a_result_the_model_sees() -> None:
         """Divide."""
         return a / b
 
-    model = ScriptedModel([ToolCallStep("divide", {"a": 1, "b": 0})], [ToolCallStep("divide", {"a": "x"})], "ok")
+    model = ScriptedModel(
+        [ToolCallStep("divide", {"a": 1, "b": 0})], [ToolCallStep("divide", {"a": "x"})], "ok"
+    )
     agent = agent_with(model, [divide])
     events = [e async for e in agent.arun("divide", thread_id="t")]
     errors = [e for e in events if isinstance(e, ToolCallFinished)]
@@ -182,7 +206,9 @@ def test_seed_002_surface_cancel_run_from_another_thread() -> None:
     first_chunk = threading.Event()
 
     def long_running_task() -> None:
-        for chunk in agent.run("Write a very long story about a dragon who learns to code.", stream=True):
+        for chunk in agent.run(
+            "Write a very long story about a dragon who learns to code.", stream=True
+        ):
             container.setdefault("run_id", chunk.run_id)
             if chunk.type == "message_delta":
                 first_chunk.set()
@@ -213,7 +239,9 @@ async def test_every_stop_point_leaves_a_valid_transcript() -> None:
         return ""
 
     for point in range(6):
-        model = ScriptedModel(["a", "b", ToolCallStep("wait_forever", {}), gate], default_reply="fine")
+        model = ScriptedModel(
+            ["a", "b", ToolCallStep("wait_forever", {}), gate], default_reply="fine"
+        )
         agent = agent_with(model, [wait_forever])
         handle = await agent.astart("go", thread_id="t")
         with anyio.fail_after(10):

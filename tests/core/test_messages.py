@@ -19,7 +19,9 @@ def test_constructors_set_roles_and_defaults() -> None:
 
 def test_add_messages_merges_by_id_and_appends_deltas() -> None:
     first = Message.user("q")
-    merged = add_messages([first], [MessageDelta(id="a", content="Hel"), MessageDelta(id="a", content="lo")])
+    merged = add_messages(
+        [first], [MessageDelta(id="a", content="Hel"), MessageDelta(id="a", content="lo")]
+    )
     assert [m.content for m in merged] == ["q", "Hello"]
     replaced = add_messages(merged, Message.assistant("Bye", id="a"))
     assert [m.content for m in replaced] == ["q", "Bye"]
@@ -34,9 +36,17 @@ def test_add_messages_rejects_other_types_with_a_clear_error() -> None:
 def test_builder_assembles_tool_calls_and_drops_unfinished_ones_when_stopped() -> None:
     builder = MessageBuilder("m")
     builder.add(MessageDelta(id="m", content="Let me look. "))
-    builder.add(MessageDelta(id="m", tool_calls=(ToolCallDelta(index=0, id="c0", name="search", arguments='{"q": '),)))
+    builder.add(
+        MessageDelta(
+            id="m", tool_calls=(ToolCallDelta(index=0, id="c0", name="search", arguments='{"q": '),)
+        )
+    )
     builder.add(MessageDelta(id="m", tool_calls=(ToolCallDelta(index=0, arguments='"x"}'),)))
-    builder.add(MessageDelta(id="m", tool_calls=(ToolCallDelta(index=1, id="c1", name="calc", arguments='{"a": 1'),)))
+    builder.add(
+        MessageDelta(
+            id="m", tool_calls=(ToolCallDelta(index=1, id="c1", name="calc", arguments='{"a": 1'),)
+        )
+    )
     complete_calls = builder.build("stopped").tool_calls
     assert [c.name for c in complete_calls] == ["search"]
     assert complete_calls[0].args == {"q": "x"}
@@ -48,7 +58,9 @@ def test_openai_round_trip() -> None:
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
         }
     )
     assert msg.tool_calls[0].name == "f"

@@ -7,7 +7,11 @@ from tether.serde import dumps, loads
 
 
 def test_values_round_trip_with_messages_and_dollar_keys() -> None:
-    value = {"messages": [Message.user("héllo 🌍")], "$odd": {"$message": 1}, "n": [1, 2.5, None, True]}
+    value = {
+        "messages": [Message.user("héllo 🌍")],
+        "$odd": {"$message": 1},
+        "n": [1, 2.5, None, True],
+    }
     assert loads(dumps(value), row="t") == value
 
 

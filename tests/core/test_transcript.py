@@ -43,7 +43,11 @@ def test_dangling_call_gets_a_cancelled_result_and_orphan_is_dropped() -> None:
 
 def test_empty_stopped_assistant_message_is_dropped_but_partial_text_is_kept() -> None:
     fixed = repair_transcript(
-        [Message.user("q"), Message.assistant("", status="stopped"), Message.assistant("par", status="stopped")]
+        [
+            Message.user("q"),
+            Message.assistant("", status="stopped"),
+            Message.assistant("par", status="stopped"),
+        ]
     )
     assert [(m.content, m.status) for m in fixed] == [("q", "complete"), ("par", "stopped")]
 
@@ -53,7 +57,9 @@ messages = st.one_of(
     st.builds(Message.user, st.text(max_size=3)),
     st.builds(
         lambda text, ids, status: Message.assistant(
-            text, tool_calls=tuple(ToolCall(id=i, name="t") for i in dict.fromkeys(ids)), status=status
+            text,
+            tool_calls=tuple(ToolCall(id=i, name="t") for i in dict.fromkeys(ids)),
+            status=status,
         ),
         st.text(max_size=3),
         st.lists(call_ids, max_size=3),
@@ -64,7 +70,9 @@ messages = st.one_of(
 
 
 @given(st.lists(messages, max_size=12))
-def test_repair_always_yields_a_valid_transcript_and_is_idempotent(transcript: list[Message]) -> None:
+def test_repair_always_yields_a_valid_transcript_and_is_idempotent(
+    transcript: list[Message],
+) -> None:
     fixed = repair_transcript(transcript)
     assert_valid_openai_transcript(fixed)
     assert repair_transcript(fixed) == fixed

@@ -22,7 +22,9 @@ def load(name: str) -> ModuleType:
     return module
 
 
-def test_cancel_run_example_cancels_from_another_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancel_run_example_cancels_from_another_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TETHER_DB", str(tmp_path / "t.db"))
     result = load("cancel_run").main(ScriptedModel([stream_forever("dragon ")]), delay=0.2)
     assert result["status"] == "cancelled" and result["cancelled"] is True
@@ -34,6 +36,11 @@ def test_stop_tools_example_never_runs_the_remaining_tools() -> None:
     statuses = asyncio.run(example.main())
     assert example.started == ["dragons", "compilers"]
     assert statuses == [
-        "user:complete", "assistant:complete", "tool:complete", "tool:cancelled",
-        "tool:cancelled", "user:complete", "assistant:complete",
+        "user:complete",
+        "assistant:complete",
+        "tool:complete",
+        "tool:cancelled",
+        "tool:cancelled",
+        "user:complete",
+        "assistant:complete",
     ]

@@ -30,4 +30,8 @@ def test_stop_stream_example_ends_early_with_the_chunks_kept() -> None:
     chunks = [m.content for m in result["messages"] if m.role == "assistant"]
     assert 1 <= len(chunks) < 50
     assert chunks == [f"Chunk {i + 1} from MAIN" for i in range(len(chunks))]
-    assert not any(t.name.startswith("Thread") and t.is_alive() for t in threading.enumerate() if t.daemon and "reader" in t.name)
+    assert not any(
+        t.name.startswith("Thread") and t.is_alive()
+        for t in threading.enumerate()
+        if t.daemon and "reader" in t.name
+    )

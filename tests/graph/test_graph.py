@@ -40,7 +40,9 @@ def counter_graph(limit: int = 25) -> Any:
     g = StateGraph(Counter)
     g.add_node("bump", bump)
     g.add_edge(START, "bump")
-    g.add_conditional_edges("bump", lambda s: END if s["count"] >= 3 else "again", {"again": "bump", END: END})
+    g.add_conditional_edges(
+        "bump", lambda s: END if s["count"] >= 3 else "again", {"again": "bump", END: END}
+    )
     return g.compile(InMemoryCheckpointer(), recursion_limit=limit)
 
 
@@ -109,13 +111,24 @@ async def test_node_kinds_and_signatures() -> None:
     g.add_edge("agen", "sync")
     g.add_edge("sync", "sync_gen")
     app = g.compile(InMemoryCheckpointer())
-    events = [e async for e in app.astream("hi", thread_id="k", config={"recursion_limit": 9, "user": "u1"})]
+    events = [
+        e
+        async for e in app.astream("hi", thread_id="k", config={"recursion_limit": 9, "user": "u1"})
+    ]
     assert [m.content for m in (await app.aget_state("k")).values["messages"]] == [
-        "hi", "Hello", "from a thread", "gen 1", "gen 2"
+        "hi",
+        "Hello",
+        "from a thread",
+        "gen 1",
+        "gen 2",
     ]
     assert [e.content for e in events if isinstance(e, MessageDeltaEvent)] == ["Hel", "lo"]
     assert [e.data for e in events if isinstance(e, CustomEvent)] == [{"progress": 1}]
-    assert seen["ctx"].thread_id == "k" and seen["ctx"].node == "agen" and not seen["ctx"].stop_requested
+    assert (
+        seen["ctx"].thread_id == "k"
+        and seen["ctx"].node == "agen"
+        and not seen["ctx"].stop_requested
+    )
     assert seen["config"]["user"] == "u1" and seen["config"]["recursion_limit"] == 9
 
 
@@ -165,7 +178,11 @@ async def test_interrupt_after_pauses_and_a_run_without_input_resumes() -> None:
     snap = await app.aget_state("i")
     assert snap.next == ("two",)
     await app.ainvoke(None, thread_id="i")
-    assert [m.content for m in (await app.aget_state("i")).values["messages"]] == ["go", "one", "two"]
+    assert [m.content for m in (await app.aget_state("i")).values["messages"]] == [
+        "go",
+        "one",
+        "two",
+    ]
 
 
 async def test_history_is_newest_first_and_a_run_can_fork_from_an_old_checkpoint() -> None:

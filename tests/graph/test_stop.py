@@ -94,6 +94,7 @@ async def test_after_step_escalates_to_now_when_the_grace_runs_out() -> None:
 
 async def test_stop_does_not_leak_into_the_next_run() -> None:
     app, gates = gated_app()
+    assert not gates["release"].is_set()
     assert await app.astop(thread_id="t") is False  # nothing running: must not poison the next run
     gates["release"].set()
     result = await app.ainvoke("x", thread_id="t")
@@ -101,7 +102,7 @@ async def test_stop_does_not_leak_into_the_next_run() -> None:
 
 
 async def test_breaking_out_of_the_stream_is_a_disconnect_that_stops_the_run() -> None:
-    app, gates = gated_app()
+    app, _gates = gated_app()
     stream = app.astream("x", thread_id="t")
     async for event in stream:
         if event.type == "message_delta":
@@ -166,7 +167,11 @@ async def test_policy_interrupt_keeps_the_old_work_and_runs_the_new_message() ->
     gates["release"].set()
     await new.result()
     record = await app.aget_run(old.run_id)
-    assert record is not None and record.stop_requested_by == "superseded" and record.status == "cancelled"
+    assert (
+        record is not None
+        and record.stop_requested_by == "superseded"
+        and record.status == "cancelled"
+    )
     contents = [(m.content, m.status) for m in (await app.aget_state("t")).values["messages"]]
     assert contents[:3] == [("first", "complete"), ("partial ", "stopped"), ("second", "complete")]
 

@@ -15,7 +15,7 @@ from anyio.lowlevel import checkpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tether import MessageDeltaEvent, NodeStarted, RunFinished
+from tether import MessageDeltaEvent, NodeStarted
 from tether.events import Event
 
 from ._scenario import TOKENS, Probe, build, check_stop_record, check_terminal, check_transcript
@@ -64,9 +64,17 @@ async def scenario(point: str, mode: str, k: int, by_thread: bool) -> None:
             if stop_result is not None:
                 continue
             hit = (
-                (point == "agen" and isinstance(event, MessageDeltaEvent) and _count_deltas(events) == k)
+                (
+                    point == "agen"
+                    and isinstance(event, MessageDeltaEvent)
+                    and _count_deltas(events) == k
+                )
                 or (point == "parallel" and isinstance(event, NodeStarted) and event.node == "slow")
-                or (point == "between_steps" and isinstance(event, NodeStarted) and event.node == "slow")
+                or (
+                    point == "between_steps"
+                    and isinstance(event, NodeStarted)
+                    and event.node == "slow"
+                )
             )
             if not hit:
                 continue

@@ -28,7 +28,9 @@ def blocking_app() -> tuple[Any, threading.Event]:
 def test_stop_from_another_thread_ends_the_readers_stream() -> None:
     app, entered = blocking_app()
     events: list[Any] = []
-    reader = threading.Thread(target=lambda: events.extend(app.stream("go", config={"thread_id": "s"})))
+    reader = threading.Thread(
+        target=lambda: events.extend(app.stream("go", config={"thread_id": "s"}))
+    )
     reader.start()
     assert entered.wait(10)
     assert app.stop({"thread_id": "s"}, reason="user clicked stop") is True
