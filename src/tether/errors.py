@@ -6,6 +6,7 @@ Every exception derives from `TetherError`:
     ├── UserError                 misuse: a bad argument, input or config (also a ValueError)
     │   ├── NotFoundError         no such thread, run or checkpoint (also a LookupError)
     │   └── ThreadBusyError       the thread runs something and the policy is "reject"
+    ├── ModelError                a model provider failed (HTTP error, unreachable, broken stream)
     ├── StorageError              the storage backend failed or holds bad data
     │   ├── CheckpointConflictError   another writer moved the thread's head first
     │   └── CorruptRecordError    a stored row does not decode; the message names the row
@@ -24,6 +25,7 @@ __all__ = [
     "CheckpointConflictError",
     "CorruptRecordError",
     "GraphRecursionError",
+    "ModelError",
     "NotFoundError",
     "RunCancelledError",
     "RunError",
@@ -57,6 +59,20 @@ class ThreadBusyError(UserError):
         )
         self.thread_id = thread_id
         self.active_run_id = active_run_id
+
+
+class ModelError(TetherError):
+    """A model provider failed: the server answered with an error, or could not be reached.
+
+    Attributes:
+        status_code: The HTTP status of the failed request, when there was one.
+        body: The start of the error response's body, when there was one.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: str | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
 
 
 class StorageError(TetherError):

@@ -25,7 +25,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.errors import TetherError, UserError
+from tether.errors import ModelError, UserError
 from tether.ids import new_id
 from tether.messages import Message, MessageBuilder, MessageDelta, ToolCallDelta
 
@@ -41,20 +41,6 @@ __all__ = [
     "Usage",
     "to_message_delta",
 ]
-
-
-class ModelError(TetherError):
-    """A model provider failed: the server answered with an error, or could not be reached.
-
-    Attributes:
-        status_code: The HTTP status of the failed request, when there was one.
-        body: The start of the error response's body, when there was one.
-    """
-
-    def __init__(self, message: str, *, status_code: int | None = None, body: str | None = None):
-        super().__init__(message)
-        self.status_code = status_code
-        self.body = body
 
 
 @dataclass(frozen=True, slots=True)
