@@ -88,9 +88,7 @@ class RunHandle:
         )
         self.events.append(event)
         if self._has_waiters:
-            self._has_waiters = False
-            self._changed.set()
-            self._changed = anyio.Event()
+            self._wake()
         return event
 
     def emit_text(self, node: str | None, message_id: str, content: str) -> None:
@@ -113,9 +111,12 @@ class RunHandle:
             )
         )
         if self._has_waiters:
-            self._has_waiters = False
-            self._changed.set()
-            self._changed = anyio.Event()
+            self._wake()
+
+    def _wake(self) -> None:
+        self._has_waiters = False
+        self._changed.set()
+        self._changed = anyio.Event()
 
     def _finish(self) -> None:
         self._done.set()
