@@ -1,0 +1,436 @@
+"""The row codec that the SQLite and Postgres backends share: how tether lays out its tables.
+
+Tables (the same in both backends, prefixed `tether_` so they can share a schema with an app):
+- `tether_threads`: one row per thread, with its metadata (typed JSON) and `head_id`, the newest
+  checkpoint. `commit()` compares `head_id` with the new checkpoint's parent under a lock.
+- `tether_checkpoints`: one row per checkpoint. `channels` holds the typed JSON of `values`, except
+  that `values["messages"]` is stored as null when that channel is a list of `Message`s.
+- `tether_messages`: those messages, one row per distinct message per thread, keyed by `ref`, a
+  128-bit BLAKE2b hash of the message's typed JSON. A message row is written once and never changes.
+- `tether_runs`: one row per run, the `RunRecord` as JSON, with `status` and `created_at` columns
+  for listing.
+- `tether_events`: one row per event (`event_to_json`), in append order.
+
+A checkpoint's `msgs` column lists the refs of its messages, either as a snapshot
+`{"refs": [...]}` (`msgs_base` is NULL), or as a delta `{"keep": n, "add": [...]}`: the first `n`
+refs of the snapshot stored in checkpoint `msgs_base`, then `add`. A step that appends messages or
+replaces the last ones writes a delta of a few refs; once a delta would list more than
+`SNAPSHOT_AFTER` refs, the row is a new snapshot. So a commit writes O(changed messages) bytes, a
+read is two rows plus the message rows, and the refs stored per checkpoint stay bounded.
+
+To know which messages changed without re-encoding the whole history, a backend keeps a
+`HeadCache`: per thread, the `MessageHead` of the last checkpoint it wrote or read, which holds
+that checkpoint's message objects and their refs. A new checkpoint's messages that are the very
+same objects (compared by identity) reuse their refs; only the others are encoded and hashed. The
+entry is used only when the new checkpoint's parent is that very checkpoint, and the commit's
+compare-and-swap then proves that the parent, its snapshot and its message rows are still stored. A stale or missing entry only costs speed: the commit then
+encodes every message, writes a snapshot and inserts the message rows it needs with
+`ON CONFLICT DO NOTHING`.
+
+Decoding never builds anything but JSON types, `Message`s, `RunRecord`s and events; a row that does
+not decode raises `CorruptRecordError` naming its table and id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_core import PydanticSerializationError
+
+from ..errors import CheckpointConflictError, CorruptRecordError, UserError
+from ..events import Event, event_from_json, event_to_json
+from ..messages import Message
+from ..run import RunRecord
+from ..serde import decode_value, dumps, encode_value, loads
+from .base import Checkpoint, ThreadInfo
+
+__all__ = [
+    "CHECKPOINT_COLUMNS",
+    "CHECKPOINT_FROM",
+    "SNAPSHOT_AFTER",
+    "CheckpointRow",
+    "HeadCache",
+    "MessageHead",
+    "MessageRefs",
+    "build_checkpoint",
+    "conflict",
+    "decode_event",
+    "decode_messages",
+    "decode_run",
+    "decode_thread",
+    "duplicate_checkpoint",
+    "encode_checkpoint",
+    "encode_event",
+    "encode_run",
+    "encode_thread_metadata",
+    "message_refs",
+    "metadata_matches",
+]
+
+SNAPSHOT_AFTER = 32
+MESSAGES = "messages"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageHead:
+    """What this process knows about the `messages` channel of one stored checkpoint."""
+
+    checkpoint_id: str  # the stored checkpoint these messages belong to
+    snapshot_id: str  # the checkpoint whose row holds `snapshot_refs` (may be `checkpoint_id`)
+    snapshot_refs: tuple[str, ...]  # the full ref list stored in that snapshot row
+    keep: int  # refs[:keep] == snapshot_refs[:keep]
+    messages: tuple[Message, ...]  # the channel, in order; held, so identity checks are sound
+    refs: tuple[str, ...]  # refs[i] is the ref of messages[i]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A checkpoint encoded for storage, with the message rows it needs."""
+
+    checkpoint: Checkpoint  # the original: ids, step, source and created_at are stored as is
+    next: str  # JSON list of node names
+    metadata: str  # typed JSON
+    channels: str  # typed JSON of `values`, with the messages channel set to null
+    msgs_base: str | None  # the snapshot checkpoint a delta refers to; None for a snapshot
+    msgs: str | None  # the snapshot or delta JSON; None when messages are stored in `channels`
+    new_messages: tuple[tuple[str, str], ...]  # (ref, body) rows the parent may not have stored
+    head: MessageHead | None  # the cache entry that is true once this row is committed
+
+
+# The columns a backend selects to read a checkpoint, in this order; the last one is the `msgs` of
+# the row's snapshot (a self-join on `msgs_base`).
+CHECKPOINT_COLUMNS = (
+    "c.checkpoint_id, c.parent_id, c.run_id, c.step, c.next, c.source, c.created_at, "
+    "c.metadata, c.channels, c.msgs_base, c.msgs, s.msgs"
+)
+CHECKPOINT_FROM = (
+    "tether_checkpoints c LEFT JOIN tether_checkpoints s "
+    "ON s.thread_id = c.thread_id AND s.checkpoint_id = c.msgs_base"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRefs:
+    """The decoded ref list of one checkpoint row."""
+
+    refs: list[str]  # the refs of values["messages"], in order
+    snapshot_id: str  # the checkpoint whose row holds the full list `snapshot_refs`
+    snapshot_refs: tuple[str, ...]
+    keep: int  # refs[:keep] == snapshot_refs[:keep]
+
+
+class HeadCache:
+    """A bounded, thread-safe map from thread id to the `MessageHead` last written or read."""
+
+    def __init__(self, capacity: int) -> None:
+        self._lock = threading.Lock()
+        self._capacity = capacity  # at most this many threads are remembered (LRU)
+        self._heads: OrderedDict[str, MessageHead] = OrderedDict()
+
+    def get(self, thread_id: str) -> MessageHead | None:
+        with self._lock:
+            head = self._heads.get(thread_id)
+            if head is not None:
+                self._heads.move_to_end(thread_id)
+            return head
+
+    def put(self, thread_id: str, head: MessageHead | None) -> None:
+        with self._lock:
+            if head is None:
+                self._heads.pop(thread_id, None)
+                return
+            self._heads[thread_id] = head
+            self._heads.move_to_end(thread_id)
+            while len(self._heads) > self._capacity:
+                self._heads.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._heads.clear()
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _utf8(text: str, where: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise UserError(
+            f"{where} holds the unpaired surrogate {exc.object[exc.start : exc.end]!r}, "
+            "which cannot be stored as UTF-8; remove it or encode the data first"
+        ) from None
+
+
+def encode_checkpoint(checkpoint: Checkpoint, known: MessageHead | None) -> CheckpointRow:
+    """Encode `checkpoint`, reusing the refs of `known` if it describes the checkpoint's parent.
+
+    Raises `UserError` for values that cannot be stored.
+    """
+    values = checkpoint.values
+    metadata = dumps(checkpoint.metadata, where="checkpoint metadata")
+    next_ = _json(list(checkpoint.next))
+    messages = values.get(MESSAGES) if isinstance(values, dict) else None
+    base = known if known is not None and known.checkpoint_id == checkpoint.parent_id else None
+    found = _message_refs(messages, base) if isinstance(messages, list | tuple) else None
+    if found is None:
+        channels = dumps(values)
+        _utf8(channels, "state")
+        return CheckpointRow(checkpoint, next_, metadata, channels, None, None, (), None)
+    refs, new, same = found
+    assert isinstance(messages, list | tuple)  # for mypy: `found` implies it
+    inline = dict(values)
+    inline[MESSAGES] = None
+    channels = dumps(inline)
+    _utf8(channels, "state")
+
+    msgs_base = msgs = None
+    if base is not None:
+        # `refs` and the parent's refs agree up to the identity prefix, and the parent's refs
+        # agree with the snapshot up to `base.keep`; extend past that only while refs match.
+        snap = base.snapshot_refs
+        shared = min(same, base.keep)
+        while shared < min(len(refs), len(snap)) and refs[shared] == snap[shared]:
+            shared += 1
+        if len(refs) - shared <= SNAPSHOT_AFTER:
+            msgs_base = snapshot_id = base.snapshot_id
+            snapshot_refs, keep = snap, shared
+            msgs = _json({"keep": keep, "add": refs[keep:]})
+    if msgs is None:  # no usable parent, or too far from its snapshot: a new snapshot
+        snapshot_id, snapshot_refs, keep = checkpoint.checkpoint_id, tuple(refs), len(refs)
+        msgs = _json({"refs": refs})
+    head = MessageHead(
+        checkpoint.checkpoint_id, snapshot_id, snapshot_refs, keep, tuple(messages), tuple(refs)
+    )
+    return CheckpointRow(
+        checkpoint, next_, metadata, channels, msgs_base, msgs, tuple(new.items()), head
+    )
+
+
+def _message_refs(
+    messages: Sequence[Any], base: MessageHead | None
+) -> tuple[list[str], dict[str, str], int] | None:
+    """The refs of `messages`, the `{ref: body}` rows to write, and how many leading messages are
+    the parent's own objects; None if `messages` is not a non-empty list of `Message`s.
+
+    Messages that are the very objects of the parent (`base`) keep their refs unencoded; a step
+    usually shares all but its last few messages with its parent, so this costs a few pointer
+    comparisons per message and an encoding per new message.
+    """
+    if not messages:
+        return None
+    shared = 0
+    refs: list[str] = []
+    by_id: dict[int, str] = {}
+    if base is not None:
+        old = base.messages
+        same = list(map(operator.is_, messages, old))  # C speed: a pointer comparison each
+        shared = same.index(False) if False in same else len(same)
+        refs = list(base.refs[:shared])
+        if shared < len(old):  # an edit or a removal: old messages may sit further on
+            by_id = {id(m): r for m, r in zip(old, base.refs, strict=True)}
+    new: dict[str, str] = {}
+    for i in range(shared, len(messages)):
+        message = messages[i]
+        if not isinstance(message, Message):
+            return None
+        ref = by_id.get(id(message))
+        if ref is None:
+            where = f"state[{MESSAGES!r}][{i}]"
+            body = dumps(message, where=where)
+            ref = hashlib.blake2b(_utf8(body, where), digest_size=16).hexdigest()
+            new[ref] = body
+        refs.append(ref)
+    return refs, new, shared
+
+
+def checkpoint_row_name(thread_id: str, checkpoint_id: str) -> str:
+    return f"tether_checkpoints row {thread_id!r}/{checkpoint_id!r}"
+
+
+def _load_json(text: Any, row: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise CorruptRecordError(f"{row} does not hold valid JSON: {exc}") from None
+
+
+def _str_list(data: Any) -> bool:
+    return isinstance(data, list) and all(isinstance(x, str) for x in data)
+
+
+def _snapshot_refs(data: Any, row: str) -> list[str]:
+    refs = data.get("refs") if isinstance(data, dict) else None
+    if not _str_list(refs):
+        raise CorruptRecordError(f"{row} holds the malformed message snapshot {data!r}")
+    return list(refs)  # type: ignore[arg-type]  # checked by _str_list
+
+
+def message_refs(thread_id: str, record: Sequence[Any]) -> MessageRefs | None:
+    """The message refs of a checkpoint record (see `CHECKPOINT_COLUMNS`), or None."""
+    checkpoint_id, msgs_base, msgs, snapshot = record[0], record[9], record[10], record[11]
+    if msgs is None:
+        return None
+    row = checkpoint_row_name(thread_id, checkpoint_id)
+    data = _load_json(msgs, row)
+    if msgs_base is None:
+        refs = _snapshot_refs(data, row)
+        return MessageRefs(refs, checkpoint_id, tuple(refs), len(refs))
+    if snapshot is None:
+        raise CorruptRecordError(f"{row} refers to the missing message snapshot {msgs_base!r}")
+    base = _snapshot_refs(_load_json(snapshot, row), checkpoint_row_name(thread_id, msgs_base))
+    keep = data.get("keep") if isinstance(data, dict) else None
+    add = data.get("add") if isinstance(data, dict) else None
+    if not isinstance(keep, int) or not 0 <= keep <= len(base) or not _str_list(add):
+        raise CorruptRecordError(f"{row} holds the malformed message delta {data!r}")
+    return MessageRefs(base[:keep] + add, msgs_base, tuple(base), keep)  # type: ignore[operator]
+
+
+def decode_messages(thread_id: str, rows: Sequence[Sequence[Any]]) -> dict[str, Message]:
+    """Decode `(ref, body)` rows of `tether_messages`."""
+    out: dict[str, Message] = {}
+    for ref, body in rows:
+        row = f"tether_messages row {thread_id!r}/{ref!r}"
+        message = loads(body, row=row)
+        if not isinstance(message, Message):
+            raise CorruptRecordError(f"{row} holds {type(message).__name__}, not a message")
+        out[ref] = message
+    return out
+
+
+def build_checkpoint(
+    thread_id: str,
+    record: Sequence[Any],
+    refs: MessageRefs | None,
+    messages: Mapping[str, Message],
+) -> tuple[Checkpoint, MessageHead | None]:
+    """Decode a checkpoint record, given its refs and the decoded messages they name."""
+    checkpoint_id, parent_id, run_id, step, next_, source, created_at, metadata, channels = record[
+        :9
+    ]
+    row = checkpoint_row_name(thread_id, checkpoint_id)
+    values = loads(channels, row=row)
+    meta = loads(metadata, row=row)
+    nodes = _load_json(next_, row)
+    if (refs is not None and not isinstance(values, dict)) or not isinstance(meta, dict):
+        raise CorruptRecordError(f"{row} holds values or metadata that are not objects")
+    if not _str_list(nodes):
+        raise CorruptRecordError(f"{row} holds the malformed next nodes {nodes!r}")
+    head = None
+    if refs is not None:
+        missing = [r for r in refs.refs if r not in messages]
+        if missing:
+            raise CorruptRecordError(f"{row} refers to the missing message rows {missing!r}")
+        listed = [messages[r] for r in refs.refs]
+        values[MESSAGES] = listed
+        head = MessageHead(
+            checkpoint_id,
+            refs.snapshot_id,
+            refs.snapshot_refs,
+            refs.keep,
+            tuple(listed),
+            tuple(refs.refs),
+        )
+    checkpoint = Checkpoint(
+        checkpoint_id=checkpoint_id,
+        thread_id=thread_id,
+        parent_id=parent_id,
+        run_id=run_id,
+        step=step,
+        values=values,
+        next=tuple(nodes),
+        source=source,
+        created_at=created_at,
+        metadata=meta,
+    )
+    return checkpoint, head
+
+
+def encode_run(run: RunRecord) -> str:
+    """A run record as typed JSON text; its metadata is tagged like state."""
+    data = run.model_dump(mode="json", exclude={"metadata"})
+    data["metadata"] = encode_value(run.metadata, where=f"metadata of run {run.run_id!r}")
+    text = _json(data)
+    _utf8(text, f"run {run.run_id!r}")
+    return text
+
+
+def decode_run(run_id: str, text: Any) -> RunRecord:
+    """Decode a `tether_runs.record`; raises `CorruptRecordError` naming the row."""
+    row = f"tether_runs row {run_id!r}"
+    data = _load_json(text, row)
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"a run record is an object, not {type(data).__name__}")
+        data["metadata"] = decode_value(data.get("metadata", {}))
+        return RunRecord.model_validate(data)
+    except (ValueError, TypeError) as exc:
+        raise CorruptRecordError(f"{row} does not hold a valid run record: {exc}") from None
+
+
+def encode_event(event: Event) -> str:
+    """An event as JSON text (`event_to_json`); raises `UserError` if its data is not JSON."""
+    try:
+        text = _json(event_to_json(event))
+    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        raise UserError(
+            f"event {event!r} cannot be stored: {exc}; custom event data must be JSON types"
+        ) from None
+    _utf8(text, f"event {event.seq} of run {event.run_id!r}")
+    return text
+
+
+def decode_event(row_id: Any, run_id: str, text: Any) -> Event:
+    """Decode a `tether_events.body`; raises `CorruptRecordError` naming the row."""
+    row = f"tether_events row {row_id!r} (run {run_id!r})"
+    data = _load_json(text, row)
+    try:
+        return event_from_json(data)
+    except ValueError as exc:
+        raise CorruptRecordError(f"{row} does not hold a valid event: {exc}") from None
+
+
+def encode_thread_metadata(metadata: dict[str, Any]) -> str:
+    text = dumps(metadata, where="thread metadata")
+    _utf8(text, "thread metadata")
+    return text
+
+
+def decode_thread(thread_id: str, created_at: float, metadata: Any) -> tuple[ThreadInfo, Any]:
+    """Decode a `tether_threads` row; also returns the stored (tagged) metadata for filtering."""
+    row = f"tether_threads row {thread_id!r}"
+    raw = _load_json(metadata, row)
+    try:
+        decoded = decode_value(raw)
+    except ValueError as exc:
+        raise CorruptRecordError(f"{row} does not hold valid tether JSON: {exc}") from None
+    if not isinstance(decoded, dict):
+        raise CorruptRecordError(f"{row} holds metadata that is not an object: {decoded!r}")
+    return ThreadInfo(thread_id=thread_id, created_at=created_at, metadata=decoded), raw
+
+
+def metadata_matches(stored: Any, want: dict[str, Any]) -> bool:
+    """The memory backend's filter: every item of `want` equals the stored (tagged) item."""
+    return isinstance(stored, dict) and all(stored.get(k) == v for k, v in want.items())
+
+
+def conflict(thread_id: str, head: str | None, parent: str | None) -> CheckpointConflictError:
+    return CheckpointConflictError(
+        f"thread {thread_id!r} moved to checkpoint {head!r} while this commit expected "
+        f"{parent!r}; reload the state and retry"
+    )
+
+
+def duplicate_checkpoint(checkpoint: Checkpoint) -> UserError:
+    return UserError(
+        f"thread {checkpoint.thread_id!r} already has a checkpoint {checkpoint.checkpoint_id!r}; "
+        "give every checkpoint a new id"
+    )
