@@ -41,7 +41,13 @@ from .messages import Message, MessageDelta, ToolCall, ToolCallDelta, add_messag
 from .run import RunRecord
 from .state import AgentState, MessagesState
 from .stop import StopRequest
-from .storage import Checkpoint, Checkpointer, InMemoryCheckpointer, ThreadInfo
+from .storage import (
+    Checkpoint,
+    Checkpointer,
+    InMemoryCheckpointer,
+    SqliteCheckpointer,
+    ThreadInfo,
+)
 from .tools import Tool, tool
 from .transcript import repair_transcript
 
@@ -88,6 +94,7 @@ __all__ = [
     "RunStarted",
     "RunStream",
     "RuntimeStream",
+    "SqliteCheckpointer",
     "StateGraph",
     "StateSnapshot",
     "StopRequest",

@@ -3,28 +3,38 @@
 `stream`, `invoke`, `stop` and the other sync methods are thin wrappers: they run their async twin
 on one process-wide event loop in a daemon thread (an anyio blocking portal), started on first use
 and stopped at interpreter exit. The async code is written once.
+
+Resources that belong to that loop (a Postgres connection pool, say) must be closed on it before it
+stops: apps register their checkpointer's `aclose` with `close_at_exit`, and the exit hook runs
+those closers, within `CLOSE_DEADLINE`, before stopping the loop.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
+import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .errors import UserError
 
-__all__ = ["call", "portal"]
+__all__ = ["call", "close_at_exit", "in_portal_thread", "portal"]
 
 T = TypeVar("T")
+log = logging.getLogger("tether")
+
+CLOSE_DEADLINE = 5.0  # seconds all exit closers together may take
 
 _lock = threading.Lock()
 _portal: BlockingPortal | None = None
 _cm: AbstractContextManager[BlockingPortal] | None = None
 _thread: int | None = None
+_closers: dict[int, Callable[[], Awaitable[None]]] = {}  # id(owner) -> its async cleanup
 
 
 def portal() -> BlockingPortal:
@@ -54,9 +64,28 @@ def call(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     return portal().call(fn, *args)
 
 
+def close_at_exit(owner: object, closer: Callable[[], Awaitable[None]]) -> None:
+    """Run `await closer()` on the background loop before it stops at exit (once per owner)."""
+    with _lock:
+        _closers.setdefault(id(owner), closer)
+
+
+async def _run_closers() -> None:
+    with anyio.move_on_after(CLOSE_DEADLINE):
+        for closer in list(_closers.values()):
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing %r at exit failed", closer)
+
+
 def _shutdown() -> None:
     global _portal, _cm
     with _lock:
-        cm, _cm, _portal = _cm, None, None
-    if cm is not None:
+        running, cm, _cm, _portal = _portal, _cm, None, None
+    if running is None or cm is None:
+        return
+    try:
+        running.call(_run_closers)
+    finally:
         cm.__exit__(None, None, None)

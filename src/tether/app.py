@@ -8,9 +8,9 @@ runs started through the async API execute on the caller's loop. `stop()` works 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _portal
 from .coordination.base import RunRegistry
@@ -23,6 +23,8 @@ from .stop import StopRequest, check_mode
 from .storage.base import Checkpoint, Checkpointer
 
 __all__ = ["App", "RunOptions", "StateSnapshot"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,11 @@ class App:
         self.checkpointer = checkpointer
         self.registry = registry or LocalRunRegistry()
         self.engine = Engine(checkpointer=checkpointer, registry=self.registry, app_name=name)
+
+    def _sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run an async method on the sync API's background loop."""
+        _portal.close_at_exit(self.checkpointer, self.checkpointer.aclose)
+        return _portal.call(fn, *args)
 
     # subclasses
     def _program(self, input: Any, options: RunOptions) -> Program:
@@ -178,7 +185,7 @@ class App:
         options = self._options(
             config, thread_id, multitask_strategy, "continue", checkpoint_id, metadata
         )
-        return _portal.call(self._start, input, options)
+        return self._sync(self._start, input, options)
 
     def astream(
         self,
@@ -227,6 +234,7 @@ class App:
             checkpoint_id=checkpoint_id,
             metadata=metadata,
         )
+        _portal.close_at_exit(self.checkpointer, self.checkpointer.aclose)
         return SyncRunStream(stream)
 
     async def ainvoke(
@@ -266,7 +274,7 @@ class App:
         metadata: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Sync `ainvoke`."""
-        return _portal.call(
+        return self._sync(
             lambda: self.ainvoke(
                 input,
                 config,
@@ -342,7 +350,7 @@ class App:
         """Sync `astop`, safe from any thread. Inside a running event loop it does not wait."""
         if _in_event_loop():
             wait = False
-        return _portal.call(
+        return self._sync(
             lambda: self.astop(
                 config,
                 thread_id=thread_id,
@@ -372,7 +380,7 @@ class App:
 
     def get_state(self, thread_id: str, *, checkpoint_id: str | None = None) -> StateSnapshot:
         """Sync `aget_state`."""
-        return _portal.call(lambda: self.aget_state(thread_id, checkpoint_id=checkpoint_id))
+        return self._sync(lambda: self.aget_state(thread_id, checkpoint_id=checkpoint_id))
 
     async def aget_state_history(
         self, thread_id: str, *, limit: int | None = None
@@ -385,7 +393,7 @@ class App:
 
     def get_state_history(self, thread_id: str, *, limit: int | None = None) -> list[StateSnapshot]:
         """Sync `aget_state_history`."""
-        return _portal.call(lambda: self.aget_state_history(thread_id, limit=limit))
+        return self._sync(lambda: self.aget_state_history(thread_id, limit=limit))
 
     async def aget_run(self, run_id: str) -> RunRecord | None:
         """The run record (live when the run is active here), or None."""
@@ -397,7 +405,7 @@ class App:
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """Sync `aget_run`."""
-        return _portal.call(lambda: self.aget_run(run_id))
+        return self._sync(lambda: self.aget_run(run_id))
 
     async def alist_runs(self, thread_id: str, *, limit: int = 100) -> list[RunRecord]:
         """The thread's runs, newest first."""
@@ -407,7 +415,7 @@ class App:
 
     def list_runs(self, thread_id: str, *, limit: int = 100) -> list[RunRecord]:
         """Sync `alist_runs`."""
-        return _portal.call(lambda: self.alist_runs(thread_id, limit=limit))
+        return self._sync(lambda: self.alist_runs(thread_id, limit=limit))
 
 
 def _snapshot(cp: Checkpoint) -> StateSnapshot:

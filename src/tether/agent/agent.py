@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import anyio
 
-from .. import _portal
 from ..app import RunOptions
 from ..commands import Resume
 from ..context import RunContext
@@ -164,7 +163,7 @@ class Agent(CompiledGraph):
 
     def get_messages(self, thread_id: str) -> list[Message]:
         """Sync `aget_messages()`."""
-        return _portal.call(self.aget_messages, thread_id)
+        return self._sync(self.aget_messages, thread_id)
 
     # nodes
     def _prompt(self, messages: Sequence[Message], resuming: bool) -> list[Message]:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import _portal
 from ..app import App, RunOptions
 from ..errors import UserError
 from .handle import FlowRun, RuntimeStream, SyncRuntimeStream
@@ -298,6 +299,7 @@ class Flow(App):
     ) -> SyncRuntimeStream:
         """Sync `aget_runtime_stream`: iterate from any thread; the run executes on tether's
         background loop. Breaking out of the loop stops the run unless `detached=True`."""
+        _portal.close_at_exit(self.checkpointer, self.checkpointer.aclose)
         return SyncRuntimeStream(
             self.aget_runtime_stream(
                 initial_value,

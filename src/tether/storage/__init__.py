@@ -1,8 +1,18 @@
-"""Storage backends behind one `Checkpointer` contract."""
+"""Storage backends behind one `Checkpointer` contract.
+
+`PostgresCheckpointer` lives in `tether.storage.postgres` (the `postgres` extra).
+"""
 
 from __future__ import annotations
 
 from .base import Checkpoint, Checkpointer, ThreadInfo
 from .memory import InMemoryCheckpointer
+from .sqlite import SqliteCheckpointer
 
-__all__ = ["Checkpoint", "Checkpointer", "InMemoryCheckpointer", "ThreadInfo"]
+__all__ = [
+    "Checkpoint",
+    "Checkpointer",
+    "InMemoryCheckpointer",
+    "SqliteCheckpointer",
+    "ThreadInfo",
+]
