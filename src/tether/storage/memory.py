@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import CheckpointConflictError
-from ..events import Event
+from ..events import CustomEvent, Event
 from ..run import RunRecord
 from ..serde import decode_value, encode_value
 from .base import Checkpoint, Checkpointer, ThreadInfo
@@ -115,7 +115,13 @@ class InMemoryCheckpointer(Checkpointer):
         events: Sequence[Event] = (),
         run: RunRecord | None = None,
     ) -> None:
-        # Encode before taking the lock, so a value that cannot be stored changes nothing.
+        # Encode before taking the lock, so a value that cannot be stored changes nothing; the
+        # databases refuse the same values.
+        if run is not None:
+            encode_value(run.metadata, where="run metadata")
+        for event in events:
+            if isinstance(event, CustomEvent):
+                encode_value(event.data, where="custom event data")
         encoded = None
         if checkpoint is not None:
             encoded = replace(
@@ -134,8 +140,8 @@ class InMemoryCheckpointer(Checkpointer):
                     )
                 chain.append(encoded)
                 self._threads.setdefault(encoded.thread_id, ThreadInfo(thread_id=encoded.thread_id))
-            if events:
-                self._events.setdefault(events[0].run_id, []).extend(events)
+            for event in events:
+                self._events.setdefault(event.run_id, []).append(event)
             if run is not None:
                 self._threads.setdefault(run.thread_id, ThreadInfo(thread_id=run.thread_id))
                 self._runs[run.run_id] = run.model_copy(deep=True)
