@@ -17,6 +17,7 @@ from .coordination.base import RunRegistry
 from .coordination.local import LocalRunRegistry
 from .engine import Engine, Program
 from .errors import NotFoundError, UserError
+from .events import Event
 from .handle import RunHandle, RunStream, SyncRunStream
 from .run import MultitaskStrategy, OnDisconnect, RunRecord
 from .stop import StopRequest, check_mode
@@ -223,7 +224,7 @@ class App:
         on_disconnect: str = "cancel",
         checkpoint_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> SyncRunStream:
+    ) -> SyncRunStream[Event]:
         """Sync `astream`: iterate from any thread; stop it from any other with `stop()`."""
         stream = self.astream(
             input,

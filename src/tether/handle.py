@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import anyio
 
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 __all__ = ["RunHandle", "RunStream", "SyncRunStream"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 class RunHandle:
@@ -297,30 +300,43 @@ class RunStream:
         self._abandon()
 
 
-class SyncRunStream(Iterator[Event]):
-    """The sync face of `RunStream`: iterate it from any thread; runs live on tether's loop."""
+class _Batches(Protocol[T_co]):
+    """What a sync stream wraps: an async stream that hands out what is available in batches."""
 
-    def __init__(self, stream: RunStream) -> None:
+    @property
+    def run_id(self) -> str | None: ...
+
+    async def next_batch(self) -> Sequence[T_co]: ...
+
+    def _abandon(self) -> None: ...
+
+
+class SyncRunStream(Iterator[T]):
+    """The sync face of an async run stream: iterate it from any thread; runs live on tether's
+    background loop. Each `next()` that finds its buffer empty fetches every item available."""
+
+    def __init__(self, stream: _Batches[T]) -> None:
         self._stream = stream
-        self._buffer: list[Event] = []
+        self._buffer: Sequence[T] = ()
         self._pos = 0
 
     @property
     def run_id(self) -> str | None:
         return self._stream.run_id
 
-    def __next__(self) -> Event:
+    def __next__(self) -> T:
         if self._pos >= len(self._buffer):
             self._buffer = _portal.call(self._stream.next_batch)
             self._pos = 0
             if not self._buffer:
                 raise StopIteration
-        event = self._buffer[self._pos]
+        item = self._buffer[self._pos]
         self._pos += 1
-        return event
+        return item
 
     def close(self) -> None:
-        """Stop reading; stops the run unless it was started with `on_disconnect="continue"`."""
+        """Stop reading; before the end this stops the run, unless it was started with
+        `on_disconnect="continue"` (or detached)."""
         self._stream._abandon()
 
     def __enter__(self) -> Self:

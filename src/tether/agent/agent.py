@@ -31,7 +31,7 @@ from ..context import RunContext
 from ..coordination.base import RunRegistry
 from ..engine import Program
 from ..errors import UserError
-from ..events import ToolCallFinished, ToolCallStarted
+from ..events import Event, ToolCallFinished, ToolCallStarted
 from ..graph.compiled import CompiledGraph, GraphProgram
 from ..graph.state_graph import END, StateGraph
 from ..handle import RunStream, SyncRunStream
@@ -130,7 +130,7 @@ class Agent(CompiledGraph):
         stream: Literal[True] = True,
         thread_id: str | None = None,
         multitask_strategy: str = "reject",
-    ) -> SyncRunStream:
+    ) -> SyncRunStream[Event]:
         """Start a run and iterate its events (Agno's surface); every event carries `run_id`.
 
         Only streaming is offered here, so the return type never depends on a flag: use
@@ -153,7 +153,7 @@ class Agent(CompiledGraph):
         """
         return self.astream(Resume(), thread_id=thread_id, multitask_strategy=multitask_strategy)
 
-    def resume(self, thread_id: str, *, multitask_strategy: str = "reject") -> SyncRunStream:
+    def resume(self, thread_id: str, *, multitask_strategy: str = "reject") -> SyncRunStream[Event]:
         """Sync `aresume()`."""
         return self.stream(Resume(), thread_id=thread_id, multitask_strategy=multitask_strategy)
 

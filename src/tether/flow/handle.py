@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -32,7 +32,7 @@ import anyio
 
 from .. import _portal
 from ..events import CustomEvent, RunFinished
-from ..handle import RunHandle
+from ..handle import RunHandle, SyncRunStream
 
 if TYPE_CHECKING:
     from .inbox import Inbox
@@ -247,24 +247,19 @@ class RuntimeStream:
         self._abandon()
 
 
-class SyncRuntimeStream(Iterator[Any]):
+class SyncRuntimeStream(SyncRunStream[Any]):
     """The sync face of `RuntimeStream`: iterate it from any thread; the run lives on tether's
     background loop. Made by `flow.get_runtime_stream(...)`."""
 
+    _stream: RuntimeStream
+
     def __init__(self, stream: RuntimeStream) -> None:
-        self._stream = stream
-        self._buffer: list[Any] = []
-        self._pos = 0
+        super().__init__(stream)
 
     @property
     def run(self) -> FlowRun | None:
         """The run's handle once it started (after the first `next()`), else None."""
         return self._stream.run
-
-    @property
-    def run_id(self) -> str | None:
-        """The run id once the run has started."""
-        return self._stream.run_id
 
     @property
     def finished(self) -> RunFinished | None:
@@ -291,28 +286,3 @@ class SyncRuntimeStream(Iterator[Any]):
     def wait(self) -> None:
         """Block until the run has ended (see `RuntimeStream.wait`)."""
         _portal.call(self._stream.wait)
-
-    def __next__(self) -> Any:
-        if self._pos >= len(self._buffer):
-            self._buffer = _portal.call(self._stream.next_batch)
-            self._pos = 0
-            if not self._buffer:
-                raise StopIteration
-        item = self._buffer[self._pos]
-        self._pos += 1
-        return item
-
-    def close(self) -> None:
-        """Stop reading. Before the stream's end, this stops the run unless it is detached."""
-        self._stream._abandon()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
