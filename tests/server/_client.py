@@ -1,7 +1,7 @@
 """Test-side helpers: a real uvicorn process on a free port, and an SSE reader.
 
 `serve()` binds a loopback socket in the test process and hands its file descriptor to uvicorn
-(`--fd`), so the port is known and already listening before uvicorn starts: the first request
+(see `_uvicorn.py`), so the port is known and already listening before uvicorn starts: the first request
 simply waits in the listen backlog until the server accepts it. No port race, no readiness polling.
 """
 
@@ -75,7 +75,6 @@ def serve(
     *,
     app_dir: Path = HERE,
     env: Mapping[str, str] | None = None,
-    extra_args: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     """Run `uvicorn target` in a subprocess on a free loopback port; kill it on exit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -84,22 +83,7 @@ def serve(
     sock.listen(128)
     port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            target,
-            "--app-dir",
-            str(app_dir),
-            "--fd",
-            str(sock.fileno()),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--timeout-graceful-shutdown",
-            "1",
-            *extra_args,
-        ],
+        [sys.executable, str(HERE / "_uvicorn.py"), str(sock.fileno()), str(app_dir), target],
         pass_fds=(sock.fileno(),),
         env={**os.environ, **(env or {})},
     )

@@ -189,3 +189,35 @@ async def test_rejoining_client_that_leaves_never_stops_the_run() -> None:
         gate.release()
         await handle.wait()
     assert handle.status == "completed"
+
+
+async def test_idle_stream_sends_pings_and_closes_its_source_on_disconnect() -> None:
+    from tether.server.sse import EventStreamResponse
+
+    class Silent:
+        """A source with nothing to say until the client leaves."""
+
+        def __init__(self) -> None:
+            self.closed = False
+
+        async def next_chunk(self) -> bytes | None:
+            await anyio.sleep_forever()
+            return None
+
+        async def aclose(self) -> None:
+            self.closed = True
+
+    source = Silent()
+
+    async def api(scope: Any, receive: Any, send: Any) -> None:
+        await EventStreamResponse(source, ping_interval=0.001)(scope, receive, send)
+
+    client = FakeClient(api, "GET", "/", None)
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.run)
+            await client.wait_for(lambda b: b.count(b": ping\n\n") >= 2)
+            client.disconnect()
+            await client.done.wait()
+    assert source.closed
+    assert client.headers["content-type"].startswith("text/event-stream")

@@ -35,11 +35,13 @@ def server_context(conn: HTTPConnection) -> ServerContext:
     return ctx
 
 
-def _ctx(request: Request) -> ServerContext:
+# Async on purpose: FastAPI runs plain `def` dependencies in a worker thread, which costs a
+# thread hop (and an event-loop round trip) per request.
+async def _ctx(request: Request) -> ServerContext:
     return server_context(request)
 
 
-def _caller(request: Request) -> Principal:
+async def _caller(request: Request) -> Principal:
     return principal_of(request, server_context(request).keys)
 
 

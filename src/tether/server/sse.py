@@ -129,14 +129,39 @@ class EventStreamResponse(Response):
         self.disconnected = False  # set when the client went away before the end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lock = anyio.Lock()
-        last_write = time.monotonic()
+        # Two tasks may write: the main loop (events) and the pinger (rare comments). ASGI sends
+        # must not interleave, but a lock would cost a trip through the event loop per event;
+        # instead the pinger only writes when the stream is idle, and the writer waits in the
+        # rare case that a ping is being sent.
+        last_write = time.monotonic()  # when the last send finished
+        writing = False  # True while the writer is inside send()
+        pinging: anyio.Event | None = None  # not None while the pinger is inside send()
 
         async def write(body: bytes, more: bool = True) -> None:
-            nonlocal last_write
-            async with lock:
+            nonlocal last_write, writing
+            while pinging is not None:
+                await pinging.wait()
+            writing = True
+            try:
                 await send({"type": "http.response.body", "body": body, "more_body": more})
+            finally:
+                writing = False
             last_write = time.monotonic()
+
+        async def ping(interval: float) -> None:
+            nonlocal pinging, last_write
+            while True:
+                await anyio.sleep(max(0.0, last_write + interval - time.monotonic()))
+                if not writing and time.monotonic() - last_write >= interval:
+                    pinging = done = anyio.Event()
+                    try:
+                        await send(
+                            {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+                        )
+                    finally:
+                        pinging = None
+                        done.set()
+                    last_write = time.monotonic()
 
         async def watch(cancel: Callable[[], None]) -> None:
             while True:
@@ -145,12 +170,6 @@ class EventStreamResponse(Response):
                     self.disconnected = True
                     cancel()
                     return
-
-        async def ping(interval: float) -> None:
-            while True:
-                await anyio.sleep(max(0.0, last_write + interval - time.monotonic()))
-                if time.monotonic() - last_write >= interval:
-                    await write(b": ping\n\n")
 
         try:
             await send(

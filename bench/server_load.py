@@ -1,0 +1,358 @@
+"""Server load: N concurrent SSE streams on one uvicorn worker; events/s and cancel latency.
+
+    python bench/server_load.py [--streams 100,1000,1000@2] [--rate 10] [--samples 200] [--write]
+
+For each N (or `N@rate`, to override `--rate` for that N) it starts one uvicorn worker (a subprocess, loopback, in-memory storage) serving a
+`tether.Agent` whose model streams a token every 1/`--rate` seconds, forever. One client process
+(asyncio + httpx) then:
+
+1. opens N streams (`POST /threads/{id}/runs/stream`) and waits until each has sent a token;
+2. counts the SSE events it receives during `--window` seconds (events/s, all streams), and the
+   server process's CPU use over the same window;
+3. cancels `--samples` streams one at a time (`POST .../runs/{run_id}/cancel`) while the others
+   keep streaming, and opens a replacement after each, so N streams stay open. The latency is from
+   just before the cancel request is sent to the moment the client has read that stream's
+   `run_finished` (the end of the stream), so it includes the cancel request's round trip.
+
+Bounded: at most `--max-seconds` per N, and every number above is a count given on the command
+line. `--write` replaces this script's section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine, percentile
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY = {"input": {"messages": [{"role": "user", "content": "go"}]}, "on_disconnect": "cancel"}
+
+
+# ---------------------------------------------------------------- server (child process)
+
+
+def serve(fd: int, rate: float) -> None:
+    """Run one uvicorn worker on the inherited socket `fd`."""
+    import anyio
+    import uvicorn
+
+    from tether import Agent, InMemoryCheckpointer
+    from tether.models import Finish, Model, ModelDelta, TextDelta
+
+    class PacedModel(Model):
+        """Streams "tok " every 1/rate seconds until the stream is closed."""
+
+        name = "paced"
+
+        @asynccontextmanager
+        async def stream(self, messages: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            async def deltas() -> AsyncIterator[ModelDelta]:
+                for _ in range(1_000_000):
+                    await anyio.sleep(1 / rate)
+                    yield TextDelta("tok ")
+                yield Finish("length")
+
+            yield deltas()
+
+    from tether.server import create_app
+
+    agent = Agent(PacedModel(), checkpointer=InMemoryCheckpointer(), name="bench")
+    api = create_app(agent, ui=False)
+    config = uvicorn.Config(api, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    # `socket.socket(fileno=...)` detects the family (AF_INET). uvicorn's own `fd=` treats every
+    # inherited fd as AF_UNIX, so asyncio would not set TCP_NODELAY on accepted connections and
+    # Nagle + delayed ACK would add ~40 ms to every small response.
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
+
+
+# ---------------------------------------------------------------- client
+
+
+@dataclass
+class Stream:
+    thread_id: str
+    run_id: str = ""
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    finished_at: float = 0.0
+
+
+@dataclass
+class Counters:
+    events: int = 0
+    errors: int = 0
+
+
+async def follow(host: str, port: int, s: Stream, counters: Counters) -> None:
+    """Read one stream to its end over a raw connection, counting SSE messages.
+
+    A raw asyncio connection instead of httpx keeps the client's cost per event small, so on a
+    shared machine the client steals less CPU from the server it measures. Each SSE message ends
+    with a blank line; uvicorn sends each `send()` of the server as one chunk, so a blank line is
+    never split by the chunked-encoding framing.
+    """
+    body = json.dumps(BODY).encode()
+    request = (
+        f"POST /threads/{s.thread_id}/runs/stream HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    writer = None
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "x-tether-run-id":
+                s.run_id = value.strip()
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+        while data := await reader.read(65536):
+            counters.events += data.count(b"\n\n")
+            if not s.started.is_set() and b"event: message_delta" in data:
+                s.started.set()
+            if b"event: run_finished" in data:
+                s.finished_at = time.perf_counter()
+                break
+    except (OSError, ConnectionError, asyncio.IncompleteReadError):
+        counters.errors += 1
+    finally:
+        if writer is not None:
+            writer.close()
+        s.started.set()
+        s.ended.set()
+
+
+def log(message: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    streams: int
+    rate: float  # tokens per second per stream
+    open_seconds: float
+    events_per_s: float
+    server_cpu: float  # fraction of one core during the window
+    latencies: list[float]
+    cancel_rtts: list[float]
+    errors: int
+
+
+async def load(url: str, pid: int, n: int, window: float, samples: int, deadline: float) -> Result:
+    host, port = url.removeprefix("http://").split(":")
+    counters = Counters()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        tasks: set[asyncio.Task[None]] = set()
+        streams: list[Stream] = []
+        serial = 0
+
+        def open_one() -> Stream:
+            nonlocal serial
+            serial += 1
+            s = Stream(thread_id=f"bench-{n}-{serial}")
+            streams.append(s)
+            task = asyncio.get_running_loop().create_task(follow(host, int(port), s, counters))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return s
+
+        t0 = time.perf_counter()
+        first = [open_one() for _ in range(n)]
+        await asyncio.gather(*(s.started.wait() for s in first))
+        open_seconds = time.perf_counter() - t0
+        log(f"{n} streams open after {open_seconds:.1f} s")
+
+        e0, c0, w0 = counters.events, cpu_seconds(pid), time.perf_counter()
+        await asyncio.sleep(window)
+        e1, c1, w1 = counters.events, cpu_seconds(pid), time.perf_counter()
+
+        log(f"window done: {(e1 - e0) / (w1 - w0):,.0f} events/s")
+        latencies: list[float] = []
+        rtts: list[float] = []
+        for i in range(samples):
+            if time.perf_counter() > deadline:
+                log(f"time limit: stopped after {i} cancels")
+                break
+            if i % 50 == 0:
+                log(f"cancel {i}/{samples}")
+            s = streams[i]
+            sent = time.perf_counter()
+            r = await client.post(f"/threads/{s.thread_id}/runs/{s.run_id}/cancel")
+            rtts.append(time.perf_counter() - sent)
+            r.raise_for_status()
+            await s.ended.wait()
+            latencies.append(s.finished_at - sent)
+            await open_one().started.wait()  # keep N streams open
+
+        for task in tasks:  # the server is killed next; its runs end with it
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return Result(
+        streams=n,
+        rate=0.0,
+        open_seconds=open_seconds,
+        events_per_s=(e1 - e0) / (w1 - w0),
+        server_cpu=(c1 - c0) / (w1 - w0),
+        latencies=latencies,
+        cancel_rtts=rtts,
+        errors=counters.errors,
+    )
+
+
+def run_one(n: int, rate: float, args: argparse.Namespace) -> Result:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    port = sock.getsockname()[1]
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve-fd", str(sock.fileno()), "--rate", str(rate)],
+        pass_fds=(sock.fileno(),),
+        cwd=ROOT,
+    )
+    sock.close()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        httpx.get(f"{url}/healthz", timeout=60).raise_for_status()
+        deadline = time.perf_counter() + args.max_seconds
+        coro = load(url, child.pid, n, args.window, min(args.samples, n), deadline)
+        result = asyncio.run(asyncio.wait_for(coro, args.max_seconds + 60))
+        result.rate = rate
+        return result
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def report(results: Sequence[Result], args: argparse.Namespace) -> str:
+    lines = [
+        "<!-- bench/server_load.py -->",
+        "## Server load: concurrent SSE streams, cancel -> stream end (`bench/server_load.py`)",
+        "",
+        f"- Machine: {os.cpu_count()} CPUs (nproc), {machine().split(', ', 1)[1]}",
+        f"- Server: one uvicorn worker ({impl()}), `tether.server.create_app` over an "
+        "`Agent` whose model streams tokens at a fixed rate per stream, forever; in-memory "
+        "storage; loopback. Client: one asyncio process (raw sockets for the streams, httpx for "
+        "the cancels) on the same machine.",
+        f"- Command: `python bench/server_load.py --streams {args.streams} --rate {args.rate:g} "
+        f"--samples {args.samples} --write`",
+        f"- Date: {datetime.date.today().isoformat()}; load average before the run "
+        f"{args.loadavg:.2f} (the machine is shared with other work)",
+        "- Cancel latency: from sending `POST .../runs/{run_id}/cancel` to the client having read "
+        "that stream's `run_finished`, one cancel at a time while the other streams keep running "
+        "(a replacement stream is opened after each, so N stay open).",
+        "",
+        "| Streams | Tokens/s each | Open all (s) | Events/s received | Server CPU "
+        "| Cancel -> end p50 | p99 | max | Cancel request RTT p50 | Errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lat = r.latencies
+        lines.append(
+            f"| {r.streams:,} | {r.rate:g} | {r.open_seconds:.2f} | {r.events_per_s:,.0f} | "
+            f"{r.server_cpu * 100:.0f}% of a core | {statistics.median(lat) * 1e3:.1f} ms | "
+            f"{percentile(lat, 99) * 1e3:.1f} ms | {max(lat) * 1e3:.1f} ms | "
+            f"{statistics.median(r.cancel_rtts) * 1e3:.1f} ms | {r.errors} |"
+        )
+    lines += [
+        "",
+        "Target: cancel -> stream end <= 20 ms p99 with 1,000 concurrent streams on one worker.",
+        f"Python {platform.python_version()}.",
+        "<!-- /bench/server_load.py -->",
+    ]
+    return "\n".join(lines)
+
+
+def impl() -> str:
+    """What uvicorn's `auto` settings pick here: its HTTP parser and event loop."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{http}, {loop}"
+
+
+def write_section(text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    content = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = "<!-- bench/server_load.py -->", "<!-- /bench/server_load.py -->"
+    if start in content and end in content:
+        before, rest = content.split(start, 1)
+        after = rest.split(end, 1)[1]
+        content = before + text + after
+    else:
+        content = content.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(content)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--streams", default="100,1000,1000@2", help="comma-separated N or N@tokens_per_second"
+    )
+    parser.add_argument("--rate", type=float, default=10.0, help="tokens per second per stream")
+    parser.add_argument("--window", type=float, default=5.0, help="seconds of counting events")
+    parser.add_argument("--samples", type=int, default=200, help="cancels measured per N")
+    parser.add_argument("--max-seconds", type=float, default=180.0, help="time limit per N")
+    parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.serve_fd is not None:
+        serve(args.serve_fd, args.rate)
+        return
+    args.loadavg = os.getloadavg()[0]
+    results = []
+    for spec in args.streams.split(","):
+        count, _, rate = spec.partition("@")
+        n = int(count)
+        r = run_one(n, float(rate) if rate else args.rate, args)
+        results.append(r)
+        lat = r.latencies
+        print(
+            f"{n:>5} streams: opened in {r.open_seconds:.2f} s, {r.events_per_s:,.0f} events/s, "
+            f"server CPU {r.server_cpu * 100:.0f}%, cancel->end p50 "
+            f"{statistics.median(lat) * 1e3:.1f} ms p99 {percentile(lat, 99) * 1e3:.1f} ms "
+            f"max {max(lat) * 1e3:.1f} ms (n={len(lat)}), errors {r.errors}",
+            flush=True,
+        )
+    text = report(results, args)
+    print()
+    print(text)
+    if args.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
