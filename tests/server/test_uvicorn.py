@@ -101,3 +101,29 @@ async def test_rejoin_with_last_event_id_resumes_exactly_after_it(server: Server
     assert [e.data["content"] for e in rest if e.event == "message_delta"] == ["c", "d"]
     assert rest[-1].event == "run_finished"
     assert rest[-1].data["status"] == "completed"
+
+
+async def test_websocket_over_real_uvicorn_streams_and_stops(server: Server) -> None:
+    websockets = pytest.importorskip("websockets", reason="uvicorn needs websockets for WS")
+    import json
+
+    url = server.url.replace("http://", "ws://") + "/threads/u4/ws"
+    async with httpx.AsyncClient(base_url=server.url, timeout=WATCHDOG) as c:
+        await script(c, ["Par", "tial", "@gate:u4", " never"])
+        with anyio.fail_after(WATCHDOG):
+            async with websockets.connect(url) as ws:
+                await ws.send(json.dumps({"type": "message", "content": "hi"}))
+                frames = []
+                while True:
+                    frame = json.loads(await ws.recv())
+                    frames.append(frame)
+                    if frame["type"] == "message_delta" and frame["content"] == "tial":
+                        await c.get("/_test/gates/u4/reached")
+                        await ws.send(json.dumps({"type": "stop"}))
+                    if frame["type"] == "run_finished":
+                        break
+            thread = (await c.get("/threads/u4")).json()
+    assert frames[-1]["status"] == "cancelled"
+    assert any(f["type"] == "stop_result" and f["stopped"] for f in frames)
+    last = thread["messages"][-1]
+    assert (last["content"], last["status"]) == ("Partial", "stopped")
