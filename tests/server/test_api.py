@@ -457,3 +457,38 @@ async def test_tool_calls_stream_as_events_and_a_stop_cancels_the_running_tool()
     tool_msg = msgs[-1]
     assert (tool_msg["role"], tool_msg["status"]) == ("tool", "cancelled")
     assert msgs[-2]["tool_calls"][0]["id"] == started["tool_call_id"]
+
+
+async def test_a_failed_run_is_reported_not_raised() -> None:
+    from contextlib import asynccontextmanager
+
+    from tether.models import Model
+    from tether.server import create_app
+
+    from ._chat import chat_app
+
+    class Broken(Model):
+        name = "broken"
+
+        @asynccontextmanager
+        async def stream(self, messages: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("model exploded")
+            yield  # an async generator, for asynccontextmanager
+
+    api = create_app(chat_app(Broken(), name="b"))
+    chat = {"model": "b", "messages": [{"role": "user", "content": "x"}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(api), base_url="http://t") as c:
+        with anyio.fail_after(WATCHDOG):
+            waited = await c.post("/threads/t1/runs/wait", json=HI)
+            plain = await c.post("/v1/chat/completions", json=chat)
+            streamed = await c.post("/v1/chat/completions", json={**chat, "stream": True})
+    assert waited.status_code == 200
+    assert waited.json()["run"]["status"] == "failed"
+    assert "model exploded" in waited.json()["run"]["error"]
+    assert plain.status_code == 500
+    assert plain.json()["error"] == {
+        "type": "run_failed",
+        "message": "RuntimeError: model exploded",
+    }
+    assert '"error":{"type":"run_failed"' in streamed.text
+    assert streamed.text.endswith("data: [DONE]\n\n")

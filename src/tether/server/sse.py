@@ -183,13 +183,14 @@ class EventStreamResponse(Response):
                 tg.start_soon(watch, tg.cancel_scope.cancel)
                 if self.ping_interval:
                     tg.start_soon(ping, self.ping_interval)
-                while (chunk := await self.source.next_chunk()) is not None:
-                    if chunk:
-                        await write(chunk)
-                await write(b"", more=False)
+                try:
+                    while (chunk := await self.source.next_chunk()) is not None:
+                        if chunk:
+                            await write(chunk)
+                    await write(b"", more=False)
+                except OSError:  # a server that raises on writing to a closed connection
+                    self.disconnected = True
                 tg.cancel_scope.cancel()
-        except OSError:  # a server that raises on writing to a closed connection
-            self.disconnected = True
         finally:
             with anyio.CancelScope(shield=True):
                 await self.source.aclose()
@@ -232,11 +233,17 @@ class DeferredJSONResponse(Response):
                     cancel()
                     return
 
+        error: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch, tg.cancel_scope.cancel)
-            result = await self._compute()
-            done = True
+            try:
+                result = await self._compute()
+                done = True
+            except Exception as exc:  # re-raised below, unwrapped, for the app's error handlers
+                error = exc
             tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
         if not done:
             if self._on_disconnect is not None:
                 self._on_disconnect()
