@@ -20,6 +20,7 @@ keyboard and quitting never waits for a pending `input()`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -179,10 +180,9 @@ def _serve(
         access_log=log in ("debug", "info"),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
-    try:
+    # uvicorn re-raises the Ctrl+C it handled, after a clean shutdown: that is a normal exit.
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled, after a clean shutdown
-        pass
     console.print("[dim]server stopped[/]")
 
 
@@ -309,7 +309,12 @@ class ChatSession:
                 if not self.answering:
                     send.send_nowait(INTERRUPT)
                 elif self.handle is not None:
-                    self.handle.stop(requested_by="user", reason="Ctrl+C in tether chat")
+                    await self.app.astop(
+                        run_id=self.handle.run_id,
+                        requested_by="user",
+                        reason="Ctrl+C in tether chat",
+                        wait=False,
+                    )
                 else:
                     self.stop_early = True
 
@@ -368,7 +373,12 @@ class ChatSession:
                 self._print(str(exc), style="yellow")
                 return
             if self.stop_early:
-                self.handle.stop(requested_by="user", reason="Ctrl+C in tether chat")
+                await self.app.astop(
+                    run_id=self.handle.run_id,
+                    requested_by="user",
+                    reason="Ctrl+C in tether chat",
+                    wait=False,
+                )
             self._print("tether › ", style="bold magenta", end="")
             self.mid_line = True
             async with stream:
