@@ -196,3 +196,27 @@ def test_tool_cards_show_live_status_and_continue_resumes(server: Server, page: 
     expect(assistant.last).to_have_attribute("data-status", "complete")
     expect(page.locator(".stopped-marker")).to_have_count(0)
     page.screenshot(path=str(ARTIFACTS / "ui-9-continued.png"))
+
+
+def test_api_key_is_asked_for_and_used() -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
+    with (
+        serve(env={"TETHER_TEST_API_KEYS": "key-alice-123"}) as srv,
+        playwright_api.sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(srv.url)
+        expect(page.get_by_role("dialog", name="API key needed")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "ui-10-api-key.png"))
+        page.get_by_role("textbox", name="API key").fill("key-alice-123")
+        page.get_by_role("button", name="Save").click()
+        box = page.get_by_role("textbox", name="Message")
+        box.fill("hello with a key")
+        box.press("Enter")
+        answer = page.locator("article.msg-assistant .text").last
+        expect(answer).to_have_text("You said: hello with a key.")
+        expect(page.locator(".thread-item")).to_have_count(1)
+        browser.close()
