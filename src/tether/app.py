@@ -400,7 +400,7 @@ class App:
         """The run record (live when the run is active here), or None."""
         handle = self.registry.local(run_id)
         if handle is not None:
-            return handle.record.model_copy()
+            return handle.snapshot()
         await self.engine.ensure_ready()
         return await self.checkpointer.get_run(run_id)
 
@@ -436,7 +436,7 @@ def _snapshot(cp: Checkpoint) -> StateSnapshot:
 
 def _live(registry: RunRegistry, record: RunRecord) -> RunRecord:
     handle = registry.local(record.run_id)
-    return handle.record.model_copy() if handle is not None else record
+    return handle.snapshot() if handle is not None else record
 
 
 def _in_event_loop() -> bool:

@@ -70,6 +70,18 @@ class RunHandle:
         """`pending`, `running`, or the terminal status once the run ended."""
         return self.record.status
 
+    def snapshot(self) -> RunRecord:
+        """A copy of the run record as of now, with a stop that was requested but has not taken
+        effect yet already shown (`stop_requested_at`, mode, reason, who)."""
+        record = self.record.model_copy()
+        req = self.token.request
+        if req is not None and record.stop_requested_at is None:
+            record.stop_requested_at = req.requested_at
+            record.stop_mode = self.token.mode
+            record.stop_reason = req.reason
+            record.stop_requested_by = req.requested_by
+        return record
+
     @property
     def done(self) -> bool:
         """Whether the run sent its terminal event."""

@@ -224,3 +224,21 @@ async def test_a_thousand_stopped_runs_leak_no_tasks_or_registry_entries() -> No
     assert app.registry.size() == 0
     await anyio.lowlevel.checkpoint()
     assert len(asyncio.all_tasks()) == baseline
+
+
+async def test_the_live_record_shows_a_requested_stop_before_it_takes_effect() -> None:
+    app, gates = gated_app()
+    handle = await app.astart("x", thread_id="t")
+    await gates["entered"].wait()
+    assert await app.astop(thread_id="t", mode="after_step", reason="soon", wait=False)
+    live = await app.aget_run(handle.run_id)
+    assert live is not None
+    assert live.status == "running"
+    assert (live.stop_mode, live.stop_reason, live.stop_requested_by) == (
+        "after_step",
+        "soon",
+        "user",
+    )
+    assert live.stop_requested_at is not None and live.stopped_at is None
+    gates["release"].set()
+    await handle.wait()

@@ -63,7 +63,7 @@ async def create_run(ctx: Ctx, caller: Caller, thread_id: str, body: RunCreate) 
         multitask_strategy=body.multitask_strategy,
         metadata=body.metadata,
     )
-    return JSONResponse(run_json(handle.record), headers=run_headers(ref, handle))
+    return JSONResponse(run_json(handle.snapshot()), headers=run_headers(ref, handle))
 
 
 @router.post(
@@ -115,9 +115,9 @@ async def wait_run(
     async def finish() -> dict[str, Any]:
         await handle.wait()
         state = await app.aget_state(ref.thread_id)
-        thread = thread_json(ref, latest=handle.record, state=state)
+        thread = thread_json(ref, latest=handle.snapshot(), state=state)
         return {
-            "run": run_json(handle.record),
+            "run": run_json(handle.snapshot()),
             "messages": thread["messages"],
             "values": thread["values"],
         }

@@ -48,7 +48,7 @@ async def list_threads(
     out = []
     for ref in refs:
         handle = ref.app.registry.active_on(ref.thread_id)
-        out.append(thread_json(ref, active=handle.record if handle is not None else None))
+        out.append(thread_json(ref, active=handle.snapshot() if handle is not None else None))
     return out
 
 
@@ -62,7 +62,7 @@ async def get_thread(ctx: Ctx, caller: Caller, thread_id: str) -> dict[str, Any]
     runs = [] if handle is not None else await ref.app.alist_runs(thread_id, limit=1)
     return thread_json(
         ref,
-        active=handle.record if handle is not None else None,
+        active=handle.snapshot() if handle is not None else None,
         latest=runs[0] if runs else None,
         state=state,
     )
