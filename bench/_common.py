@@ -6,6 +6,23 @@ import os
 import platform
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+
+
+def write_section(section: str, text: str) -> None:
+    """Put `text` into BENCHMARKS.md between `<!-- section -->` and `<!-- /section -->`,
+    replacing what was there, or append it."""
+    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {section} -->", f"<!-- /{section} -->\n"
+    if start in current and end in current:
+        before, rest = current.split(start, 1)
+        _, after = rest.split(end, 1)
+        current = before + text + after
+    else:
+        current = current.rstrip("\n") + "\n\n" + text
+    BENCHMARKS.write_text(current)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

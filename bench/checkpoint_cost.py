@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _common import write_section
 
 from tether.events import (
     CheckpointSaved,
@@ -50,7 +51,6 @@ from tether.messages import Message
 from tether.run import RunRecord
 from tether.storage import Checkpoint, Checkpointer, InMemoryCheckpointer
 
-ROOT = Path(__file__).resolve().parents[1]
 SECTION = "bench/checkpoint_cost.py"
 ANSWER = " ".join(f"word{i}" for i in range(100))  # about 100 tokens of text
 SIZES = (20, 200)
@@ -285,19 +285,6 @@ fsync floor; the `synchronous_commit=off` rows show what tether and psycopg add 
 """
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = f"<!-- {SECTION} -->", f"<!-- /{SECTION} -->\n"
-    if start in current and end in current:
-        before, rest = current.split(start, 1)
-        _, after = rest.split(end, 1)
-        current = before + text + after
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--n", type=int, default=1000, help="timed commits per backend and size")
@@ -314,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     text = report(results, delta_events_cost(), floor, args.tokens_per_second, args.steps, command)
     print(text)
     if args.write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,11 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
+from _common import write_section
 
 from tether import InMemoryCheckpointer, RunFinished, StateGraph
 from tether.flow import Flow, FlowData
 
-ROOT = Path(__file__).resolve().parent.parent
 SECTION = "bench/flow_throughput.py"
 YIELD_EVERY = 32  # items between two turns of the loop, as in graph/nodes.py
 
@@ -182,19 +182,6 @@ Target: a flow's runtime stream within 2x of the graph engine (ratio >= 0.50).
 """
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = f"<!-- {SECTION} -->", f"<!-- /{SECTION} -->\n"
-    if start in current and end in current:
-        before, rest = current.split(start, 1)
-        _, after = rest.split(end, 1)
-        current = before + text + after
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
@@ -205,7 +192,7 @@ def main() -> None:
     text = report(rates, args.items, args.rounds, "python " + " ".join(sys.argv))
     print(text)
     if args.write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio
 import httpx
+from _common import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for `tests._llm`, when run as a script
@@ -178,19 +179,6 @@ def report(results: dict[str, float], rounds: int, command: str) -> str:
 """
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = f"<!-- {SECTION} -->", f"<!-- /{SECTION} -->\n"
-    if start in current and end in current:
-        before, rest = current.split(start, 1)
-        _, after = rest.split(end, 1)
-        current = before + text + after
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", help="use this server instead of starting one")
@@ -202,7 +190,7 @@ def main() -> None:
     text = report(results, args.rounds, "python " + " ".join(sys.argv))
     print(text)
     if args.write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

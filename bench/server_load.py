@@ -41,9 +41,10 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, percentile
+from _common import machine, percentile, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
+SECTION = "bench/server_load.py"
 BODY = {"input": {"messages": [{"role": "user", "content": "go"}]}, "on_disconnect": "cancel"}
 
 
@@ -256,7 +257,7 @@ def run_one(n: int, rate: float, args: argparse.Namespace) -> Result:
 
 def report(results: Sequence[Result], args: argparse.Namespace) -> str:
     lines = [
-        "<!-- bench/server_load.py -->",
+        f"<!-- {SECTION} -->",
         "## Server load: concurrent SSE streams, cancel -> stream end (`bench/server_load.py`)",
         "",
         f"- Machine: {os.cpu_count()} CPUs (nproc), {machine().split(', ', 1)[1]}",
@@ -288,7 +289,7 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> str:
         "",
         "Target: cancel -> stream end <= 20 ms p99 with 1,000 concurrent streams on one worker.",
         f"Python {platform.python_version()}.",
-        "<!-- /bench/server_load.py -->",
+        f"<!-- /{SECTION} -->",
     ]
     return "\n".join(lines)
 
@@ -300,19 +301,6 @@ def impl() -> str:
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     return f"{http}, {loop}"
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    content = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = "<!-- bench/server_load.py -->", "<!-- /bench/server_load.py -->"
-    if start in content and end in content:
-        before, rest = content.split(start, 1)
-        after = rest.split(end, 1)[1]
-        content = before + text + after
-    else:
-        content = content.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(content)
 
 
 def main() -> None:
@@ -351,7 +339,7 @@ def main() -> None:
     print()
     print(text)
     if args.write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":
