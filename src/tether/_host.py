@@ -30,7 +30,7 @@ class Host:
     def __init__(self) -> None:
         self._ready = anyio.Event()
         self._tg: TaskGroup | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # asyncio keeps tasks by weak reference only
 
     async def _main(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -341,7 +341,6 @@ class Engine:
                     "shutdown" if shutdown else (req.requested_by if req else None)
                 )
                 record.stopped_at = time.time()
-                token.took_effect_at = record.stopped_at
             if req is not None:
                 record.stop_requested_at = req.requested_at
                 record.stop_reason = req.reason

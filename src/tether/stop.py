@@ -8,8 +8,8 @@ sticky, like trio's `cancel_called`), then wakes the run's own event loop with
 - for `after_step`, sets `after_step` so the engine stops at the next clean boundary, and arms a
   `grace` timer that escalates to `now` when it runs out.
 
-`took_effect_at` is set by the engine when the stop actually ended the run (trio's
-`cancelled_caught`). A request that arrives before the token is bound to a scope (stop before start)
+When the stop actually ended the run (trio's `cancelled_caught`), the engine records it in the run
+record's `stopped_at`. A request that arrives before the token is bound to a scope (stop before start)
 is kept, and `bind()` applies it at once, so the run ends `cancelled` without running.
 
 Residual race: a request that arrives after the run has committed its terminal event returns `False`
@@ -67,8 +67,6 @@ class StopToken:
         self.request: StopRequest | None = None
         # The strongest mode requested so far: a later `now` escalates an `after_step` request.
         self.mode: StopMode | None = None
-        # Set by the engine once the stop has ended the run; `None` while it has not (yet).
-        self.took_effect_at: float | None = None
         # True once the run has sent its terminal event; later requests return False.
         self.finished = False
         # The run's cancel scope and loop, set by `bind()` when the run starts executing.
