@@ -33,6 +33,7 @@ __all__ = [
     "ToolCallFinished",
     "ToolCallStarted",
     "event_from_json",
+    "event_json_bytes",
     "event_to_json",
 ]
 
@@ -186,6 +187,11 @@ def event_to_json(event: Event) -> dict[str, Any]:
     """The event as a JSON-ready dict (the wire and storage format)."""
     data: dict[str, Any] = _ADAPTER.dump_python(event, mode="json")
     return data
+
+
+def event_json_bytes(event: Event) -> bytes:
+    """The event as compact JSON text (UTF-8), without an intermediate dict: the SSE hot path."""
+    return _ADAPTER.dump_json(event)
 
 
 def event_from_json(data: Any) -> Event:

@@ -38,7 +38,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..events import Event, event_to_json
+from ..events import Event, event_json_bytes
 from ..handle import RunStream
 
 __all__ = [
@@ -58,9 +58,9 @@ SSE_HEADERS = {
 
 
 def encode_event(event: Event) -> bytes:
-    """One SSE message for a run event (`json.dumps` escapes newlines, so `data` is one line)."""
-    data = json.dumps(event_to_json(event), separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event.type}\nid: {event.seq}\ndata: {data}\n\n".encode()
+    """One SSE message for a run event (JSON escapes newlines, so `data` is one line)."""
+    head = f"event: {event.type}\nid: {event.seq}\ndata: ".encode()
+    return head + event_json_bytes(event) + b"\n\n"
 
 
 def parse_last_event_id(header: str | None, after_seq: int | None) -> int:
