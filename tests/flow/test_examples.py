@@ -163,7 +163,12 @@ def test_the_chat_example_answers_with_the_local_model() -> None:
     from tether.models import LocalModel
 
     out = io.StringIO()
-    stream = chat_demo.chat(LocalModel(), inputs=["Say hello."], checkpointer=memory(), out=out)
+    model = LocalModel()
+    try:
+        stream = chat_demo.chat(model, inputs=["Say hello."], checkpointer=memory(), out=out)
+    finally:
+        assert model.wait_idle(60)
+        anyio.run(model.aclose)
     assert stream.run is not None
     assert stream.run.status == "completed"
     reply = out.getvalue().split("[assistant] ", 1)[1]
