@@ -51,7 +51,7 @@ BODY = {"input": {"messages": [{"role": "user", "content": "go"}]}, "on_disconne
 # ---------------------------------------------------------------- server (child process)
 
 
-def serve(fd: int, rate: float) -> None:
+def serve(fd: int, rate: float, tune: bool) -> None:
     """Run one uvicorn worker on the inherited socket `fd`."""
     import anyio
     import uvicorn
@@ -74,7 +74,7 @@ def serve(fd: int, rate: float) -> None:
 
             yield deltas()
 
-    from tether.server import create_app
+    from tether.server import create_app, tune_gc
 
     agent = Agent(PacedModel(), checkpointer=InMemoryCheckpointer(), name="bench")
     api = create_app(agent, ui=False)
@@ -82,6 +82,8 @@ def serve(fd: int, rate: float) -> None:
     # `socket.socket(fileno=...)` detects the family (AF_INET). uvicorn's own `fd=` treats every
     # inherited fd as AF_UNIX, so asyncio would not set TCP_NODELAY on accepted connections and
     # Nagle + delayed ACK would add ~40 ms to every small response.
+    if tune:
+        tune_gc()  # as `tether serve` does
     uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
 
 
@@ -164,6 +166,7 @@ class Result:
     latencies: list[float]
     cancel_rtts: list[float]
     errors: int
+    gc: str = "tuned"  # "tuned": `tune_gc()` as `tether serve` does; "default": CPython's defaults
 
 
 async def load(url: str, pid: int, n: int, window: float, samples: int, deadline: float) -> Result:
@@ -227,14 +230,15 @@ async def load(url: str, pid: int, n: int, window: float, samples: int, deadline
     )
 
 
-def run_one(n: int, rate: float, args: argparse.Namespace) -> Result:
+def run_one(n: int, rate: float, tune: bool, args: argparse.Namespace) -> Result:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(4096)
     port = sock.getsockname()[1]
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve-fd", str(sock.fileno()), "--rate", str(rate)],
+        [sys.executable, __file__, "--serve-fd", str(sock.fileno()), "--rate", str(rate)]
+        + ([] if tune else ["--default-gc"]),
         pass_fds=(sock.fileno(),),
         cwd=ROOT,
     )
@@ -273,14 +277,15 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> str:
         "that stream's `run_finished`, one cancel at a time while the other streams keep running "
         "(a replacement stream is opened after each, so N stay open).",
         "",
-        "| Streams | Tokens/s each | Open all (s) | Events/s received | Server CPU "
+        "| Streams | Tokens/s each | GC | Open all (s) | Events/s received | Server CPU "
         "| Cancel -> end p50 | p99 | max | Cancel request RTT p50 | Errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lat = r.latencies
         lines.append(
-            f"| {r.streams:,} | {r.rate:g} | {r.open_seconds:.2f} | {r.events_per_s:,.0f} | "
+            f"| {r.streams:,} | {r.rate:g} | {r.gc} | {r.open_seconds:.2f} | "
+            f"{r.events_per_s:,.0f} | "
             f"{r.server_cpu * 100:.0f}% of a core | {statistics.median(lat) * 1e3:.1f} ms | "
             f"{percentile(lat, 99) * 1e3:.1f} ms | {max(lat) * 1e3:.1f} ms | "
             f"{statistics.median(r.cancel_rtts) * 1e3:.1f} ms | {r.errors} |"
@@ -306,7 +311,10 @@ def impl() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--streams", default="100,1000,1000@2", help="comma-separated N or N@tokens_per_second"
+        "--streams",
+        default="100,1000,1000!,1000@2",
+        help="comma-separated N or N@tokens_per_second; a trailing ! keeps CPython's default GC "
+        "settings instead of tune_gc()",
     )
     parser.add_argument("--rate", type=float, default=10.0, help="tokens per second per stream")
     parser.add_argument("--window", type=float, default=5.0, help="seconds of counting events")
@@ -314,22 +322,25 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=180.0, help="time limit per N")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--default-gc", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.serve_fd is not None:
-        serve(args.serve_fd, args.rate)
+        serve(args.serve_fd, args.rate, tune=not args.default_gc)
         return
     args.loadavg = os.getloadavg()[0]
     results = []
     for spec in args.streams.split(","):
-        count, _, rate = spec.partition("@")
+        tune = not spec.endswith("!")
+        count, _, rate = spec.rstrip("!").partition("@")
         n = int(count)
-        r = run_one(n, float(rate) if rate else args.rate, args)
+        r = run_one(n, float(rate) if rate else args.rate, tune, args)
+        r.gc = "tuned" if tune else "default"
         results.append(r)
         lat = r.latencies
         print(
-            f"{n:>5} streams: opened in {r.open_seconds:.2f} s, {r.events_per_s:,.0f} events/s, "
+            f"{n:>5} streams ({r.gc} GC): opened in {r.open_seconds:.2f} s, {r.events_per_s:,.0f} events/s, "
             f"server CPU {r.server_cpu * 100:.0f}%, cancel->end p50 "
             f"{statistics.median(lat) * 1e3:.1f} ms p99 {percentile(lat, 99) * 1e3:.1f} ms "
             f"max {max(lat) * 1e3:.1f} ms (n={len(lat)}), errors {r.errors}",

@@ -157,7 +157,7 @@ def _serve(
 ) -> None:
     import uvicorn
 
-    from .server import create_app
+    from .server import create_app, tune_gc
 
     try:
         api = create_app(apps, api_keys=auth_file)
@@ -180,6 +180,7 @@ def _serve(
         access_log=log in ("debug", "info"),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
+    tune_gc()
     # uvicorn re-raises the Ctrl+C it handled, after a clean shutdown: that is a normal exit.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])

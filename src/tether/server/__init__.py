@@ -14,5 +14,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .app import create_app
 from .auth import hash_key
+from .tuning import tune_gc
 
-__all__ = ["create_app", "hash_key"]
+__all__ = ["create_app", "hash_key", "tune_gc"]
