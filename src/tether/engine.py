@@ -33,7 +33,7 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -213,10 +213,13 @@ class Engine:
         checkpoint_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         thread_metadata: dict[str, Any] | None = None,
+        make_handle: Callable[[Engine, RunRecord], RunHandle] = RunHandle,
     ) -> RunHandle:
         """Register a run and start it in the background; returns its handle.
 
-        Raises `ThreadBusyError` at once when the thread is busy and `strategy` is `reject`.
+        `make_handle` builds the handle (an engine may return a `RunHandle` subclass with more
+        methods, as flows do). Raises `ThreadBusyError` at once when the thread is busy and
+        `strategy` is `reject`.
         """
         if strategy not in ("reject", "interrupt", "rollback", "enqueue"):
             raise UserError(
@@ -231,7 +234,7 @@ class Engine:
             multitask_strategy=strategy,
             metadata=metadata or {},
         )
-        handle = RunHandle(self, record)
+        handle = make_handle(self, record)
         ex = Execution(
             self, handle, {**(config or {}), "thread_id": record.thread_id, "run_id": record.run_id}
         )

@@ -179,10 +179,12 @@ class Flow(App):
             checkpoint_id=options.checkpoint_id,
             metadata=options.metadata,
             thread_metadata=options.thread_metadata,
+            make_handle=lambda engine, record: FlowRun(engine, record, program),
         )
+        assert isinstance(handle, FlowRun)
         if program.phase != "over":
             self._track(handle.run_id, program)
-        return FlowRun(handle, program)
+        return handle
 
     def _track(self, run_id: str, program: FlowProgram) -> None:
         self._programs[run_id] = program

@@ -35,6 +35,8 @@ from ..events import CustomEvent, RunFinished
 from ..handle import RunHandle, SyncRunStream
 
 if TYPE_CHECKING:
+    from ..engine import Engine
+    from ..run import RunRecord
     from .inbox import Inbox
     from .program import FlowProgram
 
@@ -48,10 +50,8 @@ class FlowRun(RunHandle):
     `events`, `result()`, `wait()`, `stop()` and `astop()` like every run handle.
     """
 
-    def __init__(self, handle: RunHandle, program: FlowProgram) -> None:
-        # A view of the engine's handle, not a copy: both share one attribute dict, so the record,
-        # events, values and waiters that the engine updates are exactly the ones seen here.
-        self.__dict__ = handle.__dict__
+    def __init__(self, engine: Engine, record: RunRecord, program: FlowProgram) -> None:
+        super().__init__(engine, record)
         self._flow_program = program
 
     @property
