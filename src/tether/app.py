@@ -209,7 +209,6 @@ class App:
             config, thread_id, multitask_strategy, on_disconnect, checkpoint_id, metadata
         )
         return RunStream(
-            self.engine,
             start=lambda: self._start(input, options),
             on_disconnect=options.on_disconnect,
         )
@@ -297,7 +296,7 @@ class App:
         events = await self.checkpointer.read_events(run_id)
         if not events and await self.checkpointer.get_run(run_id) is None:
             raise NotFoundError(f"no run {run_id!r}")
-        return RunStream(self.engine, after_seq=after_seq, on_disconnect="continue", events=events)
+        return RunStream(after_seq=after_seq, on_disconnect="continue", events=events)
 
     # stopping runs
     async def astop(

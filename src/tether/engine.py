@@ -213,7 +213,7 @@ class Engine:
         checkpoint_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         thread_metadata: dict[str, Any] | None = None,
-        make_handle: Callable[[Engine, RunRecord], RunHandle] = RunHandle,
+        make_handle: Callable[[RunRecord], RunHandle] = RunHandle,
     ) -> RunHandle:
         """Register a run and start it in the background; returns its handle.
 
@@ -234,7 +234,7 @@ class Engine:
             multitask_strategy=strategy,
             metadata=metadata or {},
         )
-        handle = make_handle(self, record)
+        handle = make_handle(record)
         ex = Execution(
             self, handle, {**(config or {}), "thread_id": record.thread_id, "run_id": record.run_id}
         )

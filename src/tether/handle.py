@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import anyio
 
@@ -24,9 +24,6 @@ from . import _portal
 from .events import Event, MessageDeltaEvent, RunFinished, RunStatus
 from .run import OnDisconnect, RunRecord
 from .stop import StopRequest, StopToken
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 __all__ = ["RunHandle", "RunStream", "SyncRunStream"]
 
@@ -40,8 +37,7 @@ class RunHandle:
     Obtain it from `app.start()` / `app.astart()`. It stays usable after the run ended.
     """
 
-    def __init__(self, engine: Engine, record: RunRecord) -> None:
-        self._engine = engine
+    def __init__(self, record: RunRecord) -> None:
         self.record = record  # mutated only by the engine, on the run's loop
         self._run_id, self._thread_id = record.run_id, record.thread_id  # fixed for the run
         self.token = StopToken()
@@ -191,9 +187,7 @@ class RunHandle:
         self, after_seq: int = -1, *, on_disconnect: OnDisconnect = "continue"
     ) -> RunStream:
         """A stream of this run's events with `seq > after_seq` (a re-join)."""
-        return RunStream(
-            self._engine, handle=self, after_seq=after_seq, on_disconnect=on_disconnect
-        )
+        return RunStream(handle=self, after_seq=after_seq, on_disconnect=on_disconnect)
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id} thread={self.thread_id} status={self.status}>"
@@ -209,7 +203,6 @@ class RunStream:
 
     def __init__(
         self,
-        engine: Engine,
         *,
         start: Callable[[], Awaitable[RunHandle]] | None = None,
         handle: RunHandle | None = None,
@@ -217,7 +210,6 @@ class RunStream:
         on_disconnect: OnDisconnect = "cancel",
         events: list[Event] | None = None,
     ) -> None:
-        self._engine = engine
         self._start = start
         self.handle = handle
         self._cursor = after_seq + 1

@@ -179,7 +179,7 @@ class Flow(App):
             checkpoint_id=options.checkpoint_id,
             metadata=options.metadata,
             thread_metadata=options.thread_metadata,
-            make_handle=lambda engine, record: FlowRun(engine, record, program),
+            make_handle=lambda record: FlowRun(record, program),
         )
         assert isinstance(handle, FlowRun)
         if program.phase != "over":

@@ -35,7 +35,6 @@ from ..events import CustomEvent, RunFinished
 from ..handle import RunHandle, SyncRunStream
 
 if TYPE_CHECKING:
-    from ..engine import Engine
     from ..run import RunRecord
     from .inbox import Inbox
     from .program import FlowProgram
@@ -50,8 +49,8 @@ class FlowRun(RunHandle):
     `events`, `result()`, `wait()`, `stop()` and `astop()` like every run handle.
     """
 
-    def __init__(self, engine: Engine, record: RunRecord, program: FlowProgram) -> None:
-        super().__init__(engine, record)
+    def __init__(self, record: RunRecord, program: FlowProgram) -> None:
+        super().__init__(record)
         self._flow_program = program
 
     @property
