@@ -25,7 +25,7 @@ from .events import Event, MessageDeltaEvent, RunFinished, RunStatus
 from .run import OnDisconnect, RunRecord
 from .stop import StopRequest, StopToken
 
-__all__ = ["RunHandle", "RunStream", "SyncRunStream"]
+__all__ = ["AbandonableStream", "RunHandle", "RunStream", "SyncRunStream"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -193,7 +193,39 @@ class RunHandle:
         return f"<RunHandle {self.run_id} thread={self.thread_id} status={self.status}>"
 
 
-class RunStream:
+class AbandonableStream:
+    """The ways a reader leaves a run stream early: `aclose()`, leaving `async with`, or dropping
+    it (breaking out of `async for`). Each is a disconnect: the subclass's `_abandon()` decides
+    whether that stops the run. `async with` starts the run on entry.
+    """
+
+    async def start(self) -> Any:
+        """Start the run now, if it has not started; returns its handle."""
+        raise NotImplementedError
+
+    def _abandon(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Stop reading; before the end this stops the run, unless it was started to continue
+        without a reader (`on_disconnect="continue"`, or a detached flow stream)."""
+        self._abandon()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._abandon()
+
+    def __del__(self) -> None:
+        # The consumer broke out of `async for` and dropped us: that is a disconnect.
+        self._abandon()
+
+
+class RunStream(AbandonableStream):
     """An async iterator over a run's events; it ends after the `run_finished` event.
 
     Starting is lazy: the run starts on the first `__anext__` (or `__aenter__`). Closing the stream
@@ -285,23 +317,6 @@ class RunStream:
         self._finished = True
         if self.handle is not None and self._on_disconnect == "cancel":
             self.handle.stop(requested_by="disconnect", reason="the client disconnected")
-
-    async def aclose(self) -> None:
-        """Stop reading; stops the run unless `on_disconnect="continue"`."""
-        self._abandon()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._abandon()
-
-    def __del__(self) -> None:
-        # The consumer broke out of `async for` and dropped us: that is a disconnect.
-        self._abandon()
 
 
 class _Batches(Protocol[T_co]):

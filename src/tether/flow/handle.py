@@ -25,14 +25,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 
 from .. import _portal
 from ..events import CustomEvent, RunFinished
-from ..handle import RunHandle, SyncRunStream
+from ..handle import AbandonableStream, RunHandle, SyncRunStream
 
 if TYPE_CHECKING:
     from ..run import RunRecord
@@ -71,7 +70,7 @@ class FlowRun(RunHandle):
         return f"<FlowRun {self.run_id} thread={self.thread_id} status={self.status}>"
 
 
-class RuntimeStream:
+class RuntimeStream(AbandonableStream):
     """An async iterator over the items a flow run puts into its runtime stream.
 
     Made by `flow.aget_runtime_stream(...)`; the run starts on the first iteration (or `start()`).
@@ -224,26 +223,6 @@ class RuntimeStream:
             self.run.stop(
                 requested_by="disconnect", reason="the consumer stopped reading the runtime stream"
             )
-
-    async def aclose(self) -> None:
-        """Stop reading. Before the stream's end, this stops the run unless it is detached.
-
-        Does not wait for the run to end (use `wait()`), so it has nothing to cancel.
-        """
-        self._abandon()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._abandon()
-
-    def __del__(self) -> None:
-        # The consumer broke out of `async for` and dropped us: that is a disconnect.
-        self._abandon()
 
 
 class SyncRuntimeStream(SyncRunStream[Any]):
