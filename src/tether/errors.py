@@ -6,6 +6,7 @@ Every exception derives from `TetherError`:
     ├── UserError                 misuse: a bad argument, input or config (also a ValueError)
     │   ├── NotFoundError         no such thread, run or checkpoint (also a LookupError)
     │   └── ThreadBusyError       the thread runs something and the policy is "reject"
+    ├── MissingExtraError         an optional feature's extra is not installed (also an ImportError)
     ├── ModelError                a model provider failed (HTTP error, unreachable, broken stream)
     ├── StorageError              the storage backend failed or holds bad data
     │   ├── CheckpointConflictError   another writer moved the thread's head first
@@ -25,6 +26,7 @@ __all__ = [
     "CheckpointConflictError",
     "CorruptRecordError",
     "GraphRecursionError",
+    "MissingExtraError",
     "ModelError",
     "NotFoundError",
     "RunCancelledError",
@@ -59,6 +61,18 @@ class ThreadBusyError(UserError):
         )
         self.thread_id = thread_id
         self.active_run_id = active_run_id
+
+
+class MissingExtraError(TetherError, ImportError):
+    """An optional feature needs an extra that is not installed; the message is the fix.
+
+    Attributes:
+        extras: The missing extras, as in `pip install 'tether[...]'`.
+    """
+
+    def __init__(self, message: str, extras: list[str]) -> None:
+        super().__init__(message)
+        self.extras = extras
 
 
 class ModelError(TetherError):

@@ -37,6 +37,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from tether._extras import require
 from tether.errors import UserError
 from tether.messages import Message
 from tether.models.base import (
@@ -155,6 +156,8 @@ class LocalModel(Model):
         extra_cpu_buffers: bool = False,
         llama_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        # Fail here, where the user wrote `LocalModel()` or `Agent("local")`, not at the first run.
+        require("LocalModel", "local", modules=["llama_cpp"] if model_path else None)
         if model_path is not None and not os.path.isfile(model_path):
             raise UserError(
                 f"model_path {model_path!r} is not a file; pass the path of a GGUF file"

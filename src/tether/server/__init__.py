@@ -5,12 +5,13 @@ Needs the `server` extra (`pip install 'tether[server]'`). See `create_app` and 
 
 from __future__ import annotations
 
+from .._extras import require
+
 try:
     import fastapi  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "tether.server needs FastAPI; install the server extra: pip install 'tether[server]'"
-    ) from exc
+except ImportError:  # pragma: no cover - exercised in a venv without the extra (tests/packaging)
+    require("tether.server", "server")
+    raise  # the extra is installed but broken: the original error says how
 
 from .app import create_app
 from .auth import hash_key

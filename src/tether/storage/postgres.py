@@ -54,14 +54,14 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from .._extras import require
+
 try:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "PostgresCheckpointer needs psycopg 3 and psycopg-pool; install them with "
-        "pip install 'tether[postgres]'"
-    ) from exc
+except ImportError:  # pragma: no cover - exercised in a venv without the extra (tests/packaging)
+    require("tether.storage.postgres", "postgres")
+    raise  # the extra is installed but broken: the original error says how
 
 from ..errors import StorageError, TetherError, UserError
 from ..events import Event
