@@ -26,6 +26,7 @@ if [ ${#missing[@]} -gt 0 ] && root; then
     # A fresh cluster for the tests only: trust connections from this machine.
     hba=$(ls /etc/postgresql/*/main/pg_hba.conf | tail -n1)
     printf 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n' >"$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | tail -n1)" main reload 2>/dev/null || true
   fi
 fi
 
