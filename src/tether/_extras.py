@@ -41,7 +41,7 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
     # Declared by the branches that add MCP tools and tracing; listed here so their entry points
     # can call `require()` the same way.
     "mcp": ("mcp",),
-    "otel": ("opentelemetry.trace", "opentelemetry.sdk"),
+    "otel": ("opentelemetry.trace",),
 }
 """Each extra, and the top-level modules that show it is installed."""
 

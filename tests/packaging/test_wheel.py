@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import venv
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -142,8 +143,6 @@ def test_wheel_ships_the_package_with_py_typed_and_the_ui(dist: Dist) -> None:
 
 
 def test_sdist_holds_the_sources_tests_and_license(dist: Dist) -> None:
-    import tarfile
-
     with tarfile.open(dist.sdist) as sdist:
         names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
     assert {"src/tether/py.typed", "pyproject.toml", "README.md", "LICENSE"} <= names

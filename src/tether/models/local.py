@@ -156,12 +156,12 @@ class LocalModel(Model):
         extra_cpu_buffers: bool = False,
         llama_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        # Fail here, where the user wrote `LocalModel()` or `Agent("local")`, not at the first run.
-        require("LocalModel", "local", modules=["llama_cpp"] if model_path else None)
         if model_path is not None and not os.path.isfile(model_path):
             raise UserError(
                 f"model_path {model_path!r} is not a file; pass the path of a GGUF file"
             )
+        # Fail here, where the user wrote `LocalModel()` or `Agent("local")`, not at the first run.
+        require("LocalModel", "local", modules=["llama_cpp"] if model_path else None)
         self._model_path = model_path
         self._n_ctx = n_ctx
         self._n_threads = n_threads
