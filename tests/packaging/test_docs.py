@@ -27,6 +27,10 @@ ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs"
 PAGE = DOCS / "getting-started.md"
 BIN = Path(sys.executable).parent  # this venv's scripts: python, uvicorn, tether
+INSTALL = (  # the page's install commands: what test_wheel.py's `server_venv` fixture does
+    "python3 -m venv .venv && . .venv/bin/activate",
+    "pip install 'tether[server]'",
+)
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
@@ -78,13 +82,11 @@ class Page:
         return args
 
     def run(self, command: str) -> None:
+        if command in INSTALL:
+            return  # test_wheel.py does this with the built wheel, in a fresh venv
         args = self.argv(command)
-        if args[0] in ("python3", "pip"):
-            return  # installing: test_wheel.py does it with the built wheel in a fresh venv
         if args[0] in ("uvicorn", "tether"):
-            self.serve(
-                args, ready="Application startup complete" if args[0] == "uvicorn" else "ready"
-            )
+            self.serve(args, ready="Uvicorn running on" if args[0] == "uvicorn" else "ready")
         elif args[:2] == ["curl", "-N"]:
             self.streaming = self.popen(args, stderr=subprocess.DEVNULL)  # curl's progress meter
             self.read_until(self.streaming, '"type": "message_delta"')
