@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from tether import END, START, Event, Message, RunFinished, StateGraph
+from tether import (
+    END,
+    START,
+    CompiledGraph,
+    Event,
+    Message,
+    MessageDeltaEvent,
+    RunFinished,
+    RunHandle,
+    RunRecord,
+    StateGraph,
+)
 
 
 async def talk(state: dict[str, list[Message]]) -> AsyncIterator[str]:
@@ -29,3 +40,13 @@ def last_status(thread_id: str) -> str | None:
     messages: list[Message] = app.get_state(thread_id).values["messages"]
     print(stopped, len(messages))
     return final.status if isinstance(final, RunFinished) else None
+
+
+async def stop_when_it_speaks(app: CompiledGraph, thread_id: str) -> RunRecord | None:
+    stream = app.astream({"messages": [Message.user("Hi")]}, thread_id=thread_id)
+    handle: RunHandle = await stream.start()
+    async with stream:
+        async for event in stream:
+            if isinstance(event, MessageDeltaEvent):
+                await app.astop(run_id=handle.run_id, reason="typed")
+    return await app.aget_run(handle.run_id)
