@@ -8,7 +8,7 @@
 # - .venv with every extra (scripts/setup.sh).
 # Then ruff, mypy --strict, and pytest (arguments pass through: bash scripts/test.sh -m "not llm").
 # tests/packaging builds the wheel and installs it into fresh venvs: that needs PyPI (or pip's
-# cache).
+# cache); `-m "not packaging"` leaves it out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '==> %s\n' "$*"; }
