@@ -41,6 +41,7 @@ import typer
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from ._extras import require
@@ -150,7 +151,8 @@ def _one_app(apps: App | dict[str, App], name: str | None) -> App:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    # escape: "pip install 'tether[server]'" and reprs like ['a'] are text, not rich markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -83,3 +83,19 @@ def test_tether_version_and_help() -> None:
         [sys.executable, "-m", "tether", "--help"], capture_output=True, text=True, timeout=60
     )
     assert usage.returncode == 0 and "--version" in usage.stdout and "serve" in usage.stdout
+
+
+def test_the_cli_prints_the_install_command_verbatim(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    from tether import _extras, cli
+
+    monkeypatch.setattr(_extras, "_installed", lambda module: False)  # as if nothing were there
+    with pytest.raises(typer.Exit) as caught:
+        cli._require("tether demo", "server", "local")
+    assert caught.value.exit_code == 2
+    assert capsys.readouterr().err == (
+        "error: tether demo needs the server and local extras: pip install 'tether[server,local]'\n"
+    )
