@@ -6,14 +6,11 @@ the pieces in the development venv, where every extra is installed.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-import tether
 from tether import MissingExtraError, TetherError
 from tether.__main__ import needed_extras
 from tether._extras import EXTRAS, install_command, missing_extras, require
@@ -72,17 +69,6 @@ def test_each_command_needs_its_extras(
     args: list[str], feature: str, extras: tuple[str, ...]
 ) -> None:
     assert needed_extras(args) == (feature, extras)
-
-
-def test_tether_version_and_help() -> None:
-    version = subprocess.run(
-        [sys.executable, "-m", "tether", "--version"], capture_output=True, text=True, timeout=60
-    )
-    assert (version.returncode, version.stdout) == (0, f"tether {tether.__version__}\n")
-    usage = subprocess.run(
-        [sys.executable, "-m", "tether", "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert usage.returncode == 0 and "--version" in usage.stdout and "serve" in usage.stdout
 
 
 def test_the_cli_prints_the_install_command_verbatim(
