@@ -3,7 +3,7 @@
 # llama-cpp-python is built from source the first time (several minutes on 2 cores); pip caches it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-server,postgres,redis,mcp,agui,local,dev}"
+extras="${1:-server,postgres,redis,mcp,local,dev}"
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
