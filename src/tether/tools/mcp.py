@@ -219,6 +219,12 @@ class MCPToolset(Sequence[MCPTool]):
         prefix: str = "",
         cancel_grace: float = CANCEL_GRACE,
     ) -> None:
+        try:
+            import mcp  # noqa: F401  # only to tell a missing extra early
+        except ImportError:
+            raise UserError(
+                "MCP tools need the official MCP SDK: pip install 'tether[mcp]'"
+            ) from None
         if not isinstance(server, StdioServer | StreamableHTTPServer):
             raise UserError(
                 f"mcp_tools() takes stdio_server(...) or streamable_http_server(...), not {server!r}"
@@ -429,7 +435,7 @@ class MCPToolset(Sequence[MCPTool]):
                 self._connected = anyio.Event()
             tg.start_soon(self._check_responsive, session)
             raise
-        except MCPError as exc:
+        except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise MCPToolError(f"MCP tool {name!r} on {self.server.label!r} failed: {exc}") from exc
         text = _result_text(result)
         if result.is_error:
