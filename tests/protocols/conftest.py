@@ -83,8 +83,8 @@ def node_clients() -> NodeClients:
     return NodeClients(node)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def served() -> Iterator[Server]:
-    """A real uvicorn process serving tests/server/_served.py (a scripted agent with gates)."""
+    """One real uvicorn process (for all protocol tests) serving tests/server/_served.py (a scripted agent with gates)."""
     with serve(app_dir=SERVED) as srv:
         yield srv
