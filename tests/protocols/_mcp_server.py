@@ -11,6 +11,7 @@ Tools:
   `report(wait_cancelled=N)` answers once N calls of `slow` were cancelled (a sync point);
 - `stuck(seconds, signal)`: blocks the server's event loop (`time.sleep` in an async tool), so the
   server can read neither a cancellation nor a ping: a server that ignores cancellation;
+- `ignore(seconds)`: works on, responsive, through any cancellation (a shielded sleep);
 - `pid()`: the server process id.
 """
 
@@ -76,6 +77,15 @@ async def stuck(seconds: float, signal: str) -> str:
         fifo.write("blocking\n")
     time.sleep(seconds)  # deliberately blocking: this server cannot see a cancellation or a ping
     return "unstuck"
+
+
+@server.tool()
+async def ignore(seconds: float, ctx: Context) -> str:
+    """Work for `seconds` while staying responsive, ignoring any cancellation."""
+    await ctx.report_progress(0, None, "ignoring cancellation")
+    with anyio.CancelScope(shield=True):
+        await anyio.sleep(seconds)
+    return "done anyway"
 
 
 @server.tool()

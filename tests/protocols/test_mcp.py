@@ -108,7 +108,7 @@ async def stop_during_slow_then_continue(tools: MCPToolset) -> None:
 async def test_stdio_stop_cancels_the_mcp_call_on_the_server_and_the_session_stays_usable() -> None:
     with anyio.fail_after(WATCHDOG) as watchdog:
         async with mcp_tools(stdio()) as tools:
-            assert [t.name for t in tools] == ["echo", "slow", "report", "stuck", "pid"]
+            assert [t.name for t in tools] == ["echo", "slow", "report", "stuck", "ignore", "pid"]
             assert tools[0].spec.parameters["required"] == ["text"]
             await stop_during_slow_then_continue(tools)
     assert not watchdog.cancelled_caught
@@ -190,6 +190,23 @@ async def test_a_stdio_server_that_ignores_the_cancellation_is_killed_and_replac
             result = await agent.ainvoke("again", thread_id="t")
             assert result["messages"][-1].content == "ok"
             assert [m.status for m in result["messages"] if m.role == "tool"] == ["cancelled"]
+    assert not watchdog.cancelled_caught
+
+
+async def test_restart_on_cancel_stops_a_responsive_server_that_ignores_the_cancellation() -> None:
+    model = ScriptedModel([ToolCallStep("ignore", {"seconds": 60})], default_reply="ok")
+    with anyio.fail_after(WATCHDOG) as watchdog:
+        async with mcp_tools(stdio(), restart_on_cancel=True) as tools:
+            first_pid = int(await tools.call("pid", {}))
+            agent = Agent(model, tools=tools, checkpointer=InMemoryCheckpointer())
+            async for event in agent.astream("work", thread_id="t"):
+                if isinstance(event, CustomEvent):  # the server is inside `ignore`
+                    assert await agent.astop(thread_id="t")
+            assert event.status == "cancelled"  # type: ignore[union-attr]
+            second_pid = int(await tools.call("pid", {}))  # waits for the new session
+            assert second_pid != first_pid
+            assert not alive(first_pid)
+            assert tools.sessions_opened == 2
     assert not watchdog.cancelled_caught
 
 

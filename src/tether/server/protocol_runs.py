@@ -42,7 +42,13 @@ class StartedRun:
 
 
 async def thread_messages(ctx: ServerContext, caller: Principal, thread_id: str) -> list[Message]:
-    """The messages the caller's thread holds ([] for a thread that does not exist yet)."""
+    """The messages the caller's thread holds ([] for a thread that does not exist yet).
+
+    Raises:
+        ApiError: 404 when the thread belongs to another key.
+
+    Cancellation: a read only; nothing to undo.
+    """
     ref = await ctx.catalog.lookup(thread_id)
     if ref is None:
         return []

@@ -27,14 +27,18 @@ What a stop does to an MCP tool call:
   already waiting on a session that is closed this way fail with `MCPToolError`.
 - a server that stays responsive but chooses to ignore the cancellation cannot be told apart
   from one that honoured it (MCP never answers a cancelled request); its work runs on until it
-  ends by itself, and its late result is dropped.
+  ends by itself, and its late result is dropped. With `restart_on_cancel=True` every cancelled
+  call closes the session instead (no ping), which stops a stdio server's process: its work ends
+  whatever the server does with cancellations.
 
 Progress notifications that the server sends during a call stream as `custom` events of the run:
 `{"type": "mcp_progress", "server": ..., "tool": ..., "progress": ..., "total": ..., "message": ...}`.
 
 A tool result is the text of its content blocks (non-text blocks as JSON). A result with
 `isError` raises `MCPToolError`, which the agent turns into an error result the model can read.
-The toolset must be used on the event loop that opened it (the async API; a server's loop).
+The toolset must be used on the event loop that opened it, with the async API (`astream`,
+`ainvoke`); runs of the sync API execute on tether's background loop, where the session does not
+live.
 """
 
 from __future__ import annotations
@@ -218,6 +222,7 @@ class MCPToolset(Sequence[MCPTool]):
         include: Sequence[str] | None = None,
         prefix: str = "",
         cancel_grace: float = CANCEL_GRACE,
+        restart_on_cancel: bool = False,
     ) -> None:
         try:
             import mcp  # noqa: F401  # only to tell a missing extra early
@@ -235,6 +240,7 @@ class MCPToolset(Sequence[MCPTool]):
             )
         self.server = server
         self.cancel_grace = cancel_grace
+        self.restart_on_cancel = restart_on_cancel
         self._include = None if include is None else frozenset(include)
         self._prefix = prefix
         self._tools: list[MCPTool] = []
@@ -433,7 +439,11 @@ class MCPToolset(Sequence[MCPTool]):
             # shown it can still answer (or was replaced).
             if self._session is session and self._connected.is_set():
                 self._connected = anyio.Event()
-            tg.start_soon(self._check_responsive, session)
+            if self.restart_on_cancel:
+                if self._session is session:
+                    self._drop.set()
+            else:
+                tg.start_soon(self._check_responsive, session)
             raise
         except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise MCPToolError(f"MCP tool {name!r} on {self.server.label!r} failed: {exc}") from exc
@@ -472,6 +482,7 @@ def mcp_tools(
     include: Sequence[str] | None = None,
     prefix: str = "",
     cancel_grace: float = CANCEL_GRACE,
+    restart_on_cancel: bool = False,
 ) -> MCPToolset:
     """The tools of an MCP server, for `async with`; see the module docstring.
 
@@ -481,8 +492,17 @@ def mcp_tools(
         prefix: Prepended to each tool's name as the model sees it (to keep two servers apart).
         cancel_grace: Seconds a server has to answer a ping after a cancelled call before its
             session is closed (a stdio server's process killed) and a new one opened.
+        restart_on_cancel: Close the session after every cancelled call, and open a new one for
+            the next call. For a stdio server this stops its process, so the cancelled work surely
+            ends even on a server that ignores cancellation (at the cost of a restart).
     """
-    return MCPToolset(server, include=include, prefix=prefix, cancel_grace=cancel_grace)
+    return MCPToolset(
+        server,
+        include=include,
+        prefix=prefix,
+        cancel_grace=cancel_grace,
+        restart_on_cancel=restart_on_cancel,
+    )
 
 
 def _leaf(exc: BaseException) -> BaseException:
