@@ -180,3 +180,30 @@ async def test_bad_requests_get_clear_errors_and_lose_nothing(make_served: Any) 
     )
     assert unknown_app.status_code == 422 and "'nope'" in unknown_app.text
     assert (await served.app.aget_state("c")).values.get("messages", []) == []
+
+
+@pytest.mark.anyio
+async def test_api_keys_guard_both_protocol_endpoints_and_threads_stay_private(
+    make_served: Any,
+) -> None:
+    served = await make_served(api_keys={"alice-key-123": "alice", "bob-key-4567": "bob"})
+    a = {"Authorization": "Bearer alice-key-123"}
+    b = {"X-API-Key": "bob-key-4567"}
+    ui_body = {
+        "id": "private",
+        "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+    }
+    ag_body = {
+        "threadId": "private",
+        "runId": "r",
+        "messages": [{"id": "u9", "role": "user", "content": "hi"}],
+    }
+    assert (await served.client.post("/ai-sdk/chat", json=ui_body)).status_code == 401
+    assert (await served.client.post("/ag-ui", json=ag_body)).status_code == 401
+    ok = await served.client.post("/ai-sdk/chat", json=ui_body, headers=a)
+    assert ok.status_code == 200 and ok.text.endswith("data: [DONE]\n\n")
+    # Bob can neither continue nor read Alice's thread through either protocol.
+    assert (await served.client.post("/ai-sdk/chat", json=ui_body, headers=b)).status_code == 404
+    assert (await served.client.post("/ag-ui", json=ag_body, headers=b)).status_code == 404
+    messages = (await served.app.aget_state("private")).values["messages"]
+    assert [m.role for m in messages] == ["user", "assistant"]
