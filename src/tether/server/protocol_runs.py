@@ -125,6 +125,11 @@ class ProtocolSource:
         self._ended = False
 
     async def next_chunk(self) -> bytes | None:
+        """The protocol bytes for the next batch of run events; None after the end.
+
+        Cancellation (the client went away): the wait for events is abandoned, which stops the
+        run (the stream's `on_disconnect="cancel"`).
+        """
         if self._ended:
             return None
         out = [self._pending]
@@ -141,4 +146,5 @@ class ProtocolSource:
         return b"".join(out)
 
     async def aclose(self) -> None:
+        """The response ended: before the run's end this stops it (a disconnect)."""
         await self.stream.aclose()

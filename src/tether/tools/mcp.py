@@ -307,7 +307,10 @@ class MCPToolset(Sequence[MCPTool]):
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        """Close the session; a stdio server's process is stopped (then killed) by the SDK."""
+        """Close the session; a stdio server's process is stopped (then killed) by the SDK.
+
+        Cancellation: the SDK's shutdown runs shielded with bounded waits, so it still completes.
+        """
         tg, self._tg = self._tg, None
         if tg is None:
             return
