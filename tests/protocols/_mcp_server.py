@@ -12,6 +12,7 @@ Tools:
 - `stuck(seconds, signal)`: blocks the server's event loop (`time.sleep` in an async tool), so the
   server can read neither a cancellation nor a ping: a server that ignores cancellation;
 - `ignore(seconds)`: works on, responsive, through any cancellation (a shielded sleep);
+- `crash()`: exits the server process at once;
 - `pid()`: the server process id.
 """
 
@@ -86,6 +87,12 @@ async def ignore(seconds: float, ctx: Context) -> str:
     with anyio.CancelScope(shield=True):
         await anyio.sleep(seconds)
     return "done anyway"
+
+
+@server.tool()
+async def crash() -> str:
+    """Exit the server process at once, as a crashing server would."""
+    os._exit(3)
 
 
 @server.tool()

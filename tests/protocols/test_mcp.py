@@ -108,7 +108,15 @@ async def stop_during_slow_then_continue(tools: MCPToolset) -> None:
 async def test_stdio_stop_cancels_the_mcp_call_on_the_server_and_the_session_stays_usable() -> None:
     with anyio.fail_after(WATCHDOG) as watchdog:
         async with mcp_tools(stdio()) as tools:
-            assert [t.name for t in tools] == ["echo", "slow", "report", "stuck", "ignore", "pid"]
+            assert [t.name for t in tools] == [
+                "echo",
+                "slow",
+                "report",
+                "stuck",
+                "ignore",
+                "crash",
+                "pid",
+            ]
             assert tools[0].spec.parameters["required"] == ["text"]
             await stop_during_slow_then_continue(tools)
     assert not watchdog.cancelled_caught
@@ -212,14 +220,19 @@ async def test_restart_on_cancel_stops_a_responsive_server_that_ignores_the_canc
 
 async def test_mcp_tool_errors_and_bad_arguments_are_clear() -> None:
     with anyio.fail_after(WATCHDOG) as watchdog:
-        async with mcp_tools(stdio(), include=["echo"], prefix="srv_") as tools:
-            [echo] = tools
+        async with mcp_tools(stdio(), include=["echo", "crash", "pid"], prefix="srv_") as tools:
+            echo, crash, pid = tools
             assert echo.name == "srv_echo"
             assert await echo.run('{"text": "hi"}') == "hi"
             with pytest.raises(MCPToolError, match="srv_echo"):
                 await echo.run("{}")  # the server rejects the missing argument
             with pytest.raises(ToolArgumentsError, match="not JSON"):
                 await echo.run("{oops")
+            first_pid = int(await pid.run("{}"))
+            with pytest.raises(MCPToolError, match="Connection closed"):
+                await crash.run("{}")  # the server process exits
+            assert int(await pid.run("{}")) != first_pid  # a new process serves the next call
+            assert tools.sessions_opened == 2
     assert not watchdog.cancelled_caught
     with pytest.raises(MCPToolError, match="closed"):
         await echo.run('{"text": "late"}')
@@ -227,7 +240,7 @@ async def test_mcp_tool_errors_and_bad_arguments_are_clear() -> None:
 
 async def test_unknown_include_and_unreachable_servers_are_clear_errors() -> None:
     with anyio.fail_after(WATCHDOG) as watchdog:
-        with pytest.raises(UserError, match=r"has no tools \['nope'\]; it has \['echo'"):
+        with pytest.raises(UserError, match=r"has no tools \['nope'\]; it has \['crash', 'echo'"):
             async with mcp_tools(stdio(), include=["nope"]):
                 pass
         with pytest.raises(MCPToolError, match="could not start or reach the MCP server"):

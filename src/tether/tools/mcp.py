@@ -23,6 +23,8 @@ What a stop does to an MCP tool call:
   neither the cancellation nor the ping): its session is closed, which for stdio closes the
   child's stdin, then terminates and kills its process tree (the SDK's shutdown sequence), and a
   fresh session (a new process) is opened for the next call.
+- a call that finds the connection closed (the server exited or crashed) fails with
+  `MCPToolError`, and a new session (for stdio, a new process) serves the next call.
 - while that ping is outstanding, new calls wait for its answer (or for the new session); calls
   already waiting on a session that is closed this way fail with `MCPToolError`.
 - a server that stays responsive but chooses to ignore the cancellation cannot be told apart
@@ -410,6 +412,7 @@ class MCPToolset(Sequence[MCPTool]):
         Cancellation: see `MCPTool.run`.
         """
         from mcp.shared.exceptions import MCPError
+        from mcp.types import CONNECTION_CLOSED
 
         tg = self._tg
         if tg is None:
@@ -449,6 +452,13 @@ class MCPToolset(Sequence[MCPTool]):
                 tg.start_soon(self._check_responsive, session)
             raise
         except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            closed = not isinstance(exc, MCPError) or exc.error.code == CONNECTION_CLOSED
+            if closed and self._session is session:
+                # The server exited or the connection broke: open a new session for the next call.
+                log.warning("the MCP server %r closed the connection; reopening", self.server.label)
+                if self._connected.is_set():
+                    self._connected = anyio.Event()
+                self._drop.set()
             raise MCPToolError(f"MCP tool {name!r} on {self.server.label!r} failed: {exc}") from exc
         text = _result_text(result)
         if result.is_error:
