@@ -13,7 +13,7 @@ Mechanism. `MCPToolset` owns one MCP session, held open by a supervisor task in 
 task group, for as long as the `async with` block lasts; every run of every agent that uses the
 tools shares it. A tool call is a `tools/call` request sent from the run's task.
 
-What a stop does to an MCP tool call:
+What a stop does to an MCP tool call, and how the session recovers:
 - the run's cancel scope cancels the waiting `call_tool`; the SDK then sends MCP's
   `notifications/cancelled` for that request id (shielded, bounded), and the server cancels the
   tool's handler. The agent gives the call its usual synthetic `cancelled` result.
@@ -23,8 +23,6 @@ What a stop does to an MCP tool call:
   neither the cancellation nor the ping): its session is closed, which for stdio closes the
   child's stdin, then terminates and kills its process tree (the SDK's shutdown sequence), and a
   fresh session (a new process) is opened for the next call.
-- a call that finds the connection closed (the server exited or crashed) fails with
-  `MCPToolError`, and a new session (for stdio, a new process) serves the next call.
 - while that ping is outstanding, new calls wait for its answer (or for the new session); calls
   already waiting on a session that is closed this way fail with `MCPToolError`.
 - a server that stays responsive but chooses to ignore the cancellation cannot be told apart
@@ -32,6 +30,8 @@ What a stop does to an MCP tool call:
   ends by itself, and its late result is dropped. With `restart_on_cancel=True` every cancelled
   call closes the session instead (no ping), which stops a stdio server's process: its work ends
   whatever the server does with cancellations.
+- a call that finds the connection closed (the server exited or crashed) fails with
+  `MCPToolError`, and a new session (for stdio, a new process) serves the next call.
 
 Progress notifications that the server sends during a call stream as `custom` events of the run:
 `{"type": "mcp_progress", "server": ..., "tool": ..., "progress": ..., "total": ..., "message": ...}`.
