@@ -7,7 +7,7 @@
 # progress. pip caches the built wheel, so later set-ups take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-server,postgres,redis,local,dev}"
+extras="${1:-server,postgres,redis,mcp,local,dev}"
 python=${PYTHON:-python3}
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
 step() { printf '==> %s\n' "$*"; }

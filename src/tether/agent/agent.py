@@ -222,7 +222,7 @@ class Agent(CompiledGraph):
             content = f"Error: there is no tool {call.name!r}; the tools are {sorted(self.tools)!r}"
         else:
             try:
-                content = await found.run(call.arguments)
+                content = await found.run(call.arguments, ctx=ctx)
             except Exception as exc:  # the model sees the failure and may retry or explain it
                 status = "error"
                 content = f"Error: {type(exc).__name__}: {exc}"

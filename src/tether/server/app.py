@@ -36,6 +36,7 @@ from .catalog import Catalog
 from .context import ServerContext
 from .errors import BodyLimitMiddleware, install_error_handlers
 from .openai_compat import router as openai_router
+from .protocols import router as protocols_router
 from .routes_runs import router as runs_router
 from .routes_threads import router as threads_router
 from .routes_ws import router as ws_router
@@ -112,6 +113,7 @@ def create_app(
     api.include_router(runs_router)
     api.include_router(ws_router)
     api.include_router(openai_router)
+    api.include_router(protocols_router)
 
     @api.get("/info", tags=["server"], summary="What this server serves (no auth needed)")
     async def info() -> dict[str, Any]:

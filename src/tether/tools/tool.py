@@ -21,7 +21,7 @@ import json
 import re
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, get_args, overload
+from typing import TYPE_CHECKING, Any, Literal, get_args, overload
 
 import anyio.to_thread
 import pydantic
@@ -30,6 +30,9 @@ from pydantic import BaseModel, ConfigDict
 
 from tether.errors import UserError
 from tether.models.base import ToolSpec
+
+if TYPE_CHECKING:
+    from tether.context import RunContext
 
 __all__ = ["Isolation", "Tool", "ToolArgumentsError", "tool", "tool_result_text"]
 
@@ -187,8 +190,13 @@ class Tool:
                 arguments=arguments,
             ) from None
 
-    async def run(self, arguments: str | Mapping[str, Any]) -> str:
+    async def run(
+        self, arguments: str | Mapping[str, Any], *, ctx: RunContext | None = None
+    ) -> str:
         """Validate the arguments, call the function, and return its result as text.
+
+        `ctx` is the calling run's context; a function tool ignores it (an MCP tool streams its
+        progress through it).
 
         A `str` result is returned as is; anything else is converted to JSON. An exception the
         function raises propagates unchanged (from a process tool: a `ToolProcessError`).

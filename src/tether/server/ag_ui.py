@@ -1,0 +1,218 @@
+"""`POST /ag-ui`: an AG-UI agent endpoint, for CopilotKit and other AG-UI clients.
+
+Point an AG-UI `HttpAgent` at it (`new HttpAgent({url: "http://host/ag-ui?app=assistant"})`).
+
+Request: AG-UI's `RunAgentInput` (`threadId`, `runId`, `messages`, …). `threadId` is the tether
+thread id (created on first use, owned by the caller's API key). The thread already holds the
+conversation, so tether appends only the input's `user` messages whose ids it does not hold; the
+other roles are the thread's own messages, echoed back by the client. The client's `runId` is
+kept in the run's metadata as `ag_ui_run_id`; tether gives the run its own id, which RUN_STARTED
+and RUN_FINISHED carry. `state`, `tools` (client-side tools), `context` and `forwardedProps` are
+accepted and ignored: the served app decides its own tools and state.
+
+Response: server-sent events, one AG-UI event (`ag-ui-protocol`'s types) per `data:` line:
+
+- `RUN_STARTED` (`threadId`, tether's `runId`);
+- `STEP_STARTED` / `STEP_FINISHED` for each node of the run;
+- `TEXT_MESSAGE_START`, `TEXT_MESSAGE_CONTENT`, `TEXT_MESSAGE_END` for each assistant message
+  (`messageId` is the tether message id);
+- `TOOL_CALL_START`, `TOOL_CALL_ARGS`, `TOOL_CALL_END` for each tool call of an answer
+  (`parentMessageId` is that answer), and `TOOL_CALL_RESULT` with each result (a synthetic
+  cancelled result too, when a stop cut the tool short);
+- `CUSTOM` (`name: "tether.custom"`) for the run's `custom` events;
+- the end, always exactly one: `RUN_FINISHED` for a completed, stopped or interrupted run
+  (`result: {status, reason}`; a stopped run has `outcome: {type: "cancelled"}`), or `RUN_ERROR`
+  (`code: "run_failed"`) for a failed one. Open messages and steps are closed before it, so the
+  stream is never left truncated while the client listens.
+
+Stop. `HttpAgent.abortRun()` aborts the fetch; the server sees the disconnect and stops the run
+(`requested_by="disconnect"`, S8). The run ends `cancelled`, the partial answer is saved on the
+thread with `status="stopped"`, and the thread accepts the next run at once. A stop from
+elsewhere (the REST cancel endpoint, another tab) while the client listens ends its stream with
+`TEXT_MESSAGE_END` and `RUN_FINISHED` (`outcome: cancelled`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+from ag_ui.core import (
+    BaseEvent,
+    RunAgentInput,
+    RunErrorEvent,
+    RunFinishedCancelledOutcome,
+    RunFinishedEvent,
+    RunStartedEvent,
+    StepFinishedEvent,
+    StepStartedEvent,
+    TextMessageContentEvent,
+    TextMessageEndEvent,
+    TextMessageStartEvent,
+    ToolCallArgsEvent,
+    ToolCallEndEvent,
+    ToolCallResultEvent,
+    ToolCallStartEvent,
+)
+from ag_ui.core import (
+    CustomEvent as AGUICustomEvent,
+)
+from fastapi import APIRouter, Body, Query
+
+from ..events import (
+    CustomEvent,
+    Event,
+    MessageDeltaEvent,
+    MessageEvent,
+    NodeFinished,
+    NodeStarted,
+    RunFinished,
+)
+from ..messages import Message
+from .context import Caller, Ctx
+from .protocol_runs import ProtocolSource, start_run, thread_messages
+from .sse import EventStreamResponse
+
+__all__ = ["AGUIStream", "router"]
+
+router = APIRouter(tags=["ag-ui"])
+
+CUSTOM_EVENT_NAME = "tether.custom"
+
+
+def _encode(event: BaseEvent) -> bytes:
+    return b"data: " + event.model_dump_json(by_alias=True, exclude_none=True).encode() + b"\n\n"
+
+
+def _user_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(getattr(part, "text", "") or "" for part in content or ())
+
+
+class AGUIStream:
+    """Translates one run's events into AG-UI events (one instance per response)."""
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self._open_text: set[str] = set()  # TEXT_MESSAGE_START sent, TEXT_MESSAGE_END not yet
+        self._streamed: set[str] = set()  # messages whose text went out as deltas
+        self._open_steps: list[str] = []  # STEP_STARTED sent, STEP_FINISHED not yet
+
+    def start(self) -> bytes:
+        return _encode(RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id))
+
+    def translate(self, event: Event) -> Iterable[bytes]:
+        if isinstance(event, MessageDeltaEvent):
+            if event.role == "assistant" and event.content:
+                if event.message_id not in self._open_text:
+                    self._open_text.add(event.message_id)
+                    self._streamed.add(event.message_id)
+                    yield _encode(
+                        TextMessageStartEvent(message_id=event.message_id, role="assistant")
+                    )
+                yield _encode(
+                    TextMessageContentEvent(message_id=event.message_id, delta=event.content)
+                )
+        elif isinstance(event, MessageEvent):
+            yield from self._message(event.message)
+        elif isinstance(event, NodeStarted) and event.node:
+            self._open_steps.append(event.node)
+            yield _encode(StepStartedEvent(step_name=event.node))
+        elif isinstance(event, NodeFinished) and event.node in self._open_steps:
+            self._open_steps.remove(event.node)
+            yield from self._end_texts()
+            yield _encode(StepFinishedEvent(step_name=event.node))
+        elif isinstance(event, CustomEvent):
+            yield _encode(AGUICustomEvent(name=CUSTOM_EVENT_NAME, value=event.data))
+        elif isinstance(event, RunFinished):
+            yield from self._finish(event)
+
+    def _message(self, message: Message) -> Iterable[bytes]:
+        if message.role == "assistant":
+            if message.id in self._open_text:
+                self._open_text.discard(message.id)
+                yield _encode(TextMessageEndEvent(message_id=message.id))
+            elif message.content and message.id not in self._streamed:
+                self._streamed.add(message.id)
+                yield _encode(TextMessageStartEvent(message_id=message.id, role="assistant"))
+                yield _encode(TextMessageContentEvent(message_id=message.id, delta=message.content))
+                yield _encode(TextMessageEndEvent(message_id=message.id))
+            for call in message.tool_calls:
+                yield _encode(
+                    ToolCallStartEvent(
+                        tool_call_id=call.id, tool_call_name=call.name, parent_message_id=message.id
+                    )
+                )
+                if call.arguments:
+                    yield _encode(ToolCallArgsEvent(tool_call_id=call.id, delta=call.arguments))
+                yield _encode(ToolCallEndEvent(tool_call_id=call.id))
+        elif message.role == "tool" and message.tool_call_id is not None:
+            yield _encode(
+                ToolCallResultEvent(
+                    message_id=message.id,
+                    tool_call_id=message.tool_call_id,
+                    content=message.content,
+                    role="tool",
+                )
+            )
+
+    def _end_texts(self) -> Iterable[bytes]:
+        for message_id in sorted(self._open_text):
+            yield _encode(TextMessageEndEvent(message_id=message_id))
+        self._open_text.clear()
+
+    def _finish(self, event: RunFinished) -> Iterable[bytes]:
+        yield from self._end_texts()
+        for step in reversed(self._open_steps):
+            yield _encode(StepFinishedEvent(step_name=step))
+        self._open_steps.clear()
+        if event.status == "failed":
+            yield _encode(RunErrorEvent(message=event.error or "the run failed", code="run_failed"))
+            return
+        yield _encode(
+            RunFinishedEvent(
+                thread_id=self.thread_id,
+                run_id=self.run_id,
+                result={"status": event.status, "reason": event.reason},
+                outcome=RunFinishedCancelledOutcome() if event.status == "cancelled" else None,
+            )
+        )
+
+
+@router.post(
+    "/ag-ui",
+    summary="AG-UI agent endpoint (HttpAgent)",
+    response_model=None,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "AG-UI events"}},
+)
+async def run_agent(
+    ctx: Ctx,
+    caller: Caller,
+    body: Annotated[RunAgentInput, Body()],
+    app: Annotated[
+        str | None, Query(description="The served app; the default app if omitted.")
+    ] = None,
+) -> EventStreamResponse:
+    """Run the app on the input's new user messages and stream AG-UI events; see the module
+    docstring. Aborting the request (`abortRun()`) stops the run and keeps the partial answer.
+    """
+    held_ids = {m.id for m in await thread_messages(ctx, caller, body.thread_id)}
+    fresh = [
+        Message(role="user", content=_user_text(m.content), id=m.id)
+        for m in body.messages
+        if m.role == "user" and m.id not in held_ids
+    ]
+    started = await start_run(
+        ctx,
+        caller,
+        thread_id=body.thread_id,
+        app_name=app,
+        messages=fresh,
+        source="ag-ui",
+        metadata={"ag_ui_run_id": body.run_id},
+    )
+    stream = AGUIStream(started.ref.thread_id, started.handle.run_id)
+    source = ProtocolSource(started.stream, stream.translate, prologue=stream.start())
+    return EventStreamResponse(source, headers=started.headers)
