@@ -62,7 +62,7 @@ class LocalRunRegistry(RunRegistry):
                             slot.waiting.append(handle)
                     blocker = owner if owner is not None else slot.waiting[0]
                 if owner is not None and strategy in ("interrupt", "rollback"):
-                    owner.stop(
+                    owner.request_stop(
                         mode="now" if strategy == "interrupt" else "rollback",
                         reason=f"superseded by run {handle.run_id}",
                         requested_by="superseded",

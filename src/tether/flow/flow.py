@@ -124,6 +124,7 @@ class Flow(App):
         multitask_strategy: str = "reject",
         checkpoint_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        thread_metadata: Mapping[str, Any] | None = None,
     ) -> FlowRun:
         """Sync `astart`: the run executes on tether's background loop; stop it from any thread."""
         run = super().start(
@@ -133,6 +134,7 @@ class Flow(App):
             multitask_strategy=multitask_strategy,
             checkpoint_id=checkpoint_id,
             metadata=metadata,
+            thread_metadata=thread_metadata,
         )
         assert isinstance(run, FlowRun)
         return run

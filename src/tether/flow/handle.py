@@ -100,7 +100,7 @@ class RuntimeStream(AbandonableStream):
         if self.run is None:
             self._ended = True
             return False
-        return self.run.stop(mode=mode, reason=reason)
+        return self.run.request_stop(mode=mode, reason=reason)
 
     async def wait(self) -> None:
         """Wait until the run has ended (at once if it never started).
@@ -183,14 +183,14 @@ class RuntimeStream(AbandonableStream):
         if scope.cancelled_caught:  # our deadline passed (an outer cancellation propagates)
             self.timed_out = True
             self._deadline = math.inf
-            run.stop(requested_by="timeout", reason="timeout")
+            run.request_stop(requested_by="timeout", reason="timeout")
 
     def _abandon(self) -> None:
         if self._ended:
             return
         self._ended = True
         if self.run is not None and not self._detached:
-            self.run.stop(
+            self.run.request_stop(
                 requested_by="disconnect", reason="the consumer stopped reading the runtime stream"
             )
 

@@ -57,6 +57,9 @@ class CompiledGraph(App):
     def _empty_values(self) -> dict[str, Any]:
         return self.schema.initial()
 
+    def _apply_update(self, values: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+        return self.schema.apply(values, [("update_state", update)])
+
 
 class GraphProgram(Program):
     """One run of a compiled graph."""
