@@ -154,7 +154,7 @@ class Execution:
             step=step,
             config=self.config,
             _handle=self.handle,
-            _loop_thread=token._loop_thread,
+            _loop=token.loop,
         )
 
     def unflushed(self) -> list[Any]:

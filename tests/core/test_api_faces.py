@@ -76,10 +76,9 @@ def test_handle_stop_means_what_app_stop_means_it_waits_for_the_end() -> None:
     assert isinstance(handle.events[-1], RunFinished)
     assert handle.events[-1].reason == "enough"
     again = agent.start("go", thread_id="t")  # the thread is free once stop() returned
-    assert again.stop(wait=False) is True
-    assert again.stop() is True  # idempotent; this one waits
-    assert again.done
-    assert again.stop() is False
+    assert again.stop(wait=False) is True  # asks, and returns at once
+    assert again._done.wait(WATCHDOG)
+    assert again.stop() is False  # it has ended
 
 
 def test_wrong_argument_types_get_errors_that_say_what_was_expected() -> None:

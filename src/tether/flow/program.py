@@ -30,8 +30,6 @@ is put, when the stream is closed, and when the program ends.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,6 +39,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
+from .._loop import RunLoop
 from ..engine import Execution, Outcome, Program, StoppedState
 from ..errors import UserError
 from ..events import CustomEvent, NodeFinished, NodeStarted
@@ -84,8 +83,8 @@ class FlowProgram(Program):
         self._ex: Execution | None = None
         # The handlers' task group; set while execute() has it open.
         self._tg: TaskGroup | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
+        # The run's loop (the handle's), set when execute() begins; handlers hop to it.
+        self._loop: RunLoop | None = None
         # Set and replaced whenever readers must look again; `_readers` says someone waits on it.
         self._changed = anyio.Event()
         self._readers = False
@@ -136,9 +135,8 @@ class FlowProgram(Program):
         if base is not None and isinstance(base.values.get("state"), dict):
             self.state = dict(base.values["state"])
         self._step = base.step + 1 if base is not None else 0
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self.inbox.bind()
+        self._loop = ex.handle.token.loop
+        self.inbox.bind(self._loop)
         self.phase = "running"
         try:
             try:
@@ -167,7 +165,7 @@ class FlowProgram(Program):
     # what handlers do (through FlowData), on the loop
     def on_loop_thread(self) -> bool:
         """Whether the caller runs on the run's loop (else: a sync handler's worker thread)."""
-        return threading.get_ident() == self._loop_thread
+        return self._loop is not None and self._loop.on_loop
 
     def run_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
         """Run `fn(*args)` on the run's loop from a sync handler's worker thread, and wait for it.
@@ -178,14 +176,11 @@ class FlowProgram(Program):
             UserError: the caller is not a worker thread of the run (e.g. a thread the handler
                 started itself).
         """
-        if self.phase == "over":
+        if self.phase == "over" or self._loop is None:
             return
         try:
-            anyio.from_thread.run_sync(fn, *args)
+            self._loop.run_from_worker(fn, *args)
         except RuntimeError:
-            loop = self._loop
-            if loop is None or loop.is_closed() or not loop.is_running():
-                return  # the loop stopped: the run is gone, and so is what `fn` would change
             raise UserError(
                 "a flow handler's `data` was used from a thread that is not the handler's own "
                 "worker thread; call it from the handler, or hand the work back to it"
