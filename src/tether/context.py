@@ -26,6 +26,8 @@ class RunContext:
         step: The superstep number, when known.
         config: The run's config mapping (`thread_id`, `run_id`, `recursion_limit`, and whatever
             else the caller passed); a node whose second parameter is named `config` gets this.
+        resume: Whether the run continues a stopped answer (`agent.resume(...)`, a `Resume()`
+            input) rather than answering a new message.
     """
 
     run_id: str
@@ -33,6 +35,7 @@ class RunContext:
     node: str | None = None
     step: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
     _handle: RunHandle | None = field(default=None, repr=False, compare=False)
     _loop: RunLoop | None = field(default=None, repr=False, compare=False)
     _sink: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)

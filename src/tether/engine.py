@@ -144,8 +144,11 @@ class Execution:
         """Whether an `after_step` stop waits for the current step to end."""
         return self.handle.token.mode == "after_step"
 
-    def context(self, node: str | None = None, step: int | None = None) -> RunContext:
-        """A `RunContext` for user code of this run."""
+    def context(
+        self, node: str | None = None, step: int | None = None, *, resume: bool = False
+    ) -> RunContext:
+        """A `RunContext` for user code of this run (`resume`: the run continues a stopped
+        answer)."""
         token = self.handle.token
         return RunContext(
             run_id=self.handle.run_id,
@@ -153,6 +156,7 @@ class Execution:
             node=node,
             step=step,
             config=self.config,
+            resume=resume,
             _handle=self.handle,
             _loop=token.loop,
         )

@@ -14,6 +14,7 @@ from tether import (
     App,
     CompiledGraph,
     InMemoryCheckpointer,
+    RunContext,
     RunFinished,
     RunHandle,
     StateGraph,
@@ -178,3 +179,17 @@ def test_threads_on_the_python_api_list_update_and_delete() -> None:
     assert app.get_state("a").checkpoint_id is None  # gone: a new, empty thread
     with pytest.raises(UserError, match="not in the state schema"):
         app.update_state("b", {"nope": 1})
+
+
+def test_resume_is_a_typed_flag_of_the_run_not_a_key_of_the_users_config() -> None:
+    seen: list[tuple[bool, Any]] = []
+
+    async def node(state: dict[str, Any], ctx: RunContext) -> None:
+        seen.append((ctx.resume, ctx.config.get("resume")))
+
+    g = StateGraph()
+    g.add_node("n", node)
+    g.set_entry_point("n")
+    app = g.compile(InMemoryCheckpointer())
+    app.invoke({}, {"thread_id": "t", "resume": "the user's own value"})
+    assert seen == [(False, "the user's own value")]

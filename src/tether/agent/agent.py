@@ -139,8 +139,7 @@ class Agent(CompiledGraph):
     # runs
     def _program(self, input: Any, options: RunOptions) -> Program:
         if isinstance(input, Resume):
-            options.config["resume"] = True
-            return GraphProgram(self, {}, self.recursion_limit)
+            return GraphProgram(self, {}, self.recursion_limit, resume=True)
         return super()._program(input, options)
 
     def run(
@@ -205,7 +204,7 @@ class Agent(CompiledGraph):
     async def _model_node(self, state: dict[str, Any], ctx: RunContext) -> AsyncIterator[Any]:
         """Stream one model answer. Cancelled: the model call is closed; the partial is kept."""
         messages: list[Message] = state["messages"]
-        resumed = _resumable(messages) if ctx.config.get("resume") else None
+        resumed = _resumable(messages) if ctx.resume else None
         message_id = resumed.id if resumed is not None else new_id()
         builder = MessageBuilder(message_id)
         if resumed is not None:

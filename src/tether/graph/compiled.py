@@ -64,10 +64,13 @@ class CompiledGraph(App):
 class GraphProgram(Program):
     """One run of a compiled graph."""
 
-    def __init__(self, app: CompiledGraph, input: Any, limit: int) -> None:
+    def __init__(self, app: CompiledGraph, input: Any, limit: int, *, resume: bool = False) -> None:
         self.app = app
         self.input = input
         self.limit = limit
+        self.resume = (
+            resume  # the run continues a stopped answer (`Resume()`); nodes see ctx.resume
+        )
         self.values: dict[str, Any] = {}  # the state after the last finished step
         self.outputs: dict[str, NodeOutput] | None = None  # the running step's outputs, else None
 
@@ -135,7 +138,7 @@ class GraphProgram(Program):
             await run_node(
                 app.topology.nodes[name],
                 dict(values),
-                ex.context(name, step),
+                ex.context(name, step, resume=self.resume),
                 ex.handle,
                 self.outputs[name],
                 app.schema,
@@ -148,7 +151,7 @@ class GraphProgram(Program):
                         run_node,
                         app.topology.nodes[name],
                         dict(values),
-                        ex.context(name, step),
+                        ex.context(name, step, resume=self.resume),
                         ex.handle,
                         self.outputs[name],
                         app.schema,
