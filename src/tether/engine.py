@@ -10,16 +10,25 @@ Design note. `Engine.start()` registers a run and spawns `_execute` in the loop'
    A `now`/`rollback` stop cancels the scope wherever the program is: in a model stream, a tool,
    a node, or between steps. An `after_step` stop lets the program end at its next step boundary,
    and escalates to `now` when its grace runs out.
-3. Then, in a shielded scope with its own deadline (`COMMIT_DEADLINE`), the engine commits what the
-   stop produced: after `now`, the program's `stopped_state()` (the last checkpoint plus the stopped
-   step's partial output, transcript repaired, partial messages marked `stopped`); after
-   `rollback`, the state from before the run. The run record (S7) and the remaining events plus
-   exactly one `run_finished` (S1) are written in the same transaction. Only then is the thread
-   released and waiters woken (S5), and the token refuses further stops and events (S3).
+3. Then the run ends (`_finish`), an error boundary in three parts:
+   - deciding the outcome: after `now`, the program's `stopped_state()` (the last checkpoint plus
+     the stopped step's partial output, transcript repaired, partial messages marked `stopped`);
+     after `rollback`, the state from before the run. User code that raises here (a reducer) makes
+     the run `failed`, and the last good checkpoint stays the head. The token then refuses
+     further stops and events (S3).
+   - persisting, shielded, under `commit_deadline` (at least `COMMIT_DEADLINE`, and longer than
+     the backend's own `commit_timeout`): the checkpoint, the run record (S7) and the remaining
+     events plus exactly one `run_finished` (S1), in one transaction. If that fails, the run ends
+     `failed` (`storage_failed`) and its record goes to a pending-repair list that a retry task
+     and `ensure_ready()` flush once storage answers again.
+   - closing in memory, in a `finally` that always runs: the thread is released, the one
+     `run_finished` appended, the result set, and every waiter woken (S5).
 
 A first-party stop ends the run normally as `cancelled`. Outside cancellation (the loop shutting
 down, the host cancelled) is recorded as `cancelled` with `requested_by="shutdown"` and then
-propagates unchanged. A failure in user code ends the run as `failed` with the error recorded.
+propagates unchanged: it is the only exception that leaves a run, so one run's failure never
+reaches the host task group or another run. A failure in user code ends the run as `failed` with
+the error recorded.
 
 Residual race: if the program finishes in the same instant a stop arrives, the run ends `completed`
 although `stop()` returned True; the record still shows when the stop was requested.
