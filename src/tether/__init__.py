@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from .agent import Agent, create_agent
+from .agent import Agent, ToolsIgnoredWarning, create_agent
 from .app import App, StateSnapshot
 from .commands import Resume
 from .context import RunContext
-from .coordination import LocalRunRegistry, RunRegistry
+from .coordination import LocalRunRegistry, RunRegistry, StopResult
 from .errors import (
     CheckpointConflictError,
+    CoordinationUnavailableError,
     CorruptRecordError,
     GraphRecursionError,
     MissingExtraError,
@@ -65,6 +66,7 @@ __all__ = [
     "CheckpointSaved",
     "Checkpointer",
     "CompiledGraph",
+    "CoordinationUnavailableError",
     "CorruptRecordError",
     "CustomEvent",
     "Event",
@@ -100,6 +102,7 @@ __all__ = [
     "StateGraph",
     "StateSnapshot",
     "StopRequest",
+    "StopResult",
     "StorageError",
     "SyncRunStream",
     "SyncRuntimeStream",
@@ -111,6 +114,7 @@ __all__ = [
     "ToolCallDelta",
     "ToolCallFinished",
     "ToolCallStarted",
+    "ToolsIgnoredWarning",
     "UserError",
     "__version__",
     "add_messages",

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import _portal
-from .coordination.base import RunRegistry
+from .coordination.base import RunRegistry, StopResult
 from .coordination.local import LocalRunRegistry
 from .engine import Engine, Program
-from .errors import NotFoundError, UserError
+from .errors import NotFoundError, ThreadBusyError, UserError
 from .events import Event
 from .handle import RunHandle, RunStream, SyncRunStream
-from .run import MultitaskStrategy, OnDisconnect, RunRecord
+from .ids import new_id
+from .run import RunOptions, RunRecord
 from .stop import StopRequest, check_mode
-from .storage.base import Checkpoint, Checkpointer
+from .storage.base import Checkpoint, Checkpointer, ThreadInfo
 
 __all__ = ["App", "RunOptions", "StateSnapshot"]
 
@@ -42,19 +43,6 @@ class StateSnapshot:
     source: str | None = None
     created_at: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """The options of one run, resolved from keyword arguments and `config`."""
-
-    thread_id: str | None
-    config: dict[str, Any]
-    multitask_strategy: MultitaskStrategy
-    on_disconnect: OnDisconnect
-    checkpoint_id: str | None
-    metadata: dict[str, Any]
-    thread_metadata: dict[str, Any]
 
 
 def _thread_id_of(config: Mapping[str, Any] | None) -> str | None:
@@ -100,6 +88,10 @@ class App:
     def _empty_values(self) -> dict[str, Any]:
         return {}
 
+    def _apply_update(self, values: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+        """The state after `update_state` wrote `update` over `values`."""
+        return {**values, **update}
+
     # starting runs
     def _options(
         self,
@@ -115,6 +107,13 @@ class App:
             raise UserError(
                 f"config must be a mapping such as {{'thread_id': ...}}, not {config!r}"
             )
+        for name, value in (("metadata", metadata), ("thread_metadata", thread_metadata)):
+            if value is not None and not isinstance(value, Mapping):
+                raise TypeError(f"{name} must be a mapping, not {value!r}")
+        if checkpoint_id is not None and not isinstance(checkpoint_id, str):
+            raise TypeError(f"checkpoint_id must be a string, not {checkpoint_id!r}")
+        if not isinstance(multitask_strategy, str):
+            raise TypeError(f"multitask_strategy must be a string, not {multitask_strategy!r}")
         if on_disconnect not in ("cancel", "continue"):
             raise UserError(f"on_disconnect {on_disconnect!r} is not 'cancel' or 'continue'")
         cfg = dict(config or {})
@@ -134,15 +133,7 @@ class App:
         )
 
     async def _start(self, input: Any, options: RunOptions) -> RunHandle:
-        return await self.engine.start(
-            self._program(input, options),
-            thread_id=options.thread_id,
-            strategy=options.multitask_strategy,
-            config=options.config,
-            checkpoint_id=options.checkpoint_id,
-            metadata=options.metadata,
-            thread_metadata=options.thread_metadata,
-        )
+        return await self.engine.start(self._program(input, options), options)
 
     async def astart(
         self,
@@ -181,10 +172,17 @@ class App:
         multitask_strategy: str = "reject",
         checkpoint_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        thread_metadata: Mapping[str, Any] | None = None,
     ) -> RunHandle:
         """Sync `astart`: the run executes on tether's background loop."""
         options = self._options(
-            config, thread_id, multitask_strategy, "continue", checkpoint_id, metadata
+            config,
+            thread_id,
+            multitask_strategy,
+            "continue",
+            checkpoint_id,
+            metadata,
+            thread_metadata,
         )
         return self._sync(self._start, input, options)
 
@@ -198,6 +196,7 @@ class App:
         on_disconnect: str = "cancel",
         checkpoint_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        thread_metadata: Mapping[str, Any] | None = None,
     ) -> RunStream:
         """Start a run and iterate its typed events; the last is `run_finished`.
 
@@ -206,7 +205,13 @@ class App:
         unless `on_disconnect="continue"`.
         """
         options = self._options(
-            config, thread_id, multitask_strategy, on_disconnect, checkpoint_id, metadata
+            config,
+            thread_id,
+            multitask_strategy,
+            on_disconnect,
+            checkpoint_id,
+            metadata,
+            thread_metadata,
         )
         return RunStream(
             start=lambda: self._start(input, options),
@@ -223,6 +228,7 @@ class App:
         on_disconnect: str = "cancel",
         checkpoint_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        thread_metadata: Mapping[str, Any] | None = None,
     ) -> SyncRunStream[Event]:
         """Sync `astream`: iterate from any thread; stop it from any other with `stop()`."""
         stream = self.astream(
@@ -233,6 +239,7 @@ class App:
             on_disconnect=on_disconnect,
             checkpoint_id=checkpoint_id,
             metadata=metadata,
+            thread_metadata=thread_metadata,
         )
         _portal.close_at_exit(self.checkpointer, self.checkpointer.aclose)
         return SyncRunStream(stream)
@@ -246,6 +253,7 @@ class App:
         multitask_strategy: str = "reject",
         checkpoint_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        thread_metadata: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run to the end and return the final state values.
 
@@ -253,14 +261,20 @@ class App:
         If this call is cancelled, the run is stopped (`requested_by="disconnect"`).
         """
         options = self._options(
-            config, thread_id, multitask_strategy, "cancel", checkpoint_id, metadata
+            config,
+            thread_id,
+            multitask_strategy,
+            "cancel",
+            checkpoint_id,
+            metadata,
+            thread_metadata,
         )
         handle = await self._start(input, options)
         try:
             return await handle.result()
         except BaseException:
             if not handle.done:
-                handle.stop(requested_by="disconnect", reason="the caller was cancelled")
+                handle.request_stop(requested_by="disconnect", reason="the caller was cancelled")
             raise
 
     def invoke(
@@ -272,6 +286,7 @@ class App:
         multitask_strategy: str = "reject",
         checkpoint_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        thread_metadata: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Sync `ainvoke`."""
         return self._sync(
@@ -282,23 +297,67 @@ class App:
                 multitask_strategy=multitask_strategy,
                 checkpoint_id=checkpoint_id,
                 metadata=metadata,
+                thread_metadata=thread_metadata,
             )
         )
 
-    async def ajoin(self, run_id: str, *, after_seq: int = -1) -> RunStream:
+    def ajoin(self, run_id: str, *, after_seq: int = -1) -> RunStream:
         """Re-join a run's event stream after `after_seq`: live if it is active here, else from
-        its event log. Raises `NotFoundError` for an unknown run. Closing it never stops the run.
+        its event log. Use it directly in `async for`, or `await` it first to resolve the run.
+        Closing it never stops the run.
+
+        Raises:
+            NotFoundError: no run has that id (when awaited, or on the first iteration).
+            TypeError: `run_id` is not a string.
         """
-        handle = self.registry.local(run_id)
-        if handle is not None:
-            return handle.events_after(after_seq, on_disconnect="continue")
-        await self.engine.ensure_ready()
-        events = await self.checkpointer.read_events(run_id)
-        if not events and await self.checkpointer.get_run(run_id) is None:
-            raise NotFoundError(f"no run {run_id!r}")
-        return RunStream(after_seq=after_seq, on_disconnect="continue", events=events)
+        _check_type("run_id", run_id, str)
+        _check_type("after_seq", after_seq, int)
+
+        async def find() -> RunHandle | list[Event]:
+            handle = self.registry.local(run_id)
+            if handle is not None:
+                return handle
+            await self.engine.ensure_ready()
+            events = await self.checkpointer.read_events(run_id)
+            if not events and await self.checkpointer.get_run(run_id) is None:
+                raise NotFoundError(f"no run {run_id!r}; list a thread's runs with list_runs()")
+            return events
+
+        return RunStream(join=find, after_seq=after_seq, on_disconnect="continue")
+
+    def join(self, run_id: str, *, after_seq: int = -1) -> SyncRunStream[Event]:
+        """Sync `ajoin`: iterate a run's events from any thread; closing it never stops the run."""
+        stream = self.ajoin(run_id, after_seq=after_seq)
+        _portal.close_at_exit(self.checkpointer, self.checkpointer.aclose)
+        return SyncRunStream(stream)
 
     # stopping runs
+    async def arequest_stop(
+        self,
+        config: Mapping[str, Any] | None = None,
+        /,
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        mode: str = "now",
+        reason: str | None = None,
+        grace: float | None = None,
+        requested_by: str = "user",
+        wait: bool = True,
+    ) -> StopResult:
+        """`astop`, answering with the registry's `StopResult`: which run accepted the stop (its
+        `run_id`, and its `handle` when it executes in this process). The server uses this.
+
+        Cancellation: cancelling the wait leaves the stop requested.
+        """
+        req, run_id, thread_id = _stop_request(
+            config, thread_id, run_id, mode, reason, grace, requested_by
+        )
+        result = await self.registry.request_stop(req, run_id=run_id, thread_id=thread_id)
+        if wait and result.handle is not None:
+            await result.handle.wait()
+        return result
+
     async def astop(
         self,
         config: Mapping[str, Any] | None = None,
@@ -318,21 +377,22 @@ class App:
         finished runs); never raises for those. With `wait=True` it returns once the run has ended
         and its thread accepts a new run. Idempotent; the first reason wins. Cancelling the wait
         leaves the stop requested.
+
+        Raises:
+            UserError: neither a thread id nor a run id was given, or a bad mode or grace.
+            TypeError: `config` is not a mapping (pass `thread_id=...` by keyword).
         """
-        thread_id = thread_id or _thread_id_of(config)
-        if run_id is None and config:
-            run_id = config.get("run_id")
-        if thread_id is None and run_id is None:
-            raise UserError("stop() needs thread_id=..., run_id=..., or a config with 'thread_id'")
-        req = StopRequest(
-            mode=check_mode(mode), reason=reason, grace=grace, requested_by=requested_by
+        result = await self.arequest_stop(
+            config,
+            thread_id=thread_id,
+            run_id=run_id,
+            mode=mode,
+            reason=reason,
+            grace=grace,
+            requested_by=requested_by,
+            wait=wait,
         )
-        found = await self.registry.request_stop(req, run_id=run_id, thread_id=thread_id)
-        if isinstance(found, RunHandle):
-            if wait:
-                await found.wait()
-            return True
-        return found
+        return result.accepted
 
     def stop(
         self,
@@ -363,13 +423,79 @@ class App:
             )
         )
 
-    cancel_run = stop  # Agno's name
+    async def acancel_run(
+        self,
+        run: str | Mapping[str, Any] | None = None,
+        /,
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        mode: str = "now",
+        reason: str | None = None,
+        grace: float | None = None,
+        requested_by: str = "user",
+        wait: bool = True,
+    ) -> bool:
+        """Agno's call, `agent.cancel_run(run_id)`: `astop` with the run id as its first argument.
+
+        The first argument may also be a config mapping, as for `astop`. Returns whether an active
+        run accepted the stop. Cancelling the wait leaves the stop requested.
+        """
+        config: Mapping[str, Any] | None = None
+        if isinstance(run, str):
+            run_id = run
+        elif run is not None and not isinstance(run, Mapping):
+            raise TypeError(
+                f"cancel_run() takes a run id (a string) or a config mapping, not {run!r}"
+            )
+        else:
+            config = run
+        return await self.astop(
+            config,
+            thread_id=thread_id,
+            run_id=run_id,
+            mode=mode,
+            reason=reason,
+            grace=grace,
+            requested_by=requested_by,
+            wait=wait,
+        )
+
+    def cancel_run(
+        self,
+        run: str | Mapping[str, Any] | None = None,
+        /,
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        mode: str = "now",
+        reason: str | None = None,
+        grace: float | None = None,
+        requested_by: str = "user",
+        wait: bool = True,
+    ) -> bool:
+        """Sync `acancel_run`; safe from any thread. Inside a running event loop it does not wait."""
+        if _in_event_loop():
+            wait = False
+        return self._sync(
+            lambda: self.acancel_run(
+                run,
+                thread_id=thread_id,
+                run_id=run_id,
+                mode=mode,
+                reason=reason,
+                grace=grace,
+                requested_by=requested_by,
+                wait=wait,
+            )
+        )
 
     # inspecting
     async def aget_state(
         self, thread_id: str, *, checkpoint_id: str | None = None
     ) -> StateSnapshot:
         """The thread's state at its head (or at `checkpoint_id`); empty for a new thread."""
+        _check_type("thread_id", thread_id, str)
         await self.engine.ensure_ready()
         cp = await self.checkpointer.get_checkpoint(thread_id, checkpoint_id)
         if cp is None:
@@ -386,6 +512,7 @@ class App:
         self, thread_id: str, *, limit: int | None = None
     ) -> list[StateSnapshot]:
         """The thread's checkpoints, newest first."""
+        _check_type("thread_id", thread_id, str)
         await self.engine.ensure_ready()
         return [
             _snapshot(cp) for cp in await self.checkpointer.list_checkpoints(thread_id, limit=limit)
@@ -397,6 +524,7 @@ class App:
 
     async def aget_run(self, run_id: str) -> RunRecord | None:
         """The run record (live when the run is active here), or None."""
+        _check_type("run_id", run_id, str)
         handle = self.registry.local(run_id)
         if handle is not None:
             return handle.snapshot()
@@ -409,6 +537,7 @@ class App:
 
     async def alist_runs(self, thread_id: str, *, limit: int = 100) -> list[RunRecord]:
         """The thread's runs, newest first."""
+        _check_type("thread_id", thread_id, str)
         await self.engine.ensure_ready()
         runs = await self.checkpointer.list_runs(thread_id, limit=limit)
         return [_live(self.registry, r) for r in runs]
@@ -416,6 +545,85 @@ class App:
     def list_runs(self, thread_id: str, *, limit: int = 100) -> list[RunRecord]:
         """Sync `alist_runs`."""
         return self._sync(lambda: self.alist_runs(thread_id, limit=limit))
+
+    # threads
+    async def alist_threads(
+        self, *, metadata: Mapping[str, Any] | None = None, limit: int = 100
+    ) -> list[ThreadInfo]:
+        """Threads whose metadata contains every item of `metadata`, newest first."""
+        if metadata is not None:
+            _check_type("metadata", metadata, Mapping)
+        _check_type("limit", limit, int)
+        await self.engine.ensure_ready()
+        return await self.checkpointer.list_threads(
+            metadata=dict(metadata) if metadata else None, limit=limit
+        )
+
+    def list_threads(
+        self, *, metadata: Mapping[str, Any] | None = None, limit: int = 100
+    ) -> list[ThreadInfo]:
+        """Sync `alist_threads`."""
+        return self._sync(lambda: self.alist_threads(metadata=metadata, limit=limit))
+
+    async def adelete_thread(self, thread_id: str) -> bool:
+        """Stop the thread's active run (waiting for it), then delete the thread with its
+        checkpoints, runs and events. Returns False if there was no such thread.
+
+        Cancellation: the stop stays requested; the thread is deleted only once the run ended.
+        """
+        _check_type("thread_id", thread_id, str)
+        await self.astop(thread_id=thread_id, reason="the thread was deleted")
+        await self.engine.ensure_ready()
+        return await self.checkpointer.delete_thread(thread_id)
+
+    def delete_thread(self, thread_id: str) -> bool:
+        """Sync `adelete_thread`."""
+        return self._sync(lambda: self.adelete_thread(thread_id))
+
+    async def aupdate_state(self, thread_id: str, values: Mapping[str, Any]) -> StateSnapshot:
+        """Write `values` into the thread's state as a new checkpoint (source `"update"`), the way
+        a node's update is applied (a graph's reducers run), and return the new state.
+
+        Raises:
+            ThreadBusyError: a run is active on the thread; stop it first.
+            UserError: `values` does not fit the state (e.g. an unknown key of a graph's schema).
+
+        Cancellation: the checkpoint is either written or not.
+        """
+        _check_type("thread_id", thread_id, str)
+        _check_type("values", values, Mapping)
+        active = self.registry.active_on(thread_id)
+        if active is not None:
+            raise ThreadBusyError(thread_id, active.run_id)
+        await self.engine.ensure_ready()
+        head = await self.checkpointer.get_checkpoint(thread_id)
+        current = head.values if head is not None else self._empty_values()
+        if head is None and await self.checkpointer.get_thread(thread_id) is None:
+            await self.checkpointer.put_thread(ThreadInfo(thread_id=thread_id))
+        cp = Checkpoint(
+            checkpoint_id=new_id(),
+            thread_id=thread_id,
+            parent_id=head.checkpoint_id if head is not None else None,
+            run_id=None,
+            step=(head.step if head is not None else -1) + 1,
+            values=self._apply_update(current, dict(values)),
+            source="update",
+        )
+        await self.checkpointer.commit(checkpoint=cp)
+        return _snapshot(cp)
+
+    def update_state(self, thread_id: str, values: Mapping[str, Any]) -> StateSnapshot:
+        """Sync `aupdate_state`."""
+        return self._sync(lambda: self.aupdate_state(thread_id, values))
+
+
+def _check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    """Raise a `TypeError` naming the argument when `value` is not of the `expected` type."""
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is int):
+        names = " or ".join(
+            t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,))
+        )
+        raise TypeError(f"{name} must be {names}, not {value!r}")
 
 
 def _snapshot(cp: Checkpoint) -> StateSnapshot:
@@ -436,6 +644,35 @@ def _snapshot(cp: Checkpoint) -> StateSnapshot:
 def _live(registry: RunRegistry, record: RunRecord) -> RunRecord:
     handle = registry.local(record.run_id)
     return handle.snapshot() if handle is not None else record
+
+
+def _stop_request(
+    config: Mapping[str, Any] | None,
+    thread_id: str | None,
+    run_id: str | None,
+    mode: str,
+    reason: str | None,
+    grace: float | None,
+    requested_by: str,
+) -> tuple[StopRequest, str | None, str | None]:
+    """Check the arguments of a stop; returns the request and the run and thread ids."""
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(
+            f"stop() takes a config mapping such as {{'thread_id': ...}} as its positional "
+            f"argument, not {config!r}; pass ids by keyword: stop(thread_id=...) or stop(run_id=...)"
+        )
+    thread_id = thread_id or _thread_id_of(config)
+    if run_id is None and config:
+        run_id = config.get("run_id")
+    for name, value in (("thread_id", thread_id), ("run_id", run_id), ("reason", reason)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, not {value!r}")
+    if thread_id is None and run_id is None:
+        raise UserError("stop() needs thread_id=..., run_id=..., or a config with 'thread_id'")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int | float)):
+        raise TypeError(f"grace must be a number of seconds or None, not {grace!r}")
+    req = StopRequest(mode=check_mode(mode), reason=reason, grace=grace, requested_by=requested_by)
+    return req, run_id, thread_id
 
 
 def _in_event_loop() -> bool:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import anyio.from_thread
-
+from ._loop import RunLoop
 from .events import CustomEvent
 
 if TYPE_CHECKING:
@@ -28,6 +26,8 @@ class RunContext:
         step: The superstep number, when known.
         config: The run's config mapping (`thread_id`, `run_id`, `recursion_limit`, and whatever
             else the caller passed); a node whose second parameter is named `config` gets this.
+        resume: Whether the run continues a stopped answer (`agent.resume(...)`, a `Resume()`
+            input) rather than answering a new message.
     """
 
     run_id: str
@@ -35,8 +35,9 @@ class RunContext:
     node: str | None = None
     step: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
     _handle: RunHandle | None = field(default=None, repr=False, compare=False)
-    _loop_thread: int | None = field(default=None, repr=False, compare=False)
+    _loop: RunLoop | None = field(default=None, repr=False, compare=False)
     _sink: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -61,10 +62,10 @@ class RunContext:
         return token is not None and token.mode in ("now", "rollback")
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
+        if self._loop is None:
             fn(*args)
         else:
-            anyio.from_thread.run_sync(lambda: fn(*args))
+            self._loop.run_from_worker(fn, *args)
 
     def emit(self, data: Any) -> None:
         """Send `data` to the run's stream as a `custom` event. Safe from worker threads.

@@ -10,16 +10,25 @@ Design note. `Engine.start()` registers a run and spawns `_execute` in the loop'
    A `now`/`rollback` stop cancels the scope wherever the program is: in a model stream, a tool,
    a node, or between steps. An `after_step` stop lets the program end at its next step boundary,
    and escalates to `now` when its grace runs out.
-3. Then, in a shielded scope with its own deadline (`COMMIT_DEADLINE`), the engine commits what the
-   stop produced: after `now`, the program's `stopped_state()` (the last checkpoint plus the stopped
-   step's partial output, transcript repaired, partial messages marked `stopped`); after
-   `rollback`, the state from before the run. The run record (S7) and the remaining events plus
-   exactly one `run_finished` (S1) are written in the same transaction. Only then is the thread
-   released and waiters woken (S5), and the token refuses further stops and events (S3).
+3. Then the run ends (`_finish`), an error boundary in three parts:
+   - deciding the outcome: after `now`, the program's `stopped_state()` (the last checkpoint plus
+     the stopped step's partial output, transcript repaired, partial messages marked `stopped`);
+     after `rollback`, the state from before the run. User code that raises here (a reducer) makes
+     the run `failed`, and the last good checkpoint stays the head. The token then refuses
+     further stops and events (S3).
+   - persisting, shielded, under `commit_deadline` (at least `COMMIT_DEADLINE`, and longer than
+     the backend's own `commit_timeout`): the checkpoint, the run record (S7) and the remaining
+     events plus exactly one `run_finished` (S1), in one transaction. If that fails, the run ends
+     `failed` (`storage_failed`) and its record goes to a pending-repair list that a retry task
+     and `ensure_ready()` flush once storage answers again.
+   - closing in memory, in a `finally` that always runs: the thread is released, the one
+     `run_finished` appended, the result set, and every waiter woken (S5).
 
 A first-party stop ends the run normally as `cancelled`. Outside cancellation (the loop shutting
 down, the host cancelled) is recorded as `cancelled` with `requested_by="shutdown"` and then
-propagates unchanged. A failure in user code ends the run as `failed` with the error recorded.
+propagates unchanged: it is the only exception that leaves a run, so one run's failure never
+reaches the host task group or another run. A failure in user code ends the run as `failed` with
+the error recorded.
 
 Residual race: if the program finishes in the same instant a stop arrives, the run ends `completed`
 although `stop()` returned True; the record still shows when the stop was requested.
@@ -27,13 +36,14 @@ although `stop()` returned True; the record still shows when the stop was reques
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,9 +53,17 @@ from anyio.abc import TaskStatus
 from ._host import current_host
 from .context import RunContext
 from .coordination.base import RunRegistry
-from .errors import NotFoundError, RunCancelledError, RunError, RunFailedError, UserError
+from .errors import (
+    NotFoundError,
+    RunCancelledError,
+    RunError,
+    RunFailedError,
+    StorageError,
+    UserError,
+)
 from .events import (
     CheckpointSaved,
+    Event,
     MessageEvent,
     RunFinished,
     RunStarted,
@@ -55,7 +73,7 @@ from .events import (
 from .handle import RunHandle
 from .ids import new_id
 from .messages import Message
-from .run import MultitaskStrategy, RunRecord
+from .run import RunOptions, RunRecord
 from .storage.base import Checkpoint, Checkpointer, ThreadInfo
 from .transcript import repair_transcript
 
@@ -63,7 +81,9 @@ __all__ = ["COMMIT_DEADLINE", "Engine", "Execution", "Outcome", "Program", "Stop
 
 log = logging.getLogger("tether")
 
-COMMIT_DEADLINE = 5.0  # seconds the shielded commit of a finished run may take
+COMMIT_DEADLINE = 5.0  # seconds the shielded commit of a finished run may take, at least
+REPAIR_FIRST_DELAY = 0.5  # seconds before the first retry of a failed final commit
+REPAIR_MAX_DELAY = 30.0  # the longest wait between two retries
 WORKER_HOST = socket.gethostname()
 WORKER_ID = f"{WORKER_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -91,6 +111,10 @@ class Program(ABC):
     async def execute(self, ex: Execution) -> Outcome:
         """Run to the end. Cancelled at any await by a `now` stop; must then just unwind."""
 
+    def make_handle(self, record: RunRecord) -> RunHandle:
+        """The handle of this program's run; a program may return a `RunHandle` subclass."""
+        return RunHandle(record)
+
     def stopped_state(self, ex: Execution) -> StoppedState | None:
         """After a `now` stop: the state to commit, or None to keep the last checkpoint.
 
@@ -102,10 +126,12 @@ class Program(ABC):
 class Execution:
     """The engine's services for one running program."""
 
-    def __init__(self, engine: Engine, handle: RunHandle, config: dict[str, Any]) -> None:
+    def __init__(self, engine: Engine, handle: RunHandle, options: RunOptions) -> None:
         self.engine = engine
         self.handle = handle
-        self.config = config
+        self.options = options  # the run's options, whole, as the App resolved them
+        # The config user code sees: the user's, plus the run's ids.
+        self.config = {**options.config, "thread_id": handle.thread_id, "run_id": handle.run_id}
         # The checkpoint the run started from (the thread head, or the one forked from).
         self.base: Checkpoint | None = None
         # The thread's head as this run last saw it: the parent of its next checkpoint.
@@ -127,8 +153,11 @@ class Execution:
         """Whether an `after_step` stop waits for the current step to end."""
         return self.handle.token.mode == "after_step"
 
-    def context(self, node: str | None = None, step: int | None = None) -> RunContext:
-        """A `RunContext` for user code of this run."""
+    def context(
+        self, node: str | None = None, step: int | None = None, *, resume: bool = False
+    ) -> RunContext:
+        """A `RunContext` for user code of this run (`resume`: the run continues a stopped
+        answer)."""
         token = self.handle.token
         return RunContext(
             run_id=self.handle.run_id,
@@ -136,8 +165,9 @@ class Execution:
             node=node,
             step=step,
             config=self.config,
+            resume=resume,
             _handle=self.handle,
-            _loop_thread=token._loop_thread,
+            _loop=token.loop,
         )
 
     def unflushed(self) -> list[Any]:
@@ -192,10 +222,20 @@ class Engine:
         self.app_name = app_name
         self._ready = False
         self._ready_lock = anyio.Lock()
+        # Seconds the shielded final commit of a run may take: at least the backend's own timeout,
+        # so that the backend gives up first and says why.
+        self.commit_deadline = max(COMMIT_DEADLINE, checkpointer.commit_timeout + 1.0)
+        # Runs whose final commit failed, by run id: the record and the events still to store.
+        # Emptied by `_flush_repairs` once storage takes them (never left `running`).
+        self._repairs: dict[str, tuple[RunRecord, list[Event]]] = {}
+        # True while a `_repair_loop` task is running (at most one per engine).
+        self._repairing = False
 
     async def ensure_ready(self) -> None:
         """Set up storage and recover runs lost by dead workers (once)."""
         if self._ready:
+            if self._repairs:
+                await self._flush_repairs()
             return
         async with self._ready_lock:
             if not self._ready:
@@ -203,24 +243,15 @@ class Engine:
                 await self.recover_lost_runs()
                 self._ready = True
 
-    async def start(
-        self,
-        program: Program,
-        *,
-        thread_id: str | None,
-        strategy: MultitaskStrategy = "reject",
-        config: dict[str, Any] | None = None,
-        checkpoint_id: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        thread_metadata: dict[str, Any] | None = None,
-        make_handle: Callable[[RunRecord], RunHandle] = RunHandle,
-    ) -> RunHandle:
-        """Register a run and start it in the background; returns its handle.
+    async def start(self, program: Program, options: RunOptions) -> RunHandle:
+        """Register a run of `program` and start it in the background; returns its handle.
 
-        `make_handle` builds the handle (an engine may return a `RunHandle` subclass with more
-        methods, as flows do). Raises `ThreadBusyError` at once when the thread is busy and
-        `strategy` is `reject`.
+        The handle is the program's own type (`Program.make_handle`). Raises `ThreadBusyError` at
+        once when the thread is busy and the strategy is `reject`.
+
+        Cancellation: cancelling this call before it returns cancels nothing that started.
         """
+        strategy = options.multitask_strategy
         if strategy not in ("reject", "interrupt", "rollback", "enqueue"):
             raise UserError(
                 f"multitask_strategy {strategy!r} is not one of 'reject', 'interrupt', "
@@ -229,21 +260,17 @@ class Engine:
         await self.ensure_ready()
         record = RunRecord(
             run_id=new_id(),
-            thread_id=thread_id or new_id(),
+            thread_id=options.thread_id or new_id(),
             app=self.app_name,
             multitask_strategy=strategy,
-            metadata=metadata or {},
+            metadata=options.metadata,
         )
-        handle = make_handle(record)
-        ex = Execution(
-            self, handle, {**(config or {}), "thread_id": record.thread_id, "run_id": record.run_id}
-        )
+        handle = program.make_handle(record)
+        ex = Execution(self, handle, options)
         await self.registry.register(handle)
         host = await current_host()
         try:
-            await host.tg.start(
-                self._execute, ex, program, strategy, checkpoint_id, thread_metadata
-            )
+            await host.tg.start(self._execute, ex, program)
         except BaseException:
             await self.registry.release(handle)
             raise
@@ -253,13 +280,11 @@ class Engine:
         self,
         ex: Execution,
         program: Program,
-        strategy: MultitaskStrategy,
-        checkpoint_id: str | None,
-        thread_metadata: dict[str, Any] | None,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         handle = ex.handle
+        strategy = ex.options.multitask_strategy
         acquired = False
         if strategy == "reject":  # admission errors go to the caller of start()
             await self.registry.acquire(handle, strategy)
@@ -269,25 +294,27 @@ class Engine:
         handle.token.bind(scope)
         outcome: Outcome | None = None
         failure: BaseException | None = None
+        shutdown = False
         try:
             with scope:
                 if not acquired:
                     await self.registry.acquire(handle, strategy)
-                await self._begin(ex, checkpoint_id, thread_metadata)
+                await self._begin(ex)
                 if not scope.cancel_called:
                     outcome = await program.execute(ex)
         except anyio.get_cancelled_exc_class():
-            # Not our scope's cancellation (that one never escapes `with scope`): shutdown.
-            await self._finish(ex, program, None, None, shutdown=True)
+            # Not our scope's cancellation (that one never escapes `with scope`): shutdown. It is
+            # the one exception that leaves the run, after the run was ended below.
+            shutdown = True
             raise
         except Exception as exc:
             failure = exc
-        await self._finish(ex, program, outcome, failure, shutdown=False)
+        finally:
+            await self._finish(ex, program, outcome, failure, shutdown=shutdown)
 
-    async def _begin(
-        self, ex: Execution, checkpoint_id: str | None, thread_metadata: dict[str, Any] | None
-    ) -> None:
+    async def _begin(self, ex: Execution) -> None:
         handle = ex.handle
+        checkpoint_id = ex.options.checkpoint_id
         head = await self.checkpointer.get_checkpoint(handle.thread_id)
         ex.head_id = head.checkpoint_id if head else None
         ex.base = head
@@ -301,7 +328,7 @@ class Engine:
                 )
         if head is None and await self.checkpointer.get_thread(handle.thread_id) is None:
             await self.checkpointer.put_thread(
-                ThreadInfo(thread_id=handle.thread_id, metadata=thread_metadata or {})
+                ThreadInfo(thread_id=handle.thread_id, metadata=ex.options.thread_metadata)
             )
         handle.token.begun = True
         record = handle.record
@@ -322,61 +349,204 @@ class Engine:
         *,
         shutdown: bool,
     ) -> None:
-        handle, token, record = ex.handle, ex.handle.token, ex.handle.record
-        with anyio.move_on_after(COMMIT_DEADLINE, shield=True):
-            status: TerminalStatus
-            reason: str | None = None
-            error: str | None = None
-            if shutdown:
-                status = "cancelled"
-                reason = "shutdown"
-            elif failure is not None:
-                status, error = "failed", f"{type(failure).__name__}: {failure}"
-            elif outcome is None or outcome.status == "cancelled":
-                status = "cancelled"
-            else:
-                status = outcome.status
-            req = token.request
-            if status == "cancelled":
-                reason = reason or (req.reason if req else None)
-                record.stop_mode = token.mode or "now"
-                record.stop_requested_by = (
-                    "shutdown" if shutdown else (req.requested_by if req else None)
-                )
-                record.stopped_at = time.time()
-            if req is not None:
-                record.stop_requested_at = req.requested_at
-                record.stop_reason = req.reason
-                record.stop_mode = record.stop_mode or req.mode
-                record.stop_requested_by = record.stop_requested_by or req.requested_by
-            checkpoint = None
-            if status == "cancelled" and ex.started:
-                checkpoint = self._stop_checkpoint(ex, program, token.mode or "now")
-            with token._lock:
-                token.finished = True  # from here on: no stop is accepted, no event is sent
-            record.status = status
-            record.error = error
-            record.finished_at = time.time()
-            final = RunFinished(
-                run_id=handle.run_id,
-                thread_id=handle.thread_id,
-                seq=len(handle.events),
-                ts=record.finished_at,
-                status=status,
-                reason=reason,
-                error=error,
+        """End the run: an error boundary in three parts (see docs/stop-contract.md).
+
+        1. Decide the outcome. User code that fails here (a reducer in `stopped_state()`, the
+           transcript repair) makes the run `failed`; the last good checkpoint stays the head.
+        2. Persist it, shielded, under `commit_deadline`. If that fails, the run still ends
+           `failed` in memory, and the stored record is repaired later (`_repair_soon`).
+        3. Close in memory, in a `finally` that always runs: release the thread, append exactly
+           one `run_finished`, set the result, wake every waiter.
+
+        Cancellation: runs shielded; the caller's cancellation is delivered after it returned.
+        """
+        final: RunFinished | None = None
+        try:
+            with anyio.CancelScope(shield=True):
+                final, checkpoint, failure = self._decide(ex, program, outcome, failure, shutdown)
+                if not await self._persist(ex, checkpoint, final):
+                    failure = StorageError(
+                        f"the end of run {ex.handle.run_id!r} (status {final.status!r}) could "
+                        f"not be stored within {self.commit_deadline}s; its record is repaired "
+                        "when storage answers again"
+                    )
+                    final = self._failed_final(ex, final, failure)
+                    await self._repair_soon()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close(ex, outcome, failure, final)
+
+    def _decide(
+        self,
+        ex: Execution,
+        program: Program,
+        outcome: Outcome | None,
+        failure: BaseException | None,
+        shutdown: bool,
+    ) -> tuple[RunFinished, Checkpoint | None, BaseException | None]:
+        """The run's terminal event, the checkpoint a stop commits, and the failure, if any.
+
+        Never raises for user code: a failure while building the stopped state fails the run.
+        """
+        token, record = ex.handle.token, ex.handle.record
+        reason: str | None = None
+        if shutdown:
+            status: TerminalStatus = "cancelled"
+            reason = "shutdown"
+        elif failure is not None:
+            status = "failed"
+        elif outcome is None or outcome.status == "cancelled":
+            status = "cancelled"
+        else:
+            status = outcome.status
+        req = token.request
+        if status == "cancelled":
+            reason = reason or (req.reason if req else None)
+            record.stop_mode = token.mode or "now"
+            record.stop_requested_by = (
+                "shutdown" if shutdown else (req.requested_by if req else None)
             )
+            record.stopped_at = time.time()
+        if req is not None:
+            record.stop_requested_at = req.requested_at
+            record.stop_reason = req.reason
+            record.stop_mode = record.stop_mode or req.mode
+            record.stop_requested_by = record.stop_requested_by or req.requested_by
+        checkpoint: Checkpoint | None = None
+        if status == "cancelled" and ex.started:
+            try:
+                checkpoint = self._stop_checkpoint(ex, program, token.mode or "now")
+            except Exception as exc:  # user code (a reducer) failed while the run was stopped
+                exc.add_note(f"while ending stopped run {ex.handle.run_id!r}")
+                status, failure, reason = "failed", exc, "stop_failed"
+        with token._lock:
+            token.finished = True  # from here on: no stop is accepted, no event is sent
+        error = None if failure is None else f"{type(failure).__name__}: {failure}"
+        record.status = status
+        record.error = error
+        record.finished_at = time.time()
+        final = RunFinished(
+            run_id=ex.handle.run_id,
+            thread_id=ex.handle.thread_id,
+            seq=len(ex.handle.events),
+            ts=record.finished_at,
+            status=status,
+            reason=reason,
+            error=error,
+        )
+        return final, checkpoint, failure
+
+    async def _persist(
+        self, ex: Execution, checkpoint: Checkpoint | None, final: RunFinished
+    ) -> bool:
+        """Commit the stop's checkpoint, the remaining events, `final` and the run record, under
+        `commit_deadline`. Returns False (and logs why) when storage failed or was too slow."""
+        events = [*ex.handle.events[ex.flushed :], final]
+        with anyio.move_on_after(self.commit_deadline) as deadline:
             try:
                 await self.checkpointer.commit(
-                    checkpoint=checkpoint, events=[*ex.unflushed(), final], run=record.model_copy()
+                    checkpoint=checkpoint, events=events, run=ex.handle.record.model_copy()
                 )
             except Exception:
-                log.exception("could not store the end of run %s", handle.run_id)
+                log.exception("could not store the end of run %s", ex.handle.run_id)
+                return False
+            ex.flushed = len(ex.handle.events)
+            await self._flush_repairs()
+            return True
+        if deadline.cancelled_caught:
+            log.error(
+                "storing the end of run %s took longer than %ss",
+                ex.handle.run_id,
+                self.commit_deadline,
+            )
+        return False
+
+    def _failed_final(
+        self, ex: Execution, final: RunFinished, failure: BaseException
+    ) -> RunFinished:
+        """`final`, turned into a failure because storing the run's end failed; queues a repair."""
+        record = ex.handle.record
+        record.status = "failed"
+        record.error = error = f"{type(failure).__name__}: {failure}"
+        failed = dataclasses.replace(final, status="failed", reason="storage_failed", error=error)
+        self._repairs[record.run_id] = (
+            record.model_copy(),
+            [*ex.handle.events[ex.flushed :], failed],
+        )
+        return failed
+
+    async def _repair_soon(self) -> None:
+        """Make sure a task retries the pending repairs until storage takes them."""
+        if not self._repairing:
+            self._repairing = True
+            host = await current_host()
+            host.tg.start_soon(self._repair_loop, name="tether-repair")
+
+    async def _repair_loop(self) -> None:
+        delay = REPAIR_FIRST_DELAY
+        try:
+            while self._repairs:
+                await anyio.sleep(delay)
+                await self._flush_repairs()
+                delay = min(delay * 2, REPAIR_MAX_DELAY)
+        finally:
+            self._repairing = False
+
+    async def _flush_repairs(self) -> None:
+        """Store the ends of runs whose final commit failed, as far as storage takes them now.
+
+        A repair writes what the failed commit did not: the events after the last stored one, and
+        the run record (`failed`). A run whose stored record already ended needs none.
+
+        Cancellation: stops between two runs; a repair is either stored or still pending.
+        """
+        for run_id, (record, events) in list(self._repairs.items()):
+            try:
+                with anyio.fail_after(self.commit_deadline):
+                    stored = await self.checkpointer.get_run(run_id)
+                    if stored is None or stored.is_active:
+                        logged = await self.checkpointer.read_events(run_id)
+                        last = logged[-1].seq if logged else -1
+                        await self.checkpointer.commit(
+                            events=[e for e in events if e.seq > last], run=record
+                        )
+            except Exception:
+                log.warning(
+                    "run %s: its record is still not stored; retrying", run_id, exc_info=True
+                )
+                return
+            self._repairs.pop(run_id, None)
+
+    async def _close(
+        self,
+        ex: Execution,
+        outcome: Outcome | None,
+        failure: BaseException | None,
+        final: RunFinished | None,
+    ) -> None:
+        """Close the run in memory; always runs, whatever happened before (part 3)."""
+        handle = ex.handle
+        try:
             await self.registry.release(handle)
+        finally:
+            if final is None:  # deciding the outcome itself broke: a bug, but the run must end
+                with handle.token._lock:
+                    handle.token.finished = True
+                handle.record.status = "failed"
+                final = RunFinished(
+                    run_id=handle.run_id,
+                    thread_id=handle.thread_id,
+                    seq=len(handle.events),
+                    ts=time.time(),
+                    status="failed",
+                    reason="internal_error",
+                )
             handle.events.append(final)
-            handle.values = outcome.values if outcome is not None else None
-            handle.error = _result_error(status, failure, handle.run_id, reason)
-        handle._finish()
+            handle.values = (
+                outcome.values if outcome is not None and final.status != "failed" else None
+            )
+            handle.error = _result_error(final.status, failure, handle.run_id, final.reason)
+            handle._finish()
 
     def _stop_checkpoint(self, ex: Execution, program: Program, mode: str) -> Checkpoint | None:
         """The checkpoint a stop commits, or None when the last checkpoint already is right.
@@ -411,16 +581,6 @@ class Engine:
             if stopped is None and not closed:
                 return None
             source, step = "stop", ex.step + 1
-        for message in closed:
-            if message.role == "tool" and message.tool_call_id is not None:
-                handle.emit(
-                    ToolCallFinished,
-                    tool_call_id=message.tool_call_id,
-                    name=message.name or "",
-                    status="cancelled",
-                    content=message.content,
-                )
-            handle.emit(MessageEvent, message=message)
         cp = Checkpoint(
             checkpoint_id=new_id(),
             thread_id=handle.thread_id,
@@ -431,6 +591,17 @@ class Engine:
             next=(),
             source=source,
         )
+        # Only now, when nothing of user code can fail any more, the events go out.
+        for message in closed:
+            if message.role == "tool" and message.tool_call_id is not None:
+                handle.emit(
+                    ToolCallFinished,
+                    tool_call_id=message.tool_call_id,
+                    name=message.name or "",
+                    status="cancelled",
+                    content=message.content,
+                )
+            handle.emit(MessageEvent, message=message)
         handle.emit(CheckpointSaved, checkpoint_id=cp.checkpoint_id, step=step)
         return cp
 
@@ -489,6 +660,8 @@ def _result_error(
             f"run {run_id!r} was stopped ({reason or 'no reason given'})", run_id=run_id
         )
     if failure is None:
+        if status == "failed":
+            return RunFailedError(f"run {run_id!r} failed ({reason})", run_id=run_id)
         return None
     if isinstance(failure, RunError | UserError):
         return failure

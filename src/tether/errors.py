@@ -11,6 +11,7 @@ Every exception derives from `TetherError`:
     ├── StorageError              the storage backend failed or holds bad data
     │   ├── CheckpointConflictError   another writer moved the thread's head first
     │   └── CorruptRecordError    a stored row does not decode; the message names the row
+    ├── CoordinationUnavailableError  the run registry cannot deliver a stop (e.g. Redis is down)
     └── RunError                  a run ended without completing
         ├── RunFailedError        user code raised; `__cause__` holds the original error
         ├── GraphRecursionError   the run took more steps than `recursion_limit`
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointConflictError",
+    "CoordinationUnavailableError",
     "CorruptRecordError",
     "GraphRecursionError",
     "MissingExtraError",
@@ -99,6 +101,14 @@ class CheckpointConflictError(StorageError):
 
 class CorruptRecordError(StorageError):
     """A stored row could not be decoded. The message names the table and the row."""
+
+
+class CoordinationUnavailableError(TetherError):
+    """The run registry cannot reach its backend, so a stop or an admission cannot be delivered.
+
+    A stop that cannot be delivered is refused with this error, never dropped. Retry once the
+    backend (e.g. Redis) is reachable again.
+    """
 
 
 class RunError(TetherError):

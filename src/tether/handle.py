@@ -12,9 +12,10 @@ stop with `requested_by="disconnect"`, unless it was opened with `on_disconnect=
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
@@ -147,7 +148,7 @@ class RunHandle:
         except RuntimeError:  # awaited from another event loop than the run's
             await anyio.to_thread.run_sync(self._done.wait, abandon_on_cancel=True)
 
-    def stop(
+    def request_stop(
         self,
         *,
         mode: str = "now",
@@ -155,19 +156,51 @@ class RunHandle:
         grace: float | None = None,
         requested_by: str = "user",
     ) -> bool:
-        """Ask the run to stop; safe from any thread. Returns False if it had already ended.
+        """Ask the run to stop and return at once; safe from any thread and any loop.
 
-        Does not wait for the run to end; use `await handle.astop()` or `handle.wait()` for that.
+        Returns False if the run had already ended. The engine and the streams use this.
         """
         req = StopRequest(mode=mode, reason=reason, grace=grace, requested_by=requested_by)  # type: ignore[arg-type]  # checked in StopRequest
         return self.token.request_stop(req)
 
-    async def astop(
-        self, *, mode: str = "now", reason: str | None = None, grace: float | None = None
+    def stop(
+        self,
+        *,
+        mode: str = "now",
+        reason: str | None = None,
+        grace: float | None = None,
+        requested_by: str = "user",
+        wait: bool = True,
     ) -> bool:
-        """Stop the run and wait until it has ended. Cancelling the wait leaves the stop requested."""
-        stopped = self.stop(mode=mode, reason=reason, grace=grace)
-        if stopped:
+        """Stop the run, as `App.stop(run_id=...)` does; safe from any thread.
+
+        Returns True if the run was active and accepted the stop, False if it had already ended.
+        With `wait=True` it returns once the run has ended and its thread accepts a new run, except
+        inside a running event loop, where blocking would freeze the loop: there it does not wait
+        (use `await handle.astop()`).
+        """
+        stopped = self.request_stop(
+            mode=mode, reason=reason, grace=grace, requested_by=requested_by
+        )
+        if stopped and wait and not _in_event_loop():
+            self._done.wait()
+        return stopped
+
+    async def astop(
+        self,
+        *,
+        mode: str = "now",
+        reason: str | None = None,
+        grace: float | None = None,
+        requested_by: str = "user",
+        wait: bool = True,
+    ) -> bool:
+        """Stop the run, as `App.astop(run_id=...)` does; with `wait=True` return once it has
+        ended. Cancelling the wait leaves the stop requested."""
+        stopped = self.request_stop(
+            mode=mode, reason=reason, grace=grace, requested_by=requested_by
+        )
+        if stopped and wait:
             await self.wait()
         return stopped
 
@@ -191,6 +224,14 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id} thread={self.thread_id} status={self.status}>"
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class AbandonableStream:
@@ -241,8 +282,11 @@ class RunStream(AbandonableStream):
         after_seq: int = -1,
         on_disconnect: OnDisconnect = "cancel",
         events: list[Event] | None = None,
+        join: Callable[[], Awaitable[RunHandle | list[Event]]] | None = None,
     ) -> None:
         self._start = start
+        # A re-join not resolved yet: finds the live handle, or the finished run's logged events.
+        self._join = join
         self.handle = handle
         self._cursor = after_seq + 1
         self._on_disconnect = on_disconnect
@@ -261,12 +305,34 @@ class RunStream(AbandonableStream):
             self.handle = await self._start()
         return self.handle
 
+    async def _resolve(self) -> Self:
+        """Resolve a re-join: attach the live run, or load the finished run's event log."""
+        if self._join is not None:
+            found = await self._join()
+            self._join = None
+            if isinstance(found, RunHandle):
+                self.handle = found
+            else:
+                self._logged = found
+        return self
+
+    def __await__(self) -> Generator[Any, None, Self]:
+        # `await app.ajoin(...)` resolves the run first, so an unknown run raises right there.
+        return self._resolve().__await__()
+
+    async def __aenter__(self) -> Self:
+        if self._join is not None:
+            return await self._resolve()
+        return await super().__aenter__()
+
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> Event:
         if self._finished:
             raise StopAsyncIteration
+        if self._join is not None:
+            await self._resolve()
         if self._logged is not None:
             return self._next_logged()
         handle = self.handle or await self.start()
@@ -316,7 +382,7 @@ class RunStream(AbandonableStream):
             return
         self._finished = True
         if self.handle is not None and self._on_disconnect == "cancel":
-            self.handle.stop(requested_by="disconnect", reason="the client disconnected")
+            self.handle.request_stop(requested_by="disconnect", reason="the client disconnected")
 
 
 class _Batches(Protocol[T_co]):

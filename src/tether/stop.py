@@ -2,8 +2,8 @@
 
 Design note. Each run owns one `StopToken`. `request()` may be called from any thread or event loop:
 under a `threading.Lock` it records the first request (the first reason wins, and the request is
-sticky, like trio's `cancel_called`), then wakes the run's own event loop with
-`call_soon_threadsafe` (or directly, when already on that loop). On the loop, the token:
+sticky, like trio's `cancel_called`), then wakes the run's own event loop through its `RunLoop`
+(`_loop.py`: directly when already on that loop, else thread-safely). On the loop, the token:
 - cancels the run's cancel scope for `now` and `rollback`;
 - for `after_step`, sets `after_step` so the engine stops at the next clean boundary, and arms a
   `grace` timer that escalates to `now` when it runs out.
@@ -19,7 +19,6 @@ nothing, because the outcome is already decided. Both are correct under S2.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Literal, get_args
 
 from anyio import CancelScope
 
+from ._loop import RunLoop
 from .errors import UserError
 
 __all__ = ["RequestedBy", "StopMode", "StopRequest", "StopToken", "check_mode"]
@@ -61,7 +61,7 @@ class StopRequest:
 class StopToken:
     """The stop state of one run; thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: RunLoop | None = None) -> None:
         self._lock = threading.Lock()
         # The first request; set once and never cleared (sticky), so the first reason wins.
         self.request: StopRequest | None = None
@@ -69,10 +69,10 @@ class StopToken:
         self.mode: StopMode | None = None
         # True once the run has sent its terminal event; later requests return False.
         self.finished = False
-        # The run's cancel scope and loop, set by `bind()` when the run starts executing.
+        # The run's cancel scope, set by `bind()` when the run starts executing.
         self._scope: CancelScope | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
+        # The run's loop: where requests are applied; bound by `bind()`.
+        self.loop = loop if loop is not None else RunLoop()
         # True once the run won its thread; before that, every stop mode cancels at once.
         self.begun = False
         # Whether the grace timer of an after_step stop is running.
@@ -92,24 +92,14 @@ class StopToken:
                 self.request = req
             if self.mode is None or _rank(req.mode) > _rank(self.mode):
                 self.mode = req.mode
-            loop, thread = self._loop, self._loop_thread
-        if loop is None:
-            return True  # not bound yet: bind() applies it
-        if threading.get_ident() == thread:
-            self._apply()
-        else:
-            try:
-                loop.call_soon_threadsafe(self._apply)
-            except RuntimeError:  # the loop closed: the run cannot be running any more
-                return False
-        return True
+        # None: not bound yet, and bind() applies it; False: the loop closed, the run is gone.
+        return self.loop.call_soon(self._apply) is not False
 
     def bind(self, scope: CancelScope) -> None:
         """Attach the run's scope; must be called on the run's loop. Applies an early request."""
         with self._lock:
             self._scope = scope
-            self._loop = asyncio.get_running_loop()
-            self._loop_thread = threading.get_ident()
+        self.loop.bind()
         if self.request is not None:
             self._apply()
 
@@ -127,11 +117,11 @@ class StopToken:
             self.mode == "after_step"
             and self.request is not None
             and self.request.grace is not None
-            and self._loop is not None
+            and self.loop.bound
             and not self._grace_armed
         ):
             self._grace_armed = True
-            self._loop.call_later(self.request.grace, self.escalate)
+            self.loop.call_later(self.request.grace, self.escalate)
 
 
 def _rank(mode: StopMode) -> int:

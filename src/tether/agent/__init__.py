@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .agent import Agent, create_agent
+from .agent import Agent, ToolsIgnoredWarning, create_agent
 
-__all__ = ["Agent", "create_agent"]
+__all__ = ["Agent", "ToolsIgnoredWarning", "create_agent"]

@@ -20,6 +20,7 @@ the transcript is repaired, so whatever was stopped, the next message (or `resum
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -52,12 +53,16 @@ from ..tools.tool import Tool
 from ..tools.tool import tool as make_tool
 from ..transcript import repair_transcript
 
-__all__ = ["RESUME_PROMPT", "Agent", "create_agent"]
+__all__ = ["RESUME_PROMPT", "Agent", "ToolsIgnoredWarning", "create_agent"]
 
 RESUME_PROMPT = (
     "Your previous answer was cut off. Continue it exactly where it stopped, without repeating "
     "anything and without any preamble."
 )
+
+
+class ToolsIgnoredWarning(UserWarning):
+    """An agent was given tools on a model that cannot call tools."""
 
 
 class Agent(CompiledGraph):
@@ -73,6 +78,10 @@ class Agent(CompiledGraph):
         max_turns: The most model calls one run may make.
         parallel_tool_calls: Run the tool calls of one answer concurrently.
         settings: Sampling settings for every model call.
+        description: What the agent is (Agno's keyword); sent before `instructions` in the
+            system prompt.
+
+    Warns (`ToolsIgnoredWarning`) when given tools on a model that cannot call tools.
     """
 
     def __init__(
@@ -87,14 +96,26 @@ class Agent(CompiledGraph):
         max_turns: int = 10,
         parallel_tool_calls: bool = True,
         settings: ModelSettings | None = None,
+        description: str | None = None,
     ) -> None:
         self.model = resolve_model(model) if isinstance(model, str) else model
         if not isinstance(self.model, Model):
             raise UserError(f"model must be a tether Model or a name like 'local', not {model!r}")
+        for label, text in (("description", description), ("instructions", instructions)):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"{label} must be a string, not {text!r}")
+        self.description = description
         self.tools = {
             t.name: t for t in (x if isinstance(x, Tool) else make_tool(x) for x in tools)
         }
         self.instructions = instructions
+        if self.tools and not self.model.supports_tools:
+            warnings.warn(
+                f"model {self.model.name!r} cannot call tools, so the agent's tools "
+                f"{sorted(self.tools)!r} are never called; use a model that can call tools",
+                ToolsIgnoredWarning,
+                stacklevel=2,
+            )
         self.parallel_tool_calls = parallel_tool_calls
         self.settings = settings
         if max_turns < 1:
@@ -105,9 +126,8 @@ class Agent(CompiledGraph):
         graph.set_entry_point("model")
         graph.add_conditional_edges("model", _route, {"tools": "tools", END: END})
         graph.add_edge("tools", "model")
-        graph._validate()
         super().__init__(
-            graph,
+            graph.topology(),
             checkpointer=checkpointer,
             registry=registry,
             interrupt_before=frozenset(),
@@ -119,8 +139,7 @@ class Agent(CompiledGraph):
     # runs
     def _program(self, input: Any, options: RunOptions) -> Program:
         if isinstance(input, Resume):
-            options.config["resume"] = True
-            return GraphProgram(self, {}, self.recursion_limit)
+            return GraphProgram(self, {}, self.recursion_limit, resume=True)
         return super()._program(input, options)
 
     def run(
@@ -141,9 +160,16 @@ class Agent(CompiledGraph):
         return self.stream(input, thread_id=thread_id, multitask_strategy=multitask_strategy)
 
     def arun(
-        self, input: Any, *, thread_id: str | None = None, multitask_strategy: str = "reject"
+        self,
+        input: Any,
+        *,
+        stream: Literal[True] = True,
+        thread_id: str | None = None,
+        multitask_strategy: str = "reject",
     ) -> RunStream:
         """Async `run()`: an async iterator of events."""
+        if stream is not True:
+            raise UserError("Agent.arun() always streams; use agent.ainvoke(...) for the state")
         return self.astream(input, thread_id=thread_id, multitask_strategy=multitask_strategy)
 
     def aresume(self, thread_id: str, *, multitask_strategy: str = "reject") -> RunStream:
@@ -168,8 +194,9 @@ class Agent(CompiledGraph):
     # nodes
     def _prompt(self, messages: Sequence[Message], resuming: bool) -> list[Message]:
         prompt = repair_transcript(messages)
-        if self.instructions:
-            prompt.insert(0, Message.system(self.instructions))
+        system = "\n\n".join(t for t in (self.description, self.instructions) if t)
+        if system:
+            prompt.insert(0, Message.system(system))
         if resuming:
             prompt.append(Message.user(RESUME_PROMPT))
         return prompt
@@ -177,7 +204,7 @@ class Agent(CompiledGraph):
     async def _model_node(self, state: dict[str, Any], ctx: RunContext) -> AsyncIterator[Any]:
         """Stream one model answer. Cancelled: the model call is closed; the partial is kept."""
         messages: list[Message] = state["messages"]
-        resumed = _resumable(messages) if ctx.config.get("resume") else None
+        resumed = _resumable(messages) if ctx.resume else None
         message_id = resumed.id if resumed is not None else new_id()
         builder = MessageBuilder(message_id)
         if resumed is not None:

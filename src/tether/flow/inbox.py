@@ -11,8 +11,8 @@ Mechanism:
 - `send()` may be called from any thread, before the run starts, while it runs, or after it ended.
   Under a `threading.Lock` it checks that the inbox is open and whether it is bound to the run's
   event loop yet. Before `bind()` the value is queued directly (no handler can be waiting yet).
-  After `bind()` the value is handed to the loop (directly on the loop thread, else with
-  `call_soon_threadsafe`), so every waiter and queue is touched only on the loop.
+  After `bind()` the value is handed to the loop through the run's `RunLoop` (directly on the
+  loop thread, else thread-safely), so every waiter and queue is touched only on the loop.
 - On the loop, a value goes to the oldest handler waiting for that name, or else into that name's
   queue, where the next `wait_for` takes it at once. Values of one name are delivered in send order.
 - `close()` (the run's program ended, however) makes later `send()` calls return False.
@@ -26,7 +26,6 @@ handler will read; it is discarded with the run.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import deque
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from .._loop import RunLoop
 from ..errors import UserError
 
 __all__ = ["Inbox"]
@@ -60,9 +60,8 @@ class Inbox:
         self._queues: dict[str, deque[Any]] = {}
         # Handlers waiting in `get()`, per name, oldest first; only touched on the loop.
         self._waiters: dict[str, deque[_Waiter]] = {}
-        # The run's loop and its thread; None until the program binds the inbox.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
+        # The run's loop; None until the program binds the inbox.
+        self._loop: RunLoop | None = None
         # True once the run's program ended; set once, never cleared.
         self._closed = False
 
@@ -71,11 +70,10 @@ class Inbox:
         """Whether the run ended, so that `send()` is refused."""
         return self._closed
 
-    def bind(self) -> None:
-        """Attach the inbox to the running loop; called once by the program as it starts."""
+    def bind(self, loop: RunLoop) -> None:
+        """Attach the inbox to the run's (bound) loop; called once by the program as it starts."""
         with self._lock:
-            self._loop = asyncio.get_running_loop()
-            self._loop_thread = threading.get_ident()
+            self._loop = loop
 
     def close(self) -> None:
         """Refuse further values; called on the loop when the program ends."""
@@ -93,18 +91,11 @@ class Inbox:
         with self._lock:
             if self._closed:
                 return False
-            loop, thread = self._loop, self._loop_thread
+            loop = self._loop
             if loop is None:
                 self._queues.setdefault(name, deque()).append(value)
                 return True
-        if threading.get_ident() == thread:
-            self._deliver(name, value)
-            return True
-        try:
-            loop.call_soon_threadsafe(self._deliver, name, value)
-        except RuntimeError:  # the loop closed: the run cannot be running any more
-            return False
-        return True
+        return loop.call_soon(self._deliver, name, value) is True
 
     def _deliver(self, name: str, value: Any) -> None:
         """Hand `value` to the oldest waiter for `name`, or queue it. Runs on the loop."""

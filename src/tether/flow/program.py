@@ -30,8 +30,6 @@ is put, when the stream is closed, and when the program ends.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,16 +39,19 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
+from .._loop import RunLoop
 from ..engine import Execution, Outcome, Program, StoppedState
 from ..errors import UserError
 from ..events import CustomEvent, NodeFinished, NodeStarted
+from ..handle import RunHandle
 from .data import FlowData
 from .inbox import Inbox
 
 if TYPE_CHECKING:
-    from .flow import Chain, Flow, Handler
+    from ..run import RunRecord
+    from .chain import Chain, Handler, Wiring
 
-__all__ = ["START", "FlowProgram"]
+__all__ = ["START", "FlowProgram", "FlowRun"]
 
 START = "__start__"
 """The event that carries a run's initial value to the chains made with `flow.to(...)`."""
@@ -61,8 +62,8 @@ Phase = Literal["pending", "running", "over"]
 class FlowProgram(Program):
     """One run of a `Flow`: its handler tasks, runtime stream, stored values and input."""
 
-    def __init__(self, flow: Flow, input: Any, inbox: Inbox) -> None:
-        self.flow = flow
+    def __init__(self, wiring: Wiring, input: Any, inbox: Inbox) -> None:
+        self.wiring = wiring  # the flow's chains
         self.input = input
         self.inbox = inbox
         # The last value that reached an `.end()`; None until one did.
@@ -82,8 +83,8 @@ class FlowProgram(Program):
         self._ex: Execution | None = None
         # The handlers' task group; set while execute() has it open.
         self._tg: TaskGroup | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
+        # The run's loop (the handle's), set when execute() begins; handlers hop to it.
+        self._loop: RunLoop | None = None
         # Set and replaced whenever readers must look again; `_readers` says someone waits on it.
         self._changed = anyio.Event()
         self._readers = False
@@ -120,6 +121,10 @@ class FlowProgram(Program):
         return {"result": self.result, "stream": list(self.stream), "state": dict(self.state)}
 
     # the engine's side
+    def make_handle(self, record: RunRecord) -> FlowRun:
+        """A flow run's handle is a `FlowRun`, which can also `send` input."""
+        return FlowRun(record, self)
+
     async def execute(self, ex: Execution) -> Outcome:
         """Run the flow until no handler runs or is pending; see the module docstring.
 
@@ -130,10 +135,8 @@ class FlowProgram(Program):
         if base is not None and isinstance(base.values.get("state"), dict):
             self.state = dict(base.values["state"])
         self._step = base.step + 1 if base is not None else 0
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self.inbox.bind()
-        self.flow._track(ex.handle.run_id, self)
+        self._loop = ex.handle.token.loop
+        self.inbox.bind(self._loop)
         self.phase = "running"
         try:
             try:
@@ -151,7 +154,6 @@ class FlowProgram(Program):
         finally:
             self.phase = "over"
             self.inbox.close()
-            self.flow._untrack(ex.handle.run_id)
             self._notify()
 
     def stopped_state(self, ex: Execution) -> StoppedState | None:
@@ -163,7 +165,7 @@ class FlowProgram(Program):
     # what handlers do (through FlowData), on the loop
     def on_loop_thread(self) -> bool:
         """Whether the caller runs on the run's loop (else: a sync handler's worker thread)."""
-        return threading.get_ident() == self._loop_thread
+        return self._loop is not None and self._loop.on_loop
 
     def run_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
         """Run `fn(*args)` on the run's loop from a sync handler's worker thread, and wait for it.
@@ -174,14 +176,11 @@ class FlowProgram(Program):
             UserError: the caller is not a worker thread of the run (e.g. a thread the handler
                 started itself).
         """
-        if self.phase == "over":
+        if self.phase == "over" or self._loop is None:
             return
         try:
-            anyio.from_thread.run_sync(fn, *args)
+            self._loop.run_from_worker(fn, *args)
         except RuntimeError:
-            loop = self._loop
-            if loop is None or loop.is_closed() or not loop.is_running():
-                return  # the loop stopped: the run is gone, and so is what `fn` would change
             raise UserError(
                 "a flow handler's `data` was used from a thread that is not the handler's own "
                 "worker thread; call it from the handler, or hand the work back to it"
@@ -189,7 +188,7 @@ class FlowProgram(Program):
 
     def dispatch(self, event: str, value: Any) -> None:
         """Start every chain registered for `event`, as new tasks of the run."""
-        chains = self.flow._chains_for(event)
+        chains = self.wiring.chains_for(event)
         tg = self._tg
         if not chains or tg is None or self._cancelling():
             return
@@ -301,3 +300,32 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
             return exc
     first: BaseException = group.exceptions[0]
     return first
+
+
+class FlowRun(RunHandle):
+    """The handle of one flow run: a `RunHandle` that can also `send` input to the run.
+
+    Returned by `flow.start()` / `flow.astart()`. It has `run_id`, `thread_id`, `status`, `done`,
+    `events`, `result()`, `wait()`, `stop()` and `astop()` like every run handle.
+    """
+
+    def __init__(self, record: RunRecord, program: FlowProgram) -> None:
+        super().__init__(record)
+        self._flow_program = program
+
+    @property
+    def program(self) -> FlowProgram:
+        """The run's program (its stored values so far: `program.values()`)."""
+        program: FlowProgram = self._flow_program
+        return program
+
+    def send(self, name: str, value: Any = None) -> bool:
+        """Send `value` under `name` to the run, for a handler's `await data.wait_for(name)`.
+
+        Safe from any thread; values of one name arrive in order, and a value sent before a
+        handler waits is queued. Returns False (and drops the value) if the run has ended.
+        """
+        return self.program.inbox.send(name, value)
+
+    def __repr__(self) -> str:
+        return f"<FlowRun {self.run_id} thread={self.thread_id} status={self.status}>"

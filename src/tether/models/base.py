@@ -144,6 +144,9 @@ class Model(ABC):
     name: str
     """A short name for logs and run records, e.g. `"openai:gpt-4o-mini"`."""
 
+    supports_tools: bool = True
+    """Whether the model can call tools; an `Agent` given tools on a model that cannot warns."""
+
     @abstractmethod
     def stream(
         self,

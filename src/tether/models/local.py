@@ -146,6 +146,8 @@ class LocalModel(Model):
     text.
     """
 
+    supports_tools = False  # SmolLM2 cannot call tools reliably
+
     def __init__(
         self,
         model_path: str | None = None,
