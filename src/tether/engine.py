@@ -52,6 +52,7 @@ from .events import (
     TerminalStatus,
     ToolCallFinished,
 )
+from .failures import public_error
 from .handle import RunHandle
 from .ids import new_id
 from .messages import Message
@@ -331,7 +332,7 @@ class Engine:
                 status = "cancelled"
                 reason = "shutdown"
             elif failure is not None:
-                status, error = "failed", f"{type(failure).__name__}: {failure}"
+                status, error = "failed", public_error(failure)
             elif outcome is None or outcome.status == "cancelled":
                 status = "cancelled"
             else:

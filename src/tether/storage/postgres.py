@@ -65,6 +65,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from ..errors import StorageError, TetherError, UserError
 from ..events import Event
+from ..failures import redact
 from ..run import RunRecord
 from ..serde import encode_value
 from ._rows import (
@@ -187,7 +188,7 @@ class PostgresCheckpointer(Checkpointer):
         self._heads = HeadCache(cache_threads)
 
     def __repr__(self) -> str:
-        return f"PostgresCheckpointer({self.dsn!r})"
+        return f"PostgresCheckpointer({redact(self.dsn)!r})"
 
     async def _pool(self) -> AsyncConnectionPool[_Conn]:
         loop = asyncio.get_running_loop()
@@ -250,7 +251,7 @@ class PostgresCheckpointer(Checkpointer):
             version = int(found[0]) if found else 0
             if version > SCHEMA_VERSION:
                 raise StorageError(
-                    f"{self.dsn!r} has tether schema version {version}, newer than this "
+                    f"{self!r} has tether schema version {version}, newer than this "
                     f"tether's {SCHEMA_VERSION}; upgrade tether to use it"
                 )
             for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -619,4 +620,4 @@ def _translate(exc: psycopg.Error, store: PostgresCheckpointer) -> TetherError:
         return UserError(
             f"Postgres refused to store the data: {exc}; use text without NUL and finite numbers"
         )
-    return StorageError(f"{store!r} failed: {exc}")
+    return StorageError(f"{store!r} failed: {redact(str(exc))}")
