@@ -306,6 +306,31 @@ class PostgresCheckpointer(Checkpointer):
                 (thread.thread_id, thread.created_at, metadata),
             )
 
+    async def create_thread(self, thread: ThreadInfo) -> tuple[ThreadInfo, bool]:
+        """Create the thread if its id is free; the stored thread, and whether it was created.
+
+        A concurrent creator's `INSERT` waits for the first one's, then does nothing and reads
+        its row. Cancelled: it stops at once (see the module docstring).
+        """
+        metadata = encode_thread_metadata(thread.metadata)
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO tether_threads (thread_id, created_at, metadata) VALUES (%s, %s, %s) "
+                "ON CONFLICT (thread_id) DO NOTHING RETURNING created_at, metadata",
+                (thread.thread_id, thread.created_at, metadata),
+            )
+            row = await cur.fetchone()
+            created = row is not None
+            if row is None:
+                cur = await conn.execute(
+                    "SELECT created_at, metadata FROM tether_threads WHERE thread_id = %s",
+                    (thread.thread_id,),
+                )
+                row = await cur.fetchone()
+        if row is None:  # deleted between the two statements: it is free again
+            return await self.create_thread(thread)
+        return decode_thread(thread.thread_id, row[0], row[1])[0], created
+
     async def get_thread(self, thread_id: str) -> ThreadInfo | None:
         """The thread, or `None`.
 
