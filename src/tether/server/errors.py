@@ -17,7 +17,8 @@ The shape is the OpenAI one, so OpenAI clients raise their usual exceptions with
 | 409    | `conflict`          | creating a thread whose id is taken                           |
 | 413    | `request_too_large` | a body over `max_body_bytes`                                  |
 | 422    | `invalid_request`   | a body that does not match the schema, or is not JSON         |
-| 500    | `internal_error`    | a bug; the message does not leak internals                    |
+| 500    | `internal_error`    | a bug; the message does not leak internals (and the response  |
+|        |                     | says `Connection: close`)                                     |
 
 The size bound is enforced by `BodyLimitMiddleware` while the body is read: it counts the bytes that
 actually arrive (a lying or missing `Content-Length` does not help a client), and fails the request
@@ -60,6 +61,10 @@ _TYPES = {
     422: "invalid_request",
     429: "rate_limited",
 }
+
+
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+NOT_JSON = "the request body is not valid JSON (or nests too deep); send one JSON object"
 
 
 def error_body(
@@ -116,6 +121,9 @@ async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     message = exc.detail if isinstance(exc.detail, str) else "the request failed"
+    if exc.status_code == 400 and message == _FASTAPI_PARSE_ERROR:
+        # FastAPI's answer to a body its JSON decoder gave up on (nested past Python's limit).
+        return _json(422, error_body(422, NOT_JSON))
     if exc.status_code == 404 and message == "Not Found":
         message = f"there is no endpoint {request.method} {request.url.path}; see /docs"
     elif exc.status_code == 405:
@@ -126,6 +134,8 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return _json(422, error_body(422, NOT_JSON))
     parts = []
     for err in errors[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
@@ -155,9 +165,12 @@ async def _on_user_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    # `Connection: close`: the server state behind this connection is suspect, and a client
+    # that pools connections must learn that this one ends, rather than meet a reset.
     return _json(
         500,
         error_body(500, f"internal error ({type(exc).__name__}); the server log has the details"),
+        {"Connection": "close"},
     )
 
 

@@ -23,6 +23,12 @@ Mechanism:
 
 Guarantees:
 - Reads return exactly the committed values, like every backend.
+- The pool checks an idle connection before handing it out (`_check_connection`, a round trip
+  only when the server wrote to the idle socket, as it does when it terminates the backend), so
+  connections killed while idle are replaced, not used.
+- `commit()` is retried once, on a fresh connection, when the database dropped the connection
+  (SQLSTATE class 08, 57P0x, or a closed socket). The transaction was then rolled back by the
+  server, unless the drop came while it was applying `COMMIT` itself; see Residuals.
 - `commit()` runs shielded from cancellation once it started, with its own deadline (`timeout`):
   it either applies fully and returns, or raises and applies nothing. A cancelled caller sees the
   cancellation at its next await. If the deadline expires while the server is applying `COMMIT`,
@@ -34,6 +40,9 @@ Guarantees:
   such as a NUL character in an id), with the driver's error as `__cause__`.
 
 Residuals:
+- A connection dropped while the server applies `COMMIT` leaves the outcome unknown. The retry
+  then either fails cleanly (`CheckpointConflictError`: the head already moved) or, for a commit
+  without a checkpoint, may append its events a second time.
 - Close the checkpointer (`aclose()`, or `async with`) before an event loop that used it ends.
   psycopg-pool treats the cancellation of a connection attempt that is in flight as a failed
   connect and retries it, so a loop that shuts down with an open pool may never finish.
@@ -45,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -56,7 +66,7 @@ import anyio.lowlevel
 
 try:
     import psycopg
-    from psycopg_pool import AsyncConnectionPool
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "PostgresCheckpointer needs psycopg 3 and psycopg-pool; install them with "
@@ -204,6 +214,7 @@ class PostgresCheckpointer(Checkpointer):
                     max_size=self._max_size,
                     timeout=self._timeout,
                     kwargs={"autocommit": True},  # transactions are explicit
+                    check=_check_connection,
                     name="tether",
                 )
                 self._pools[loop] = pool
@@ -537,13 +548,20 @@ class PostgresCheckpointer(Checkpointer):
         await anyio.lowlevel.checkpoint_if_cancelled()
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + self._timeout
-            async with self._connection() as conn:
+            for attempt in range(2):
                 try:
-                    await _apply(conn, row, event_rows, run_row)
-                except psycopg.errors.UniqueViolation as exc:
-                    if row is not None and exc.diag.table_name == "tether_checkpoints":
-                        raise duplicate_checkpoint(row.checkpoint) from None
-                    raise
+                    async with self._connection() as conn:
+                        try:
+                            await _apply(conn, row, event_rows, run_row)
+                        except psycopg.errors.UniqueViolation as exc:
+                            if row is not None and exc.diag.table_name == "tether_checkpoints":
+                                raise duplicate_checkpoint(row.checkpoint) from None
+                            raise
+                    break
+                except StorageError as exc:
+                    # One retry on a fresh connection when the database dropped this one.
+                    if attempt or not _dropped(exc.__cause__):
+                        raise
         if scope.cancelled_caught:
             raise StorageError(
                 f"commit to {self!r} did not finish within {self._timeout}s, so whether it was "
@@ -637,6 +655,31 @@ async def _write_checkpoint(conn: _Conn, row: CheckpointRow) -> None:
         "UPDATE tether_threads SET head_id = %s WHERE thread_id = %s",
         (cp.checkpoint_id, cp.thread_id),
     )
+
+
+async def _check_connection(conn: _Conn) -> None:
+    """The pool's check before it hands out an idle connection; raises if it is dead.
+
+    An idle connection has nothing to read, unless the server wrote to it: when a backend is
+    terminated (a restart, `pg_terminate_backend`, a failover) the server sends an error and
+    closes the socket. So a readable socket is confirmed with one round trip, and a quiet one
+    costs nothing.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
+
+
+def _dropped(exc: BaseException | None) -> bool:
+    """Whether a driver error means the connection was lost (not that the statement failed)."""
+    if not isinstance(exc, psycopg.OperationalError) or isinstance(exc, PoolTimeout):
+        return False
+    state = exc.sqlstate
+    # No SQLSTATE: the socket closed under psycopg. 08: connection exceptions. 57P0x: the
+    # backend was terminated (admin shutdown, crash shutdown, cannot connect now).
+    return state is None or state.startswith("08") or state.startswith("57P0")
 
 
 def _translate(exc: psycopg.Error, store: PostgresCheckpointer) -> TetherError:
