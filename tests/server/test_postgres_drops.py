@@ -9,6 +9,7 @@ but the stored record stayed `running`, a re-join got no `run_finished`, and the
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import anyio
@@ -29,14 +30,26 @@ HI = {"input": {"messages": [{"role": "user", "content": "hi"}]}}
 
 
 def _kill_backends(dsn: str, application_name: str) -> int:
+    """Terminate the backends of `application_name`; returns once they have exited."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         cur = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = %s",
-            (application_name,),
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
         )
-        row = cur.fetchone()
-    return int(row[0]) if row else 0
+        pids = [row[0] for row in cur.fetchall()]
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # Termination is asynchronous; a bounded poll of the server (another process) until the
+        # backends are gone, so each one has told its client socket before the test goes on.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            cur = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
+            row = cur.fetchone()
+            if row is not None and row[0] == 0:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"backends {pids} did not exit")
+    return len(pids)
 
 
 async def test_killed_connections_leave_no_phantom_run_and_no_500(postgres_dsn: str) -> None:

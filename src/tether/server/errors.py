@@ -35,11 +35,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import NotFoundError, ThreadBusyError, UserError
 
 __all__ = [
+    "ERROR_RESPONSES",
     "ApiError",
     "BodyLimitMiddleware",
     "RequestTooLargeError",
@@ -65,6 +67,46 @@ _TYPES = {
 
 _FASTAPI_PARSE_ERROR = "There was an error parsing the body"
 NOT_JSON = "the request body is not valid JSON (or nests too deep); send one JSON object"
+
+
+# The error body as a JSON schema, written out (not a pydantic model): FastAPI would put a model's
+# schema under the route's own media type, and the SSE routes' errors are JSON all the same.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+_DESCRIPTIONS = {
+    400: "The core refused a value.",
+    401: "The API key is missing or unknown.",
+    404: "No such thread or run (or it is another key's).",
+    409: "The thread is busy (`thread_busy`), or the thread id is taken (`conflict`).",
+    413: "The body is larger than the server's limit.",
+    422: "The body, a path or a query parameter is not valid (or the body is not JSON).",
+    500: "A bug, or (`/v1`) a failed run; the message leaks no internals.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` entries of error statuses, with the shared error body."""
+    return {
+        code: {
+            "description": _DESCRIPTIONS[code],
+            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        }
+        for code in codes
+    }
+
+
+ERROR_RESPONSES = error_responses(400, 401, 404, 409, 413, 422)
+"""The errors any authenticated endpoint can answer; routers add them to the OpenAPI spec."""
 
 
 def error_body(
@@ -128,7 +170,19 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"there is no endpoint {request.method} {request.url.path}; see /docs"
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}; see /docs"
+        # Starlette names only the first route that matched the path; list every route's methods.
+        return _json(405, error_body(405, message), {"Allow": ", ".join(_allowed(request))})
     return _json(exc.status_code, error_body(exc.status_code, message), exc.headers)
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods some route of the app accepts on the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:

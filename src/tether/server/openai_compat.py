@@ -26,7 +26,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from ..events import Event, MessageDeltaEvent, MessageEvent, RunFinished
 from ..handle import RunStream
@@ -34,13 +34,15 @@ from ..messages import Message
 from .auth import Principal
 from .catalog import ThreadRef
 from .context import Caller, Ctx, ServerContext, run_headers
-from .errors import ApiError
+from .errors import ERROR_RESPONSES, ApiError, error_responses
 from .inputs import JsonObject, check_thread_id, parse_message
-from .sse import DeferredJSONResponse, EventStreamResponse
+from .sse import SSE_SCHEMA, DeferredJSONResponse, EventStreamResponse
 
 __all__ = ["new_messages", "router"]
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(
+    prefix="/v1", tags=["openai"], responses={**ERROR_RESPONSES, **error_responses(500)}
+)
 
 
 class ChatCompletionRequest(BaseModel):
@@ -50,7 +52,7 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = Field(description="The served app's name (see GET /v1/models).")
     messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     metadata: JsonObject | None = Field(
         default=None, description="`thread_id` here continues a tether thread."
     )
@@ -189,7 +191,20 @@ async def _refuse_without_new_message() -> None:
     )
 
 
-@router.post("/chat/completions", summary="OpenAI-compatible chat completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    summary="OpenAI-compatible chat completions",
+    response_model=None,
+    responses={
+        200: {
+            "description": "A `chat.completion`, or with `stream: true` its chunks as SSE.",
+            "content": {
+                "application/json": {},
+                "text/event-stream": {"schema": SSE_SCHEMA},
+            },
+        }
+    },
+)
 async def chat_completions(
     ctx: Ctx,
     caller: Caller,

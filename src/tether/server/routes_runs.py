@@ -21,13 +21,20 @@ from fastapi.responses import JSONResponse
 from ..run import RunRecord
 from .catalog import ThreadRef
 from .context import Caller, Ctx, ServerContext, clean_config, run_headers
+from .errors import ERROR_RESPONSES
 from .inputs import ThreadIdPath, header_value
 from .schemas import RunCreate, first_user_text, run_input, run_json, thread_json
-from .sse import DeferredJSONResponse, EventStreamResponse, RunEventSource, parse_last_event_id
+from .sse import (
+    SSE_SCHEMA,
+    DeferredJSONResponse,
+    EventStreamResponse,
+    RunEventSource,
+    parse_last_event_id,
+)
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
 
 StopMode = Literal["now", "after_step", "rollback"]
 _ACTION_MODES: dict[str, StopMode] = {"interrupt": "now", "rollback": "rollback"}
@@ -71,7 +78,12 @@ async def create_run(
     "/threads/{thread_id}/runs/stream",
     summary="Start a run and stream its events (SSE)",
     response_class=EventStreamResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "The run's events."}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": SSE_SCHEMA}},
+            "description": "The run's events.",
+        }
+    },
 )
 async def stream_run(
     ctx: Ctx, caller: Caller, thread_id: ThreadIdPath, body: RunCreate
@@ -166,7 +178,12 @@ async def get_run_by_id(ctx: Ctx, caller: Caller, run_id: str) -> dict[str, Any]
     "/threads/{thread_id}/runs/{run_id}/stream",
     summary="Join a run's event stream (SSE), resuming after Last-Event-ID",
     response_class=EventStreamResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "The run's events."}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": SSE_SCHEMA}},
+            "description": "The run's events.",
+        }
+    },
 )
 async def join_run(
     ctx: Ctx,

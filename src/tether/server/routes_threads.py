@@ -13,12 +13,13 @@ from fastapi import APIRouter, Body, Query
 
 from ..errors import NotFoundError
 from .context import Caller, Ctx
+from .errors import ERROR_RESPONSES
 from .inputs import ThreadIdPath
 from .schemas import ThreadCreate, thread_json
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["threads"])
+router = APIRouter(tags=["threads"], responses=ERROR_RESPONSES)
 
 
 @router.post("/threads", summary="Create a thread")

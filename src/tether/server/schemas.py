@@ -1,7 +1,7 @@
 """The JSON shapes of the REST API: request bodies in, threads, runs and messages out.
 
-Requests are pydantic models with `extra="forbid"`, so a misspelled field is a 422 that names it
-rather than a silently ignored option. Responses are plain dicts built here, in one place:
+Requests are strict pydantic models with `extra="forbid"`, so a misspelled field, or `0` for
+`false`, is a 422 that names it rather than a silently ignored or coerced option. Responses are plain dicts built here, in one place:
 
 - a run is its `RunRecord` (`run_id`, `thread_id`, `status`, `app`, timestamps, and how it was
   stopped: `stop_requested_at`, `stopped_at`, `stop_mode`, `stop_reason`, `stop_requested_by`);
@@ -47,7 +47,7 @@ Strategy = Literal["reject", "interrupt", "rollback", "enqueue"]
 class RunCreate(BaseModel):
     """The body of `POST /threads/{thread_id}/runs[/stream|/wait]`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     input: JsonObject | None = Field(
         default=None,
@@ -81,7 +81,7 @@ class RunCreate(BaseModel):
 class ThreadCreate(BaseModel):
     """The body of `POST /threads` (all optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     thread_id: str | None = Field(
         default=None, min_length=1, max_length=MAX_THREAD_ID, pattern=THREAD_ID_PATTERN

@@ -26,6 +26,8 @@ Guarantees:
 - The pool checks an idle connection before handing it out (`_check_connection`, a round trip
   only when the server wrote to the idle socket, as it does when it terminates the backend), so
   connections killed while idle are replaced, not used.
+- Reads, and the idempotent thread writes, are retried once when the database dropped their
+  connection under them.
 - `commit()` is retried once, on a fresh connection, when the database dropped the connection
   (SQLSTATE class 08, 57P0x, or a closed socket). The transaction was then rolled back by the
   server, unless the drop came while it was applying `COMMIT` itself; see Residuals.
@@ -53,13 +55,14 @@ Residuals:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import select
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -103,6 +106,8 @@ from .base import Checkpoint, Checkpointer, ThreadInfo
 __all__ = ["PostgresCheckpointer"]
 
 _Conn = psycopg.AsyncConnection[Any]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Any fixed 64-bit number: every tether process migrating this database takes this lock.
 _MIGRATION_LOCK = 0x7465746865720001
@@ -165,6 +170,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _retry_if_dropped(
+    method: Callable[Concatenate[PostgresCheckpointer, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[PostgresCheckpointer, P], Coroutine[Any, Any, R]]:
+    """Run a read (or an idempotent write) once more when the database dropped its connection.
+
+    The pool's check catches connections that died while idle; this catches one that dies under
+    a statement (its backend terminated a moment before, or during, the call).
+    """
+
+    @functools.wraps(method)
+    async def retrying(self: PostgresCheckpointer, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        except StorageError as exc:
+            if not _dropped(exc.__cause__):
+                raise
+        return await method(self, *args, **kwargs)
+
+    return retrying
 
 
 class PostgresCheckpointer(Checkpointer):
@@ -304,6 +330,7 @@ class PostgresCheckpointer(Checkpointer):
 
     # threads
 
+    @_retry_if_dropped
     async def put_thread(self, thread: ThreadInfo) -> None:
         """Create the thread, or replace its metadata (keeping `created_at`).
 
@@ -317,6 +344,7 @@ class PostgresCheckpointer(Checkpointer):
                 (thread.thread_id, thread.created_at, metadata),
             )
 
+    @_retry_if_dropped
     async def create_thread(self, thread: ThreadInfo) -> tuple[ThreadInfo, bool]:
         """Create the thread if its id is free; the stored thread, and whether it was created.
 
@@ -342,6 +370,7 @@ class PostgresCheckpointer(Checkpointer):
             return await self.create_thread(thread)
         return decode_thread(thread.thread_id, row[0], row[1])[0], created
 
+    @_retry_if_dropped
     async def get_thread(self, thread_id: str) -> ThreadInfo | None:
         """The thread, or `None`.
 
@@ -355,6 +384,7 @@ class PostgresCheckpointer(Checkpointer):
             row = await cur.fetchone()
         return None if row is None else decode_thread(thread_id, row[0], row[1])[0]
 
+    @_retry_if_dropped
     async def list_threads(
         self, *, metadata: dict[str, Any] | None = None, limit: int = 100
     ) -> list[ThreadInfo]:
@@ -387,6 +417,7 @@ class PostgresCheckpointer(Checkpointer):
                 offset += page
         return found
 
+    @_retry_if_dropped
     async def delete_thread(self, thread_id: str) -> bool:
         """Delete the thread with everything it holds; False if it did not exist.
 
@@ -410,6 +441,7 @@ class PostgresCheckpointer(Checkpointer):
 
     # checkpoints
 
+    @_retry_if_dropped
     async def _read_checkpoints(
         self, thread_id: str, where: str, params: Sequence[Any], *, retry: bool = True
     ) -> list[tuple[Checkpoint, MessageHead | None]]:
@@ -472,6 +504,7 @@ class PostgresCheckpointer(Checkpointer):
 
     # runs
 
+    @_retry_if_dropped
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run record, or `None`.
 
@@ -482,6 +515,7 @@ class PostgresCheckpointer(Checkpointer):
             row = await cur.fetchone()
         return None if row is None else decode_run(run_id, row[0])
 
+    @_retry_if_dropped
     async def list_runs(
         self, thread_id: str | None = None, *, status: str | None = None, limit: int = 100
     ) -> list[RunRecord]:
@@ -507,6 +541,7 @@ class PostgresCheckpointer(Checkpointer):
 
     # events
 
+    @_retry_if_dropped
     async def read_events(self, run_id: str, *, after_seq: int = -1) -> list[Event]:
         """The run's events with `seq > after_seq`, in the order they were appended.
 
