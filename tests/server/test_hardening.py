@@ -277,3 +277,23 @@ def test_a_refused_websocket_closes_with_1008_and_a_reason() -> None:
                 pass
             assert refused.value.code == 1008
             assert refused.value.reason
+
+
+@pytest.mark.anyio
+async def test_v1_continues_a_non_latin1_thread_from_the_header_it_sent(make_served: Any) -> None:
+    served = await make_served()
+    body = {"model": "chat", "messages": [{"role": "user", "content": "one"}]}
+    with anyio.fail_after(WATCHDOG):
+        first = await served.client.post("/v1/chat/completions", json=body)
+        assert first.status_code == 200, first.text
+        await served.client.post(
+            f"/threads/{quote('日本')}/runs/wait", json=_run_body(body["messages"][0])
+        )
+        r = await served.client.post(
+            "/v1/chat/completions",
+            json={"model": "chat", "messages": [{"role": "user", "content": "two"}]},
+            headers={"X-Tether-Thread-Id": quote("日本")},
+        )
+    assert r.status_code == 200, r.text
+    assert r.headers["x-tether-thread-id"] == quote("日本")
+    assert r.json()["tether"]["thread_id"] == "日本"

@@ -9,8 +9,8 @@
   the partial answer is saved on the thread with `status="stopped"`. The same holds for a
   non-streaming request whose connection drops before the answer.
 - Conversations. Without a thread id every request runs on a new thread (its id comes back in
-  `X-Tether-Thread-Id`). To continue one, send its id in the `X-Tether-Thread-Id` header or in
-  `metadata.thread_id`. The thread already holds the history, so tether **appends only the messages
+  `X-Tether-Thread-Id`, percent-encoded). To continue one, send its id in the `X-Tether-Thread-Id`
+  header (percent-encoded, as tether sends it) or in `metadata.thread_id`. The thread already holds the history, so tether **appends only the messages
   after the last assistant message** of the request: a client may send the full history (as OpenAI
   clients do) or only the new user message — both work, nothing is duplicated. On a thread that
   already has messages, `system` messages among those are dropped (the app owns its instructions).
@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -219,7 +220,11 @@ async def chat_completions(
     app_name = _pick_app(ctx, body.model)
     meta_thread = (body.metadata or {}).get("thread_id")
     if x_tether_thread_id is not None:
-        thread_id: str | None = check_thread_id(x_tether_thread_id, where="X-Tether-Thread-Id")
+        # Percent-decoded: tether's own responses carry the id percent-encoded (HTTP headers
+        # are Latin-1), and a client sends back what it got.
+        thread_id: str | None = check_thread_id(
+            unquote(x_tether_thread_id), where="X-Tether-Thread-Id"
+        )
     elif isinstance(meta_thread, str):
         thread_id = check_thread_id(meta_thread, where="metadata.thread_id")
     else:
