@@ -89,3 +89,34 @@ async def test_killed_connections_leave_no_phantom_run_and_no_500(postgres_dsn: 
                 assert r.json()["run"]["status"] == "completed"
     finally:
         await store.aclose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs issue-9 (engine): when the commit of a run's end fails, the engine must still "
+    "store the record as ended (or retry), so no record stays `running` while its process lives",
+)
+async def test_a_run_whose_end_cannot_be_committed_is_not_left_running(postgres_dsn: str) -> None:
+    store = PostgresCheckpointer(postgres_dsn)
+    gate = Gate()
+    model = ScriptedModel(["Hel", gate, "lo"], default_reply="ok")
+    api = create_app(chat_app(model, checkpointer=store))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api), base_url="http://tether"
+        ) as client:
+            with anyio.fail_after(WATCHDOG):
+                r = await client.post("/threads/t1/runs", json=HI)
+                run_id = r.json()["run_id"]
+                await gate.reached()
+                # The event log goes away: every commit that appends events now fails.
+                with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+                    conn.execute("DROP TABLE tether_events")
+                gate.release()
+                joined = await client.get(f"/threads/t1/runs/{run_id}/stream")
+                assert "event: run_finished" in joined.text
+                record = await store.get_run(run_id)
+    finally:
+        await store.aclose()
+    assert record is not None
+    assert record.status not in ("running", "pending")
