@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -297,3 +298,28 @@ async def test_v1_continues_a_non_latin1_thread_from_the_header_it_sent(make_ser
     assert r.status_code == 200, r.text
     assert r.headers["x-tether-thread-id"] == quote("日本")
     assert r.json()["tether"]["thread_id"] == "日本"
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_a_first_message_postgres_cannot_title_with_leaves_no_thread(
+    postgres_dsn: str,
+) -> None:
+    from tether.storage.postgres import PostgresCheckpointer
+
+    store = PostgresCheckpointer(postgres_dsn)
+    api = create_app(chat_app(ScriptedModel(default_reply="ok"), checkpointer=store))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api), base_url="http://tether"
+        ) as client:
+            with anyio.fail_after(WATCHDOG):
+                # jsonb (the metadata index) refuses NUL: the title cannot be stored.
+                r = await client.post(
+                    "/threads/nul-title/runs/wait",
+                    json=_run_body({"role": "user", "content": "a\u0000b"}),
+                )
+            assert r.status_code == 400, r.text
+            assert await store.get_thread("nul-title") is None
+    finally:
+        await store.aclose()
