@@ -175,14 +175,24 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return _json(exc.status_code, error_body(exc.status_code, message), exc.headers)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 def _allowed(request: Request) -> list[str]:
     """The methods some route of the app accepts on the request's path."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    routes = request.app.router.routes
+    # A fresh scope: the request's own carries the routing state of its failed match.
+    base = {
+        "type": "http",
+        "path": request.scope["path"],
+        "root_path": request.scope.get("root_path", ""),
+        "headers": [],
+    }
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**base, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
