@@ -70,6 +70,7 @@ from .events import (
     TerminalStatus,
     ToolCallFinished,
 )
+from .failures import public_error
 from .handle import RunHandle
 from .ids import new_id
 from .messages import Message
@@ -421,7 +422,7 @@ class Engine:
                 status, failure, reason = "failed", exc, "stop_failed"
         with token._lock:
             token.finished = True  # from here on: no stop is accepted, no event is sent
-        error = None if failure is None else f"{type(failure).__name__}: {failure}"
+        error = None if failure is None else public_error(failure)
         record.status = status
         record.error = error
         record.finished_at = time.time()
@@ -467,7 +468,7 @@ class Engine:
         """`final`, turned into a failure because storing the run's end failed; queues a repair."""
         record = ex.handle.record
         record.status = "failed"
-        record.error = error = f"{type(failure).__name__}: {failure}"
+        record.error = error = public_error(failure)
         failed = dataclasses.replace(final, status="failed", reason="storage_failed", error=error)
         self._repairs[record.run_id] = (
             record.model_copy(),

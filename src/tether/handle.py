@@ -353,7 +353,12 @@ class RunStream(AbandonableStream):
         rest = [e for e in self._logged if e.seq >= self._cursor]
         if not rest:
             self._finished = True
-            raise StopAsyncIteration
+            # A re-join always ends with the terminal event, even one logged with a seq at or
+            # below the cursor (a crashed run's recovered end reuses the first unlogged seq).
+            final = next((e for e in self._logged if isinstance(e, RunFinished)), None)
+            if final is None:
+                raise StopAsyncIteration
+            return final
         self._cursor = rest[0].seq + 1
         if isinstance(rest[0], RunFinished):
             self._finished = True

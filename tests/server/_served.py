@@ -141,6 +141,11 @@ async def release(name: str) -> dict[str, bool]:
     return {"released": True}
 
 
+@control.get("/boom")
+async def boom() -> None:
+    raise RuntimeError("a deliberate bug, for the 500 tests")
+
+
 @control.get("/calls")
 async def calls() -> list[list[dict[str, Any]]]:
     return [

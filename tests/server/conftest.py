@@ -52,3 +52,6 @@ def server() -> Iterator[Server]:
     """One real uvicorn process serving `_served:api` for the module's tests."""
     with serve() as srv:
         yield srv
+
+
+from tests.storage.conftest import postgres_dsn  # noqa: E402, F401  # one fresh schema per test

@@ -127,3 +127,13 @@ async def test_websocket_over_real_uvicorn_streams_and_stops(server: Server) -> 
     assert any(f["type"] == "stop_result" and f["stopped"] for f in frames)
     last = thread["messages"][-1]
     assert (last["content"], last["status"]) == ("Partial", "stopped")
+
+
+def test_a_500_ends_its_keep_alive_connection_cleanly(server: Server) -> None:
+    """A pooled client's next request after a 500 is answered, not met by a reset socket."""
+    with httpx.Client(base_url=server.url, timeout=WATCHDOG) as c:
+        for _ in range(3):
+            r = c.get("/_test/boom")
+            assert r.status_code == 500
+            assert r.headers["connection"] == "close"
+            assert c.get("/healthz").status_code == 200

@@ -70,21 +70,36 @@ def test_websocket_disconnect_stops_the_runs_it_started() -> None:
     assert run["stop_requested_by"] == "disconnect"
 
 
-def test_websocket_refuses_another_keys_thread() -> None:
+def test_websocket_answers_another_keys_thread_exactly_like_a_missing_one() -> None:
     app = chat_app(ScriptedModel(default_reply="ok"))
     keys = {"key-alice-123": "alice", "key-bob-4567": "bob"}
     with TestClient(create_app(app, api_keys=keys)) as client:
         with client.websocket_connect("/threads/w3/ws?api_key=key-alice-123") as ws:
             ws.send_json({"type": "message", "content": "hi"})
-            assert until_finished(ws)[-1]["status"] == "completed"
+            run_id = until_finished(ws)[-1]["run_id"]
+        answers = {}
+        for thread in ("w3", "free"):
+            # The handshake is accepted for both: no existence oracle.
+            with client.websocket_connect(f"/threads/{thread}/ws?api_key=key-bob-4567") as ws:
+                ws.send_json({"type": "stop"})
+                stop = ws.receive_json()
+                ws.send_json({"type": "join", "run_id": run_id})
+                join = ws.receive_json()
+            answers[thread] = (
+                stop["error"]["type"],
+                stop["error"]["message"].replace(thread, "<id>"),
+                join["error"]["type"],
+                join["error"]["message"].replace(thread, "<id>"),
+            )
+        assert answers["w3"] == answers["free"]
+        assert answers["w3"][0] == "not_found"
+        with client.websocket_connect("/threads/w3/ws?api_key=key-bob-4567") as ws:
+            ws.send_json({"type": "message", "content": "let me in"})
+            assert ws.receive_json()["error"]["type"] == "not_found"
         with (
             pytest.raises(WebSocketDisconnect) as refused,
-            client.websocket_connect("/threads/w3/ws?api_key=key-bob-4567"),
-        ):
-            pass
-        assert refused.value.code == 1008
-        with (
-            pytest.raises(WebSocketDisconnect),
             client.websocket_connect("/threads/w3/ws"),
         ):
             pass
+        assert refused.value.code == 1008
+        assert "API key" in refused.value.reason

@@ -212,6 +212,47 @@ async def test_put_thread_replaces_metadata_and_keeps_created_at(
     )
 
 
+async def test_create_thread_inserts_only_if_absent_and_never_changes_the_owner(
+    checkpointer: Checkpointer,
+) -> None:
+    tid = new_id()
+    first = ThreadInfo(thread_id=tid, created_at=10.0, metadata={"owner": "A"})
+    assert await checkpointer.create_thread(first) == (first, True)
+    second = ThreadInfo(thread_id=tid, created_at=20.0, metadata={"owner": "B"})
+    assert await checkpointer.create_thread(second) == (first, False)
+    assert await checkpointer.get_thread(tid) == first
+
+
+async def test_concurrent_creators_of_one_id_exactly_one_wins(
+    backend: Backend, checkpointer: Checkpointer
+) -> None:
+    # Separate checkpointer instances (for a database: separate connections), all at once.
+    stores = [checkpointer, *(backend.open() for _ in range(3))]
+    for trial in range(10):
+        tid = f"race-{trial}-{new_id()}"
+        results: list[tuple[ThreadInfo, bool]] = []
+
+        async def create(
+            store: Checkpointer,
+            owner: str,
+            tid: str = tid,
+            results: list[tuple[ThreadInfo, bool]] = results,
+        ) -> None:
+            info = ThreadInfo(thread_id=tid, metadata={"owner": owner})
+            results.append(await store.create_thread(info))
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for i, store in enumerate(stores * 2):
+                    tg.start_soon(create, store, f"key{i}")
+        winners = [info for info, created in results if created]
+        assert len(winners) == 1
+        assert {info.metadata["owner"] for info, _ in results} == {winners[0].metadata["owner"]}
+        stored = await checkpointer.get_thread(tid)
+        assert stored is not None
+        assert stored.metadata == winners[0].metadata
+
+
 async def test_unknown_ids_read_as_empty(checkpointer: Checkpointer) -> None:
     assert await checkpointer.get_thread("nope") is None
     assert await checkpointer.get_checkpoint("nope") is None

@@ -220,3 +220,25 @@ def test_api_key_is_asked_for_and_used() -> None:
         expect(answer).to_have_text("You said: hello with a key.")
         expect(page.locator(".thread-item")).to_have_count(1)
         browser.close()
+
+
+def test_a_thread_whose_id_needs_percent_encoding_opens(server: Server, page: object) -> None:
+    from urllib.parse import quote
+
+    from playwright.sync_api import Page
+
+    assert isinstance(page, Page)
+    thread_id = "日本 100% sure?"  # non-ASCII, a space, a percent sign and a question mark
+    r = httpx.post(
+        f"{server.url}/threads/{quote(thread_id, safe='')}/runs/wait",
+        json={"input": {"messages": [{"role": "user", "content": "encoded hello"}]}},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    page.goto(f"{server.url}/threads/{quote(thread_id, safe='')}/view")
+    expect(page.locator("article.msg-user").last).to_contain_text("encoded hello")
+    expect(page.locator("article.msg-assistant").last).to_contain_text("You said: encoded hello.")
+    # Clicking it in the thread list opens it too (the hash round-trips).
+    page.goto(server.url)
+    page.locator(f'[data-thread-id="{thread_id}"]').click()
+    expect(page.locator("article.msg-user").last).to_contain_text("encoded hello")

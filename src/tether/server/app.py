@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 from fastapi import FastAPI
@@ -35,6 +36,7 @@ from .auth import ApiKeysSource, load_api_keys
 from .catalog import Catalog
 from .context import ServerContext
 from .errors import BodyLimitMiddleware, install_error_handlers
+from .inputs import ThreadIdPath
 from .openai_compat import router as openai_router
 from .protocols import router as protocols_router
 from .routes_runs import router as runs_router
@@ -146,8 +148,8 @@ def _mount_ui(api: FastAPI) -> None:
         return FileResponse(WEB_DIR / "index.html", headers=no_cache)
 
     @api.get("/threads/{thread_id}/view", include_in_schema=False)
-    async def thread_page(thread_id: str) -> RedirectResponse:
-        return RedirectResponse(f"/#{thread_id}")
+    async def thread_page(thread_id: ThreadIdPath) -> RedirectResponse:
+        return RedirectResponse(f"/#{quote(thread_id, safe='')}")
 
 
 async def _stop_local_runs(catalog: Catalog) -> None:

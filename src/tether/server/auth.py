@@ -136,8 +136,8 @@ def _read_key_file(path: Path) -> dict[str, str]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        key, _, name = line.partition(" ")
-        keys[key] = name.strip() or f"{path.name}:{number}"
+        key, *rest = line.split(None, 1)  # any whitespace (spaces, tabs) ends the key
+        keys[key] = rest[0].strip() if rest else f"{path.name}:{number}"
     return keys
 
 

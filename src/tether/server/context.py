@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 from ..handle import RunHandle
 from .auth import ApiKeys, Principal, principal_of
 from .catalog import Catalog, ThreadRef
+from .inputs import header_value
 
 __all__ = ["Caller", "Ctx", "ServerContext", "clean_config", "run_headers"]
 
@@ -60,7 +61,7 @@ def clean_config(config: dict[str, Any]) -> dict[str, Any] | None:
 def run_headers(ref: ThreadRef, handle: RunHandle) -> dict[str, str]:
     """Headers that tell a client which run a response is about before any event arrives."""
     return {
-        "X-Tether-Run-Id": handle.run_id,
-        "X-Tether-Thread-Id": ref.thread_id,
-        "Content-Location": f"/threads/{ref.thread_id}/runs/{handle.run_id}",
+        "X-Tether-Run-Id": header_value(handle.run_id),
+        "X-Tether-Thread-Id": header_value(ref.thread_id),
+        "Content-Location": header_value(f"/threads/{ref.thread_id}/runs/{handle.run_id}"),
     }

@@ -17,7 +17,8 @@ The shape is the OpenAI one, so OpenAI clients raise their usual exceptions with
 | 409    | `conflict`          | creating a thread whose id is taken                           |
 | 413    | `request_too_large` | a body over `max_body_bytes`                                  |
 | 422    | `invalid_request`   | a body that does not match the schema, or is not JSON         |
-| 500    | `internal_error`    | a bug; the message does not leak internals                    |
+| 500    | `internal_error`    | a bug; the message does not leak internals (and the response  |
+|        |                     | says `Connection: close`)                                     |
 
 The size bound is enforced by `BodyLimitMiddleware` while the body is read: it counts the bytes that
 actually arrive (a lying or missing `Content-Length` does not help a client), and fails the request
@@ -34,11 +35,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import NotFoundError, ThreadBusyError, UserError
 
 __all__ = [
+    "ERROR_RESPONSES",
     "ApiError",
     "BodyLimitMiddleware",
     "RequestTooLargeError",
@@ -60,6 +63,50 @@ _TYPES = {
     422: "invalid_request",
     429: "rate_limited",
 }
+
+
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+NOT_JSON = "the request body is not valid JSON (or nests too deep); send one JSON object"
+
+
+# The error body as a JSON schema, written out (not a pydantic model): FastAPI would put a model's
+# schema under the route's own media type, and the SSE routes' errors are JSON all the same.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+_DESCRIPTIONS = {
+    400: "The core refused a value.",
+    401: "The API key is missing or unknown.",
+    404: "No such thread or run (or it is another key's).",
+    409: "The thread is busy (`thread_busy`), or the thread id is taken (`conflict`).",
+    413: "The body is larger than the server's limit.",
+    422: "The body, a path or a query parameter is not valid (or the body is not JSON).",
+    500: "A bug, or (`/v1`) a failed run; the message leaks no internals.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` entries of error statuses, with the shared error body."""
+    return {
+        code: {
+            "description": _DESCRIPTIONS[code],
+            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        }
+        for code in codes
+    }
+
+
+ERROR_RESPONSES = error_responses(400, 401, 404, 409, 413, 422)
+"""The errors any authenticated endpoint can answer; routers add them to the OpenAPI spec."""
 
 
 def error_body(
@@ -116,16 +163,43 @@ async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     message = exc.detail if isinstance(exc.detail, str) else "the request failed"
+    if exc.status_code == 400 and message == _FASTAPI_PARSE_ERROR:
+        # FastAPI's answer to a body its JSON decoder gave up on (nested past Python's limit).
+        return _json(422, error_body(422, NOT_JSON))
     if exc.status_code == 404 and message == "Not Found":
         message = f"there is no endpoint {request.method} {request.url.path}; see /docs"
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}; see /docs"
+        # Starlette names only the first route that matched the path; list every route's methods.
+        return _json(405, error_body(405, message), {"Allow": ", ".join(_allowed(request))})
     return _json(exc.status_code, error_body(exc.status_code, message), exc.headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods some route of the app accepts on the request's path."""
+    routes = request.app.router.routes
+    # A fresh scope: the request's own carries the routing state of its failed match.
+    base = {
+        "type": "http",
+        "path": request.scope["path"],
+        "root_path": request.scope.get("root_path", ""),
+        "headers": [],
+    }
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**base, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return _json(422, error_body(422, NOT_JSON))
     parts = []
     for err in errors[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
@@ -155,9 +229,12 @@ async def _on_user_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    # `Connection: close`: the server state behind this connection is suspect, and a client
+    # that pools connections must learn that this one ends, rather than meet a reset.
     return _json(
         500,
         error_body(500, f"internal error ({type(exc).__name__}); the server log has the details"),
+        {"Connection": "close"},
     )
 
 

@@ -9,8 +9,8 @@
   the partial answer is saved on the thread with `status="stopped"`. The same holds for a
   non-streaming request whose connection drops before the answer.
 - Conversations. Without a thread id every request runs on a new thread (its id comes back in
-  `X-Tether-Thread-Id`). To continue one, send its id in the `X-Tether-Thread-Id` header or in
-  `metadata.thread_id`. The thread already holds the history, so tether **appends only the messages
+  `X-Tether-Thread-Id`, percent-encoded). To continue one, send its id in the `X-Tether-Thread-Id`
+  header (percent-encoded, as tether sends it) or in `metadata.thread_id`. The thread already holds the history, so tether **appends only the messages
   after the last assistant message** of the request: a client may send the full history (as OpenAI
   clients do) or only the new user message — both work, nothing is duplicated. On a thread that
   already has messages, `system` messages among those are dropped (the app owns its instructions).
@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import time
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Header
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from ..events import Event, MessageDeltaEvent, MessageEvent, RunFinished
 from ..handle import RunStream
@@ -34,13 +35,15 @@ from ..messages import Message
 from .auth import Principal
 from .catalog import ThreadRef
 from .context import Caller, Ctx, ServerContext, run_headers
-from .errors import ApiError
-from .schemas import parse_message
-from .sse import DeferredJSONResponse, EventStreamResponse
+from .errors import ERROR_RESPONSES, ApiError, error_responses
+from .inputs import JsonObject, check_thread_id, parse_message
+from .sse import SSE_SCHEMA, DeferredJSONResponse, EventStreamResponse
 
 __all__ = ["new_messages", "router"]
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(
+    prefix="/v1", tags=["openai"], responses={**ERROR_RESPONSES, **error_responses(500)}
+)
 
 
 class ChatCompletionRequest(BaseModel):
@@ -50,8 +53,8 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = Field(description="The served app's name (see GET /v1/models).")
     messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
-    metadata: dict[str, Any] | None = Field(
+    stream: StrictBool = False
+    metadata: JsonObject | None = Field(
         default=None, description="`thread_id` here continues a tether thread."
     )
 
@@ -78,15 +81,20 @@ def _pick_app(ctx: ServerContext, model: str) -> str:
 
 
 async def _thread(
-    ctx: ServerContext, caller: Principal, thread_id: str | None, app_name: str
+    ctx: ServerContext,
+    caller: Principal,
+    thread_id: str | None,
+    app_name: str,
+    title: str | None,
 ) -> tuple[ThreadRef, bool]:
-    """The thread to run on, and whether it already holds messages."""
+    """The thread to run on (titled by `title` if it has no title), and whether it holds
+    messages already."""
     if thread_id is None:
         ref = await ctx.catalog.create_thread(
-            caller, app_name=app_name, metadata={"source": "openai"}
+            caller, app_name=app_name, metadata={"source": "openai"}, title=title
         )
         return ref, False
-    ref = await ctx.catalog.thread_for_run(thread_id, caller, None)
+    ref = await ctx.catalog.thread_for_run(thread_id, caller, None, title=title)
     state = await ref.app.aget_state(thread_id)
     return ref, bool(state.values.get("messages"))
 
@@ -176,7 +184,28 @@ async def _collect(stream: RunStream) -> tuple[str, RunFinished]:
     raise ApiError(500, "the run ended without a terminal event")  # S1 makes this unreachable
 
 
-@router.post("/chat/completions", summary="OpenAI-compatible chat completions", response_model=None)
+async def _refuse_without_new_message() -> None:
+    raise ApiError(
+        422,
+        "no new message to answer: the request ends with an assistant message; end it with "
+        "the user's new message",
+    )
+
+
+@router.post(
+    "/chat/completions",
+    summary="OpenAI-compatible chat completions",
+    response_model=None,
+    responses={
+        200: {
+            "description": "A `chat.completion`, or with `stream: true` its chunks as SSE.",
+            "content": {
+                "application/json": {},
+                "text/event-stream": {"schema": SSE_SCHEMA},
+            },
+        }
+    },
+)
 async def chat_completions(
     ctx: Ctx,
     caller: Caller,
@@ -190,21 +219,24 @@ async def chat_completions(
     """
     app_name = _pick_app(ctx, body.model)
     meta_thread = (body.metadata or {}).get("thread_id")
-    thread_id = x_tether_thread_id or (meta_thread if isinstance(meta_thread, str) else None)
+    if x_tether_thread_id is not None:
+        # Percent-decoded: tether's own responses carry the id percent-encoded (HTTP headers
+        # are Latin-1), and a client sends back what it got.
+        thread_id: str | None = check_thread_id(
+            unquote(x_tether_thread_id), where="X-Tether-Thread-Id"
+        )
+    elif isinstance(meta_thread, str):
+        thread_id = check_thread_id(meta_thread, where="metadata.thread_id")
+    else:
+        thread_id = None
     incoming = [parse_message(m, where=f"messages[{i}]") for i, m in enumerate(body.messages)]
-    ref, has_messages = await _thread(ctx, caller, thread_id, app_name)
+    title = next((m.content for m in incoming if m.role == "user"), None)
+    ref, has_messages = await _thread(ctx, caller, thread_id, app_name, title)
     fresh = new_messages(incoming, thread_has_messages=has_messages)
     if not fresh:
-        raise ApiError(
-            422,
-            "no new message to answer: the request ends with an assistant message; end it with "
-            "the user's new message",
-        )
-    first_user = next((m for m in fresh if m.role == "user"), None)
-    if first_user is not None:
-        ref = await ctx.catalog.set_title(ref, first_user.content)
+        await ctx.catalog.start_run(ref, _refuse_without_new_message())
     stream = ref.app.astream({"messages": fresh}, thread_id=ref.thread_id, on_disconnect="cancel")
-    handle = await stream.start()
+    handle = await ctx.catalog.start_run(ref, stream.start())
     headers = run_headers(ref, handle)
     if body.stream:
         source = _ChunkSource(stream, handle.run_id, body.model, ref.thread_id)

@@ -23,12 +23,20 @@ from ..messages import Message
 from ..run import RunRecord
 from .catalog import ThreadRef
 from .context import Caller, Ctx, ServerContext, clean_config, run_headers
-from .schemas import RunCreate, run_input, run_json, thread_json
-from .sse import DeferredJSONResponse, EventStreamResponse, RunEventSource, parse_last_event_id
+from .errors import ERROR_RESPONSES
+from .inputs import ThreadIdPath, header_value
+from .schemas import RunCreate, first_user_text, run_input, run_json, thread_json
+from .sse import (
+    SSE_SCHEMA,
+    DeferredJSONResponse,
+    EventStreamResponse,
+    RunEventSource,
+    parse_last_event_id,
+)
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
 
 StopMode = Literal["now", "after_step", "rollback"]
 _ACTION_MODES: dict[str, StopMode] = {"interrupt": "now", "rollback": "rollback"}
@@ -37,32 +45,33 @@ _ACTION_MODES: dict[str, StopMode] = {"interrupt": "now", "rollback": "rollback"
 async def _prepare(
     ctx: ServerContext, caller: Caller, thread_id: str, body: RunCreate
 ) -> tuple[ThreadRef, Any]:
-    ref = await ctx.catalog.thread_for_run(thread_id, caller, body.app)
+    """The caller's thread (created and titled if new) and the run input; nothing is stored
+    before the input is known to be valid."""
     value = run_input(body)
-    if isinstance(value, dict):
-        first = next(
-            (m for m in value.get("messages", ()) if isinstance(m, Message) and m.role == "user"),
-            None,
-        )
-        if first is not None:
-            ref = await ctx.catalog.set_title(ref, first.content)
-    return ref, value
+    return await ctx.catalog.thread_for_run(
+        thread_id, caller, body.app, title=first_user_text(value)
+    ), value
 
 
 @router.post("/threads/{thread_id}/runs", summary="Start a run in the background")
-async def create_run(ctx: Ctx, caller: Caller, thread_id: str, body: RunCreate) -> JSONResponse:
+async def create_run(
+    ctx: Ctx, caller: Caller, thread_id: ThreadIdPath, body: RunCreate
+) -> JSONResponse:
     """Start a run and answer at once with its record (`status` is `pending` or `running`).
 
     The run is not tied to this request; follow it with `GET .../runs/{run_id}/stream`. 409 when
     the thread is busy and `multitask_strategy` is `reject`.
     """
     ref, value = await _prepare(ctx, caller, thread_id, body)
-    handle = await ref.app.astart(
-        value,
-        clean_config(body.config),
-        thread_id=ref.thread_id,
-        multitask_strategy=body.multitask_strategy,
-        metadata=body.metadata,
+    handle = await ctx.catalog.start_run(
+        ref,
+        ref.app.astart(
+            value,
+            clean_config(body.config),
+            thread_id=ref.thread_id,
+            multitask_strategy=body.multitask_strategy,
+            metadata=body.metadata,
+        ),
     )
     return JSONResponse(run_json(handle.snapshot()), headers=run_headers(ref, handle))
 
@@ -71,10 +80,15 @@ async def create_run(ctx: Ctx, caller: Caller, thread_id: str, body: RunCreate) 
     "/threads/{thread_id}/runs/stream",
     summary="Start a run and stream its events (SSE)",
     response_class=EventStreamResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "The run's events."}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": SSE_SCHEMA}},
+            "description": "The run's events.",
+        }
+    },
 )
 async def stream_run(
-    ctx: Ctx, caller: Caller, thread_id: str, body: RunCreate
+    ctx: Ctx, caller: Caller, thread_id: ThreadIdPath, body: RunCreate
 ) -> EventStreamResponse:
     """Start a run and stream its events as SSE: `event: <type>`, `id: <seq>`, `data: <json>`.
 
@@ -91,13 +105,14 @@ async def stream_run(
         on_disconnect=body.on_disconnect,
         metadata=body.metadata,
     )
-    handle = await stream.start()  # ThreadBusyError (409) surfaces here, before any byte is sent
+    # ThreadBusyError (409) surfaces here, before any byte is sent
+    handle = await ctx.catalog.start_run(ref, stream.start())
     return EventStreamResponse(RunEventSource(stream), headers=run_headers(ref, handle))
 
 
 @router.post("/threads/{thread_id}/runs/wait", summary="Start a run and wait for its end")
 async def wait_run(
-    ctx: Ctx, caller: Caller, thread_id: str, body: RunCreate
+    ctx: Ctx, caller: Caller, thread_id: ThreadIdPath, body: RunCreate
 ) -> DeferredJSONResponse:
     """Start a run and answer when it ends: `{"run": ..., "messages": [...], "values": {...}}`.
 
@@ -105,12 +120,15 @@ async def wait_run(
     """
     ref, value = await _prepare(ctx, caller, thread_id, body)
     app = ref.app
-    handle = await app.astart(
-        value,
-        clean_config(body.config),
-        thread_id=ref.thread_id,
-        multitask_strategy=body.multitask_strategy,
-        metadata=body.metadata,
+    handle = await ctx.catalog.start_run(
+        ref,
+        app.astart(
+            value,
+            clean_config(body.config),
+            thread_id=ref.thread_id,
+            multitask_strategy=body.multitask_strategy,
+            metadata=body.metadata,
+        ),
     )
 
     async def finish() -> dict[str, Any]:
@@ -136,7 +154,7 @@ async def wait_run(
 async def list_runs(
     ctx: Ctx,
     caller: Caller,
-    thread_id: str,
+    thread_id: ThreadIdPath,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """The thread's runs, newest first; active ones show live status."""
@@ -145,7 +163,7 @@ async def list_runs(
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}", summary="Read a run")
-async def get_run(ctx: Ctx, caller: Caller, thread_id: str, run_id: str) -> dict[str, Any]:
+async def get_run(ctx: Ctx, caller: Caller, thread_id: ThreadIdPath, run_id: str) -> dict[str, Any]:
     """The run record, including how and by whom it was stopped."""
     ref = await ctx.catalog.thread(thread_id, caller)
     return run_json(await ctx.catalog.run_on(ref, run_id))
@@ -162,12 +180,17 @@ async def get_run_by_id(ctx: Ctx, caller: Caller, run_id: str) -> dict[str, Any]
     "/threads/{thread_id}/runs/{run_id}/stream",
     summary="Join a run's event stream (SSE), resuming after Last-Event-ID",
     response_class=EventStreamResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "The run's events."}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": SSE_SCHEMA}},
+            "description": "The run's events.",
+        }
+    },
 )
 async def join_run(
     ctx: Ctx,
     caller: Caller,
-    thread_id: str,
+    thread_id: ThreadIdPath,
     run_id: str,
     after_seq: Annotated[int | None, Query(ge=-1)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -178,7 +201,11 @@ async def join_run(
     await ctx.catalog.run_on(ref, run_id)
     stream = await ref.app.ajoin(run_id, after_seq=parse_last_event_id(last_event_id, after_seq))
     return EventStreamResponse(
-        RunEventSource(stream), headers={"X-Tether-Run-Id": run_id, "X-Tether-Thread-Id": thread_id}
+        RunEventSource(stream),
+        headers={
+            "X-Tether-Run-Id": header_value(run_id),
+            "X-Tether-Thread-Id": header_value(thread_id),
+        },
     )
 
 
@@ -201,7 +228,7 @@ async def _stop_result(ref: ThreadRef, run_id: str | None, result: StopResult) -
 async def cancel_run(
     ctx: Ctx,
     caller: Caller,
-    thread_id: str,
+    thread_id: ThreadIdPath,
     run_id: str,
     action: Literal["interrupt", "rollback"] = "interrupt",
     wait: bool = False,
@@ -231,7 +258,7 @@ async def cancel_run(
 async def stop_thread(
     ctx: Ctx,
     caller: Caller,
-    thread_id: str,
+    thread_id: ThreadIdPath,
     mode: StopMode = "now",
     wait: bool = False,
     reason: Annotated[str | None, Query(max_length=500)] = None,

@@ -13,11 +13,13 @@ from fastapi import APIRouter, Body, Query
 
 from ..errors import NotFoundError
 from .context import Caller, Ctx
+from .errors import ERROR_RESPONSES
+from .inputs import ThreadIdPath
 from .schemas import ThreadCreate, thread_json
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["threads"])
+router = APIRouter(tags=["threads"], responses=ERROR_RESPONSES)
 
 
 @router.post("/threads", summary="Create a thread")
@@ -53,7 +55,7 @@ async def list_threads(
 
 
 @router.get("/threads/{thread_id}", summary="Read a thread: state and messages")
-async def get_thread(ctx: Ctx, caller: Caller, thread_id: str) -> dict[str, Any]:
+async def get_thread(ctx: Ctx, caller: Caller, thread_id: ThreadIdPath) -> dict[str, Any]:
     """The thread with its `messages` (each with `role`, `content`, `status`), other state
     `values`, `status` and `active_run_id`."""
     ref = await ctx.catalog.thread(thread_id, caller)
@@ -69,7 +71,7 @@ async def get_thread(ctx: Ctx, caller: Caller, thread_id: str) -> dict[str, Any]
 
 
 @router.delete("/threads/{thread_id}", summary="Delete a thread")
-async def delete_thread(ctx: Ctx, caller: Caller, thread_id: str) -> dict[str, Any]:
+async def delete_thread(ctx: Ctx, caller: Caller, thread_id: ThreadIdPath) -> dict[str, Any]:
     """Stop its active run (if any, `requested_by="user"`), then delete the thread with its
     checkpoints, runs and events."""
     ref = await ctx.catalog.thread(thread_id, caller)

@@ -13,7 +13,16 @@ Server → client: every run event as JSON (the same objects as the SSE `data:`)
     {"type": "stop_result", "stopped": true, "run_id": "..."}
     {"type": "error", "error": {"type": "thread_busy", "message": "...", ...}}
 
-Errors (a busy thread, a bad frame) are reported as `error` frames; the socket stays open.
+Every frame is validated with the same models as REST (`ClientFrame`; a `message` frame's
+`messages` are parsed like a run's `input.messages`). Errors (a busy thread, a bad frame, a frame
+that is not JSON, a binary frame, JSON nested deeper than the REST limit, another key's thread)
+are reported as `error` frames with the status REST would answer; the socket stays open. A text
+frame larger than the server's body limit closes the socket with 1009.
+
+The handshake is refused (close code 1008, the reason in the close frame) for a missing or
+unknown API key and a bad `on_disconnect`. It is accepted for any valid thread id, whoever owns
+the thread: another key's thread then answers 404 to every frame, exactly like a thread that does
+not exist yet answers a `stop` or `join`.
 
 When the socket closes, runs it started are stopped (`requested_by="disconnect"`), unless it was
 opened with `?on_disconnect=continue`; runs it merely joined are never stopped. Authenticate with
@@ -23,25 +32,99 @@ the usual headers or `?api_key=` (browsers cannot set WebSocket headers).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from ..errors import NotFoundError, ThreadBusyError, UserError
 from ..events import event_to_json
 from ..handle import RunStream
+from ..run import OnDisconnect
 from .auth import Principal, principal_of
-from .catalog import ThreadRef
 from .context import ServerContext, server_context
 from .errors import ApiError, error_body
-from .schemas import RunCreate, run_input
+from .inputs import check_json, check_thread_id
+from .schemas import RunCreate, Strategy, first_user_text, run_input
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["websocket"])
+StopMode = Literal["now", "after_step", "rollback"]
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class MessageFrame(_Frame):
+    """Send a message (`content`) or messages (`messages`) and start a run."""
+
+    type: Literal["message"]
+    content: str | None = Field(default=None, min_length=1)
+    messages: list[Any] | None = None
+    multitask_strategy: Strategy = "reject"
+    app: str | None = None
+
+    @model_validator(mode="after")
+    def _has_input(self) -> MessageFrame:
+        if (self.content is None) == (self.messages is None):
+            raise ValueError("a 'message' frame needs 'content' (text) or 'messages', not both")
+        return self
+
+
+class ResumeFrame(_Frame):
+    """Continue the stopped answer."""
+
+    type: Literal["resume"]
+    multitask_strategy: Strategy = "reject"
+    app: str | None = None
+
+
+class StopFrame(_Frame):
+    """Stop the thread's active run."""
+
+    type: Literal["stop"]
+    mode: StopMode = "now"
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class JoinFrame(_Frame):
+    """Follow a run's events after `after_seq`."""
+
+    type: Literal["join"]
+    run_id: str = Field(min_length=1, max_length=200)
+    after_seq: int = Field(default=-1, ge=-1)
+
+
+ClientFrame = Annotated[
+    MessageFrame | ResumeFrame | StopFrame | JoinFrame, Field(discriminator="type")
+]
+_FRAME: TypeAdapter[MessageFrame | ResumeFrame | StopFrame | JoinFrame] = TypeAdapter(ClientFrame)
+
+
+def parse_frame(text: str) -> MessageFrame | ResumeFrame | StopFrame | JoinFrame:
+    """A client frame from its text; a 422 `ApiError` naming the field when it is not one."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ApiError(422, "the frame is not valid JSON; send one JSON object") from None
+    if not isinstance(data, dict) or "type" not in data:
+        raise ApiError(
+            422,
+            "each frame must be a JSON object with a 'type': 'message', 'stop', 'resume' or 'join'",
+        )
+    try:
+        check_json(data, where="the frame")
+        return _FRAME.validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "the frame"
+        raise ApiError(422, f"invalid frame: {where}: {err.get('msg', 'invalid')}"[:300]) from None
+    except ValueError as exc:
+        raise ApiError(422, f"invalid frame: {exc}"[:300]) from None
 
 
 class _Session:
@@ -53,13 +136,13 @@ class _Session:
         ctx: ServerContext,
         caller: Principal,
         thread_id: str,
-        on_disconnect: str,
+        on_disconnect: OnDisconnect,
     ) -> None:
         self.ws = ws
         self.ctx = ctx
         self.caller = caller
         self.thread_id = thread_id
-        self.on_disconnect = on_disconnect
+        self.on_disconnect: OnDisconnect = on_disconnect
         self.lock = anyio.Lock()  # one frame at a time on the socket
         self.streams: set[RunStream] = set()  # open streams; closed (per on_disconnect) at the end
 
@@ -83,62 +166,51 @@ class _Session:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def handle(self, tg: TaskGroup, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind in ("message", "resume"):
-            await self.start(tg, frame)
-        elif kind == "stop":
+    async def handle(
+        self, tg: TaskGroup, frame: MessageFrame | ResumeFrame | StopFrame | JoinFrame
+    ) -> None:
+        if isinstance(frame, StopFrame):
             await self.stop(frame)
-        elif kind == "join":
+        elif isinstance(frame, JoinFrame):
             await self.join(tg, frame)
         else:
-            raise ApiError(
-                422, f"unknown frame type {kind!r}; send 'message', 'stop', 'resume' or 'join'"
-            )
+            await self.start(tg, frame)
 
-    async def _thread(self, app_name: str | None = None) -> ThreadRef:
-        return await self.ctx.catalog.thread_for_run(self.thread_id, self.caller, app_name)
-
-    async def start(self, tg: TaskGroup, frame: dict[str, Any]) -> None:
-        if frame.get("type") == "resume":
+    async def start(self, tg: TaskGroup, frame: MessageFrame | ResumeFrame) -> None:
+        if isinstance(frame, ResumeFrame):
             body = RunCreate(
-                resume=True, multitask_strategy=frame.get("multitask_strategy", "reject")
+                resume=True, app=frame.app, multitask_strategy=frame.multitask_strategy
             )
         else:
-            messages = frame.get("messages")
+            messages = frame.messages
             if messages is None:
-                content = frame.get("content")
-                if not isinstance(content, str) or not content:
-                    raise ApiError(422, "a 'message' frame needs 'content' (text) or 'messages'")
-                messages = [{"role": "user", "content": content}]
+                messages = [{"role": "user", "content": frame.content}]
             body = RunCreate(
                 input={"messages": messages},
-                app=frame.get("app"),
-                multitask_strategy=frame.get("multitask_strategy", "reject"),
+                app=frame.app,
+                multitask_strategy=frame.multitask_strategy,
             )
-        ref = await self._thread(body.app)
         value = run_input(body)
-        if isinstance(value, dict):
-            users = [m for m in value.get("messages", ()) if m.role == "user"]
-            if users:
-                ref = await self.ctx.catalog.set_title(ref, users[0].content)
+        ref = await self.ctx.catalog.thread_for_run(
+            self.thread_id, self.caller, body.app, title=first_user_text(value)
+        )
         stream = ref.app.astream(
             value,
             thread_id=ref.thread_id,
             multitask_strategy=body.multitask_strategy,
             on_disconnect=self.on_disconnect,
         )
-        await stream.start()
+        await self.ctx.catalog.start_run(ref, stream.start())
         self.streams.add(stream)
         tg.start_soon(self.pump, stream)
 
-    async def stop(self, frame: dict[str, Any]) -> None:
+    async def stop(self, frame: StopFrame) -> None:
         ref = await self.ctx.catalog.thread(self.thread_id, self.caller)
         active = ref.app.registry.active_on(self.thread_id)
         stopped = await ref.app.astop(
             thread_id=self.thread_id,
-            mode=str(frame.get("mode", "now")),
-            reason=frame.get("reason"),
+            mode=frame.mode,
+            reason=frame.reason,
             requested_by="user",
             wait=False,
         )
@@ -150,14 +222,10 @@ class _Session:
             }
         )
 
-    async def join(self, tg: TaskGroup, frame: dict[str, Any]) -> None:
-        run_id = frame.get("run_id")
-        if not isinstance(run_id, str):
-            raise ApiError(422, "a 'join' frame needs 'run_id'")
-        after = frame.get("after_seq", -1)
+    async def join(self, tg: TaskGroup, frame: JoinFrame) -> None:
         ref = await self.ctx.catalog.thread(self.thread_id, self.caller)
-        await self.ctx.catalog.run_on(ref, run_id)
-        stream = await ref.app.ajoin(run_id, after_seq=after if isinstance(after, int) else -1)
+        await self.ctx.catalog.run_on(ref, frame.run_id)
+        stream = await ref.app.ajoin(frame.run_id, after_seq=frame.after_seq)
         self.streams.add(stream)
         tg.start_soon(self.pump, stream)
 
@@ -168,31 +236,33 @@ async def thread_socket(ws: WebSocket, thread_id: str, on_disconnect: str = "can
     ctx = server_context(ws)
     try:
         caller = principal_of(ws, ctx.keys)
+        check_thread_id(thread_id)
         if on_disconnect not in ("cancel", "continue"):
             raise ApiError(422, f"on_disconnect {on_disconnect!r} is not 'cancel' or 'continue'")
-        ref = await ctx.catalog.lookup(thread_id)
-        if ref is not None and not caller.owns(ref.info.metadata):
-            raise NotFoundError(f"there is no thread {thread_id!r}")
-    except (ApiError, UserError) as exc:
-        # Refuse the handshake: 1008 (policy violation) says why in the close reason.
-        await ws.close(code=1008, reason=str(getattr(exc, "detail", exc))[:120])
+    except ApiError as exc:
+        # Refuse the handshake: 1008 (policy violation), the reason says why.
+        await ws.close(code=1008, reason=_close_reason(str(exc.detail)))
         return
     await ws.accept()
-    session = _Session(ws, ctx, caller, thread_id, on_disconnect)
+    mode: OnDisconnect = "continue" if on_disconnect == "continue" else "cancel"
+    session = _Session(ws, ctx, caller, thread_id, mode)
     try:
         async with anyio.create_task_group() as tg:
             while True:
-                text = await ws.receive_text()
-                if len(text.encode()) > ctx.max_body_bytes:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    await session.send_error(
+                        422, "binary frames are not accepted; send each frame as JSON text"
+                    )
+                    continue
+                if len(text.encode("utf-8", "surrogatepass")) > ctx.max_body_bytes:
                     await ws.close(code=1009, reason="message too big")
                     break
                 try:
-                    frame = json.loads(text)
-                    if not isinstance(frame, dict):
-                        raise ApiError(422, "each frame must be a JSON object with a 'type'")
-                    await session.handle(tg, frame)
-                except json.JSONDecodeError:
-                    await session.send_error(422, "the frame is not valid JSON")
+                    await session.handle(tg, parse_frame(text))
                 except ThreadBusyError as exc:
                     await session.send_error(
                         409, str(exc), type="thread_busy", active_run_id=exc.active_run_id
@@ -213,3 +283,9 @@ async def thread_socket(ws: WebSocket, thread_id: str, on_disconnect: str = "can
         with anyio.CancelScope(shield=True):
             for stream in list(session.streams):
                 await stream.aclose()
+
+
+def _close_reason(text: str) -> str:
+    """A close reason: at most 123 bytes of UTF-8 (the WebSocket limit), cut at a character."""
+    data = text.encode("utf-8", "replace")[:123]
+    return data.decode("utf-8", "ignore")

@@ -1,7 +1,7 @@
 """The JSON shapes of the REST API: request bodies in, threads, runs and messages out.
 
-Requests are pydantic models with `extra="forbid"`, so a misspelled field is a 422 that names it
-rather than a silently ignored option. Responses are plain dicts built here, in one place:
+Requests are strict pydantic models with `extra="forbid"`, so a misspelled field, or `0` for
+`false`, is a 422 that names it rather than a silently ignored or coerced option. Responses are plain dicts built here, in one place:
 
 - a run is its `RunRecord` (`run_id`, `thread_id`, `status`, `app`, timestamps, and how it was
   stopped: `stop_requested_at`, `stopped_at`, `stop_mode`, `stop_reason`, `stop_requested_by`);
@@ -23,16 +23,17 @@ from pydantic_core import to_jsonable_python
 
 from ..app import StateSnapshot
 from ..commands import Resume
-from ..errors import UserError
 from ..messages import Message
 from ..run import RunRecord
 from .auth import OWNER_KEY
 from .catalog import ThreadRef
 from .errors import ApiError
+from .inputs import MAX_THREAD_ID, THREAD_ID_PATTERN, JsonObject, parse_message
 
 __all__ = [
     "RunCreate",
     "ThreadCreate",
+    "first_user_text",
     "jsonable",
     "message_json",
     "run_input",
@@ -46,9 +47,9 @@ Strategy = Literal["reject", "interrupt", "rollback", "enqueue"]
 class RunCreate(BaseModel):
     """The body of `POST /threads/{thread_id}/runs[/stream|/wait]`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    input: dict[str, Any] | None = Field(
+    input: JsonObject | None = Field(
         default=None,
         description='The new state, usually `{"messages": [{"role": "user", "content": "..."}]}`. '
         "Omit it (with `resume` false) to continue the thread from its last checkpoint.",
@@ -71,8 +72,8 @@ class RunCreate(BaseModel):
         description="Continue the stopped assistant answer where it ended (the UI's Continue). "
         "Agents implement it; do not send `input` with it.",
     )
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Stored on the run record.")
-    config: dict[str, Any] = Field(
+    metadata: JsonObject = Field(default_factory=dict, description="Stored on the run record.")
+    config: JsonObject = Field(
         default_factory=dict, description='Run config, e.g. `{"recursion_limit": 50}`.'
     )
 
@@ -80,11 +81,13 @@ class RunCreate(BaseModel):
 class ThreadCreate(BaseModel):
     """The body of `POST /threads` (all optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+    thread_id: str | None = Field(
+        default=None, min_length=1, max_length=MAX_THREAD_ID, pattern=THREAD_ID_PATTERN
+    )
     app: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
 
 
@@ -115,14 +118,13 @@ def parse_input(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_message(data: Any, *, where: str) -> Message:
-    """One message from its OpenAI-style JSON; 422 naming `where` when it is not one."""
-    if not isinstance(data, dict) or "role" not in data:
-        raise ApiError(422, f"{where} must be an object with 'role' and 'content'")
-    try:
-        return Message.from_openai(data)
-    except UserError as exc:
-        raise ApiError(422, f"{where} is not a valid message: {exc}"[:500]) from None
+def first_user_text(value: Any) -> str | None:
+    """The text of the first user message of a run input (what titles a new thread)."""
+    if not isinstance(value, dict):
+        return None
+    messages = value.get("messages", ())
+    first = next((m for m in messages if isinstance(m, Message) and m.role == "user"), None)
+    return first.content if first is not None else None
 
 
 def jsonable(value: Any) -> Any:

@@ -42,6 +42,7 @@ from ..events import Event, event_json_bytes
 from ..handle import RunStream
 
 __all__ = [
+    "SSE_SCHEMA",
     "ChunkSource",
     "DeferredJSONResponse",
     "EventStreamResponse",
@@ -50,6 +51,16 @@ __all__ = [
     "parse_last_event_id",
 ]
 
+# One SSE message as OpenAPI describes a `text/event-stream` item (`data` holds the JSON text).
+SSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
 PING_INTERVAL = 15.0  # seconds of silence before a `: ping` comment
 SSE_HEADERS = {
     "Cache-Control": "no-cache",

@@ -91,6 +91,14 @@ class Checkpointer(ABC):
         """Create the thread, or replace its metadata if it exists."""
 
     @abstractmethod
+    async def create_thread(self, thread: ThreadInfo) -> tuple[ThreadInfo, bool]:
+        """Create the thread only if its id is free, atomically; never change an existing one.
+
+        Returns the stored thread and whether this call created it. Of concurrent creators of one
+        id, in any process, exactly one gets `True`; the others get its thread and `False`.
+        """
+
+    @abstractmethod
     async def get_thread(self, thread_id: str) -> ThreadInfo | None:
         """The thread, or `None`."""
 

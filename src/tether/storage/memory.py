@@ -41,6 +41,16 @@ class InMemoryCheckpointer(Checkpointer):
                 thread, metadata=encode_value(thread.metadata, where="thread metadata")
             )
 
+    async def create_thread(self, thread: ThreadInfo) -> tuple[ThreadInfo, bool]:
+        encoded = encode_value(thread.metadata, where="thread metadata")
+        with self._lock:
+            old = self._threads.get(thread.thread_id)
+            if old is None:
+                self._threads[thread.thread_id] = replace(thread, metadata=encoded)
+        if old is None:
+            return replace(thread, metadata=decode_value(encoded)), True
+        return replace(old, metadata=decode_value(old.metadata)), False
+
     async def get_thread(self, thread_id: str) -> ThreadInfo | None:
         with self._lock:
             thread = self._threads.get(thread_id)

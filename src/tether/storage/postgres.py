@@ -23,6 +23,14 @@ Mechanism:
 
 Guarantees:
 - Reads return exactly the committed values, like every backend.
+- The pool checks an idle connection before handing it out (`_check_connection`, a round trip
+  only when the server wrote to the idle socket, as it does when it terminates the backend), so
+  connections killed while idle are replaced, not used.
+- Reads, and the idempotent thread writes, are retried once when the database dropped their
+  connection under them.
+- `commit()` is retried once, on a fresh connection, when the database dropped the connection
+  (SQLSTATE class 08, 57P0x, or a closed socket). The transaction was then rolled back by the
+  server, unless the drop came while it was applying `COMMIT` itself; see Residuals.
 - `commit()` runs shielded from cancellation once it started, with its own deadline (`timeout`):
   it either applies fully and returns, or raises and applies nothing. A cancelled caller sees the
   cancellation at its next await. If the deadline expires while the server is applying `COMMIT`,
@@ -34,6 +42,9 @@ Guarantees:
   such as a NUL character in an id), with the driver's error as `__cause__`.
 
 Residuals:
+- A connection dropped while the server applies `COMMIT` leaves the outcome unknown. The retry
+  then either fails cleanly (`CheckpointConflictError`: the head already moved) or, for a commit
+  without a checkpoint, may append its events a second time.
 - Close the checkpointer (`aclose()`, or `async with`) before an event loop that used it ends.
   psycopg-pool treats the cancellation of a connection attempt that is in flight as a failed
   connect and retries it, so a loop that shuts down with an open pool may never finish.
@@ -44,12 +55,14 @@ Residuals:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import select
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -58,13 +71,14 @@ from .._extras import require
 
 try:
     import psycopg
-    from psycopg_pool import AsyncConnectionPool
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
 except ImportError:  # pragma: no cover - exercised in a venv without the extra (tests/packaging)
     require("tether.storage.postgres", "postgres")
     raise  # the extra is installed but broken: the original error says how
 
 from ..errors import StorageError, TetherError, UserError
 from ..events import Event
+from ..failures import redact
 from ..run import RunRecord
 from ..serde import encode_value
 from ._rows import (
@@ -92,6 +106,8 @@ from .base import Checkpoint, Checkpointer, ThreadInfo
 __all__ = ["PostgresCheckpointer"]
 
 _Conn = psycopg.AsyncConnection[Any]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Any fixed 64-bit number: every tether process migrating this database takes this lock.
 _MIGRATION_LOCK = 0x7465746865720001
@@ -156,6 +172,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _retry_if_dropped(
+    method: Callable[Concatenate[PostgresCheckpointer, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[PostgresCheckpointer, P], Coroutine[Any, Any, R]]:
+    """Run a read (or an idempotent write) once more when the database dropped its connection.
+
+    The pool's check catches connections that died while idle; this catches one that dies under
+    a statement (its backend terminated a moment before, or during, the call).
+    """
+
+    @functools.wraps(method)
+    async def retrying(self: PostgresCheckpointer, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        except StorageError as exc:
+            if not _dropped(exc.__cause__):
+                raise
+        return await method(self, *args, **kwargs)
+
+    return retrying
+
+
 class PostgresCheckpointer(Checkpointer):
     """Stores threads, checkpoints, runs and events in Postgres. See the module docstring.
 
@@ -188,7 +225,7 @@ class PostgresCheckpointer(Checkpointer):
         self._heads = HeadCache(cache_threads)
 
     def __repr__(self) -> str:
-        return f"PostgresCheckpointer({self.dsn!r})"
+        return f"PostgresCheckpointer({redact(self.dsn)!r})"
 
     async def _pool(self) -> AsyncConnectionPool[_Conn]:
         loop = asyncio.get_running_loop()
@@ -204,6 +241,7 @@ class PostgresCheckpointer(Checkpointer):
                     max_size=self._max_size,
                     timeout=self._timeout,
                     kwargs={"autocommit": True},  # transactions are explicit
+                    check=_check_connection,
                     name="tether",
                 )
                 self._pools[loop] = pool
@@ -251,7 +289,7 @@ class PostgresCheckpointer(Checkpointer):
             version = int(found[0]) if found else 0
             if version > SCHEMA_VERSION:
                 raise StorageError(
-                    f"{self.dsn!r} has tether schema version {version}, newer than this "
+                    f"{self!r} has tether schema version {version}, newer than this "
                     f"tether's {SCHEMA_VERSION}; upgrade tether to use it"
                 )
             for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -293,6 +331,7 @@ class PostgresCheckpointer(Checkpointer):
 
     # threads
 
+    @_retry_if_dropped
     async def put_thread(self, thread: ThreadInfo) -> None:
         """Create the thread, or replace its metadata (keeping `created_at`).
 
@@ -306,6 +345,33 @@ class PostgresCheckpointer(Checkpointer):
                 (thread.thread_id, thread.created_at, metadata),
             )
 
+    @_retry_if_dropped
+    async def create_thread(self, thread: ThreadInfo) -> tuple[ThreadInfo, bool]:
+        """Create the thread if its id is free; the stored thread, and whether it was created.
+
+        A concurrent creator's `INSERT` waits for the first one's, then does nothing and reads
+        its row. Cancelled: it stops at once (see the module docstring).
+        """
+        metadata = encode_thread_metadata(thread.metadata)
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO tether_threads (thread_id, created_at, metadata) VALUES (%s, %s, %s) "
+                "ON CONFLICT (thread_id) DO NOTHING RETURNING created_at, metadata",
+                (thread.thread_id, thread.created_at, metadata),
+            )
+            row = await cur.fetchone()
+            created = row is not None
+            if row is None:
+                cur = await conn.execute(
+                    "SELECT created_at, metadata FROM tether_threads WHERE thread_id = %s",
+                    (thread.thread_id,),
+                )
+                row = await cur.fetchone()
+        if row is None:  # deleted between the two statements: it is free again
+            return await self.create_thread(thread)
+        return decode_thread(thread.thread_id, row[0], row[1])[0], created
+
+    @_retry_if_dropped
     async def get_thread(self, thread_id: str) -> ThreadInfo | None:
         """The thread, or `None`.
 
@@ -319,6 +385,7 @@ class PostgresCheckpointer(Checkpointer):
             row = await cur.fetchone()
         return None if row is None else decode_thread(thread_id, row[0], row[1])[0]
 
+    @_retry_if_dropped
     async def list_threads(
         self, *, metadata: dict[str, Any] | None = None, limit: int = 100
     ) -> list[ThreadInfo]:
@@ -351,6 +418,7 @@ class PostgresCheckpointer(Checkpointer):
                 offset += page
         return found
 
+    @_retry_if_dropped
     async def delete_thread(self, thread_id: str) -> bool:
         """Delete the thread with everything it holds; False if it did not exist.
 
@@ -374,6 +442,7 @@ class PostgresCheckpointer(Checkpointer):
 
     # checkpoints
 
+    @_retry_if_dropped
     async def _read_checkpoints(
         self, thread_id: str, where: str, params: Sequence[Any], *, retry: bool = True
     ) -> list[tuple[Checkpoint, MessageHead | None]]:
@@ -436,6 +505,7 @@ class PostgresCheckpointer(Checkpointer):
 
     # runs
 
+    @_retry_if_dropped
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run record, or `None`.
 
@@ -446,6 +516,7 @@ class PostgresCheckpointer(Checkpointer):
             row = await cur.fetchone()
         return None if row is None else decode_run(run_id, row[0])
 
+    @_retry_if_dropped
     async def list_runs(
         self, thread_id: str | None = None, *, status: str | None = None, limit: int = 100
     ) -> list[RunRecord]:
@@ -471,6 +542,7 @@ class PostgresCheckpointer(Checkpointer):
 
     # events
 
+    @_retry_if_dropped
     async def read_events(self, run_id: str, *, after_seq: int = -1) -> list[Event]:
         """The run's events with `seq > after_seq`, in the order they were appended.
 
@@ -512,13 +584,20 @@ class PostgresCheckpointer(Checkpointer):
         await anyio.lowlevel.checkpoint_if_cancelled()
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + self._timeout
-            async with self._connection() as conn:
+            for attempt in range(2):
                 try:
-                    await _apply(conn, row, event_rows, run_row)
-                except psycopg.errors.UniqueViolation as exc:
-                    if row is not None and exc.diag.table_name == "tether_checkpoints":
-                        raise duplicate_checkpoint(row.checkpoint) from None
-                    raise
+                    async with self._connection() as conn:
+                        try:
+                            await _apply(conn, row, event_rows, run_row)
+                        except psycopg.errors.UniqueViolation as exc:
+                            if row is not None and exc.diag.table_name == "tether_checkpoints":
+                                raise duplicate_checkpoint(row.checkpoint) from None
+                            raise
+                    break
+                except StorageError as exc:
+                    # One retry on a fresh connection when the database dropped this one.
+                    if attempt or not _dropped(exc.__cause__):
+                        raise
         if scope.cancelled_caught:
             raise StorageError(
                 f"commit to {self!r} did not finish within {self._timeout}s, so whether it was "
@@ -614,10 +693,35 @@ async def _write_checkpoint(conn: _Conn, row: CheckpointRow) -> None:
     )
 
 
+async def _check_connection(conn: _Conn) -> None:
+    """The pool's check before it hands out an idle connection; raises if it is dead.
+
+    An idle connection has nothing to read, unless the server wrote to it: when a backend is
+    terminated (a restart, `pg_terminate_backend`, a failover) the server sends an error and
+    closes the socket. So a readable socket is confirmed with one round trip, and a quiet one
+    costs nothing.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
+
+
+def _dropped(exc: BaseException | None) -> bool:
+    """Whether a driver error means the connection was lost (not that the statement failed)."""
+    if not isinstance(exc, psycopg.OperationalError) or isinstance(exc, PoolTimeout):
+        return False
+    state = exc.sqlstate
+    # No SQLSTATE: the socket closed under psycopg. 08: connection exceptions. 57P0x: the
+    # backend was terminated (admin shutdown, crash shutdown, cannot connect now).
+    return state is None or state.startswith("08") or state.startswith("57P0")
+
+
 def _translate(exc: psycopg.Error, store: PostgresCheckpointer) -> TetherError:
     if isinstance(exc, psycopg.DataError):
         # e.g. a NUL character in an id, or NaN in thread metadata (which jsonb refuses)
         return UserError(
             f"Postgres refused to store the data: {exc}; use text without NUL and finite numbers"
         )
-    return StorageError(f"{store!r} failed: {exc}")
+    return StorageError(f"{store!r} failed: {redact(str(exc))}")

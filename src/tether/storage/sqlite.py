@@ -276,6 +276,30 @@ class SqliteCheckpointer(Checkpointer):
 
         await self._run(put)
 
+    async def create_thread(self, thread: ThreadInfo) -> tuple[ThreadInfo, bool]:
+        """Create the thread if its id is free; the stored thread, and whether it was created.
+
+        Cancelled: see the module docstring (it completes once its thread runs).
+        """
+        metadata = encode_thread_metadata(thread.metadata)
+
+        def create(conn: sqlite3.Connection) -> tuple[Any, Any, bool]:
+            # One statement decides, so two connections (or processes) cannot both create it.
+            cur = conn.execute(
+                "INSERT INTO tether_threads (thread_id, created_at, metadata) VALUES (?, ?, ?) "
+                "ON CONFLICT (thread_id) DO NOTHING",
+                (thread.thread_id, thread.created_at, metadata),
+            )
+            created = cur.rowcount > 0
+            row = conn.execute(
+                "SELECT created_at, metadata FROM tether_threads WHERE thread_id = ?",
+                (thread.thread_id,),
+            ).fetchone()
+            return row[0], row[1], created
+
+        created_at, text, created = await self._run(create)
+        return decode_thread(thread.thread_id, created_at, text)[0], created
+
     async def get_thread(self, thread_id: str) -> ThreadInfo | None:
         """The thread, or `None`.
 

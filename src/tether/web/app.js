@@ -616,7 +616,19 @@ async function refreshThreads() {
 function navigate(threadId) {
   closeSidebar();
   if (threadId === ui.threadId) return;
-  location.hash = threadId ? `#${threadId}` : "";
+  location.hash = threadId ? `#${encodeURIComponent(threadId)}` : "";
+}
+
+// The thread id in the location's hash. It is written percent-encoded (`navigate`), and browsers
+// percent-encode what a hand-typed or linked hash holds, so it is always decoded once here.
+function threadFromHash() {
+  const raw = location.hash.slice(1);
+  if (!raw) return null;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw; // a stray "%" that is not an escape: the id as typed
+  }
 }
 
 // Show a thread: its saved messages, then its run in flight (re-joined where it left off).
@@ -780,7 +792,7 @@ function wire() {
     refreshThreads();
     openThread(ui.threadId);
   });
-  window.addEventListener("hashchange", () => openThread(location.hash.slice(1) || null));
+  window.addEventListener("hashchange", () => openThread(threadFromHash()));
 }
 
 async function main() {
@@ -798,7 +810,7 @@ async function main() {
   els.keyButton.hidden = !ui.info.auth;
   if (ui.info.auth && !localStorage.getItem(KEY_STORAGE)) askForKey();
   await refreshThreads();
-  await openThread(location.hash.slice(1) || null);
+  await openThread(threadFromHash());
   els.input.focus();
 }
 
