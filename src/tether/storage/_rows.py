@@ -9,7 +9,8 @@ Tables (the same in both backends, prefixed `tether_` so they can share a schema
   128-bit BLAKE2b hash of the message's typed JSON. A message row is written once and never changes.
 - `tether_runs`: one row per run, the `RunRecord` as JSON, with `status` and `created_at` columns
   for listing.
-- `tether_events`: one row per event (`event_to_json`), in append order.
+- `tether_events`: the event log, in append order. A row holds one event (`event_to_json`), or a
+  run of consecutive text deltas of one message (see "Coalesced deltas" below).
 
 A checkpoint's `msgs` column lists the refs of its messages, either as a snapshot
 `{"refs": [...]}` (`msgs_base` is NULL), or as a delta `{"keep": n, "add": [...]}`: the first `n`
@@ -26,6 +27,17 @@ entry is used only when the new checkpoint's parent is that very checkpoint, and
 compare-and-swap then proves that the parent, its snapshot and its message rows are still stored. A stale or missing entry only costs speed: the commit then
 encodes every message, writes a snapshot and inserts the message rows it needs with
 `ON CONFLICT DO NOTHING`.
+
+Coalesced deltas. A streamed answer is mostly `message_delta` events that differ only in `seq`,
+`ts` and `content`; encoding each through the event schema cost ~10x what the rest of the token
+path costs. So `encode_events` stores up to `DELTAS_PER_ROW` consecutive text deltas (same run,
+node, message and role, consecutive seqs, no tool-call fragments) as one row,
+`{"deltas": {run_id, thread_id, node, message_id, role, seq}, "ts": [...], "content": [...]}`,
+whose `seq` column is the seq of its *last* event. Event ids stay per token: `decode_event_rows`
+expands the row back into the very same events. A read of `seq > after_seq` selects every row
+that holds an event after `after_seq` (seqs in a row are consecutive, so the row's last seq is
+past `after_seq` exactly when one of its events is) and drops the events up to `after_seq`, so
+re-joining from any event id stays exact and gapless.
 
 Decoding never builds anything but JSON types, `Message`s, `RunRecord`s and events; a row that does
 not decode raises `CorruptRecordError` naming its table and id.
@@ -45,7 +57,7 @@ from typing import Any
 from pydantic_core import PydanticSerializationError
 
 from ..errors import CheckpointConflictError, CorruptRecordError, UserError
-from ..events import Event, event_from_json, event_to_json
+from ..events import Event, MessageDeltaEvent, event_from_json, event_to_json
 from ..messages import Message
 from ..run import RunRecord
 from ..serde import decode_value, dumps, encode_value, loads
@@ -62,12 +74,14 @@ __all__ = [
     "build_checkpoint",
     "conflict",
     "decode_event",
+    "decode_event_rows",
     "decode_messages",
     "decode_run",
     "decode_thread",
     "duplicate_checkpoint",
     "encode_checkpoint",
     "encode_event",
+    "encode_events",
     "encode_run",
     "encode_thread_metadata",
     "message_refs",
@@ -75,6 +89,7 @@ __all__ = [
 ]
 
 SNAPSHOT_AFTER = 32
+DELTAS_PER_ROW = 256  # bounds what a re-join from the middle of a row decodes in vain
 MESSAGES = "messages"
 
 
@@ -389,13 +404,123 @@ def encode_event(event: Event) -> str:
 
 
 def decode_event(row_id: Any, run_id: str, text: Any) -> Event:
-    """Decode a `tether_events.body`; raises `CorruptRecordError` naming the row."""
-    row = f"tether_events row {row_id!r} (run {run_id!r})"
-    data = _load_json(text, row)
+    """Decode a `tether_events.body` of one event; raises `CorruptRecordError` naming the row."""
+    return _event_from_data(row_id, run_id, _load_json(text, _event_row_name(row_id, run_id)))
+
+
+EventRow = tuple[str, str, int, str]  # (run_id, thread_id, seq, body) of `tether_events`
+
+
+def encode_events(events: Sequence[Event]) -> list[EventRow]:
+    """The `tether_events` rows for `events`: one per event, except that consecutive text deltas
+    of one message share a row (see the module docstring). Raises `UserError` for data that
+    cannot be stored.
+    """
+    rows: list[EventRow] = []
+    batch: list[MessageDeltaEvent] = []
+    key: tuple[Any, ...] = ()
+    for event in events:
+        if type(event) is MessageDeltaEvent and not event.tool_calls:
+            this = (event.run_id, event.thread_id, event.node, event.message_id, event.role)
+            if this == key and event.seq == batch[-1].seq + 1 and len(batch) < DELTAS_PER_ROW:
+                batch.append(event)
+                continue
+            _flush_deltas(batch, rows)
+            batch, key = [event], this
+        else:
+            _flush_deltas(batch, rows)
+            batch, key = [], ()
+            rows.append((event.run_id, event.thread_id, event.seq, encode_event(event)))
+    _flush_deltas(batch, rows)
+    return rows
+
+
+def _flush_deltas(batch: list[MessageDeltaEvent], rows: list[EventRow]) -> None:
+    if not batch:
+        return
+    first = batch[0]
+    if len(batch) == 1:
+        rows.append((first.run_id, first.thread_id, first.seq, encode_event(first)))
+        return
+    head = {
+        "run_id": first.run_id,
+        "thread_id": first.thread_id,
+        "node": first.node,
+        "message_id": first.message_id,
+        "role": first.role,
+        "seq": first.seq,
+    }
+    text = _json(
+        {"deltas": head, "ts": [e.ts for e in batch], "content": [e.content for e in batch]}
+    )
+    _utf8(text, f"events {first.seq}-{batch[-1].seq} of run {first.run_id!r}")
+    rows.append((first.run_id, first.thread_id, batch[-1].seq, text))
+
+
+def decode_event_rows(
+    run_id: str, rows: Sequence[Sequence[Any]], *, after_seq: int = -1
+) -> list[Event]:
+    """Decode `(id, body)` rows of `tether_events` into the events with `seq > after_seq`;
+    raises `CorruptRecordError` naming the row.
+    """
+    out: list[Event] = []
+    for row_id, body in rows:
+        data = _load_json(body, _event_row_name(row_id, run_id))
+        if isinstance(data, dict) and "deltas" in data:
+            out += _expand_deltas(row_id, run_id, data, after_seq)
+        else:
+            out.append(_event_from_data(row_id, run_id, data))
+    return out
+
+
+def _event_row_name(row_id: Any, run_id: str) -> str:
+    return f"tether_events row {row_id!r} (run {run_id!r})"
+
+
+def _event_from_data(row_id: Any, run_id: str, data: Any) -> Event:
     try:
         return event_from_json(data)
     except ValueError as exc:
-        raise CorruptRecordError(f"{row} does not hold a valid event: {exc}") from None
+        raise CorruptRecordError(
+            f"{_event_row_name(row_id, run_id)} does not hold a valid event: {exc}"
+        ) from None
+
+
+def _expand_deltas(
+    row_id: Any, run_id: str, data: dict[str, Any], after_seq: int
+) -> list[MessageDeltaEvent]:
+    head, stamps, texts = data.get("deltas"), data.get("ts"), data.get("content")
+    if not (
+        isinstance(head, dict)
+        and isinstance(stamps, list)
+        and isinstance(texts, list)
+        and all(isinstance(head.get(k), str) for k in ("run_id", "thread_id", "message_id", "role"))
+        and isinstance(head.get("node"), str | None)
+        and type(head.get("seq")) is int
+        and len(stamps) == len(texts)
+        and all(type(t) is float or type(t) is int for t in stamps)
+        and all(type(t) is str for t in texts)
+    ):
+        raise CorruptRecordError(
+            f"{_event_row_name(row_id, run_id)} holds malformed coalesced deltas {data!r}"
+        )
+    first: int = head["seq"]
+    rid, tid, node, mid, role = (
+        head[k] for k in ("run_id", "thread_id", "node", "message_id", "role")
+    )
+    return [
+        MessageDeltaEvent(
+            run_id=rid,
+            thread_id=tid,
+            seq=first + i,
+            ts=float(stamps[i]),
+            node=node,
+            message_id=mid,
+            content=texts[i],
+            role=role,
+        )
+        for i in range(max(0, after_seq + 1 - first), len(texts))
+    ]
 
 
 def encode_thread_metadata(metadata: dict[str, Any]) -> str:

@@ -13,6 +13,9 @@ Mechanism:
   channels plus a short list of message refs relative to a periodic snapshot. An in-process cache
   remembers the messages of the last checkpoint written or read per thread, so a step encodes and
   writes only the messages it added or changed: its cost does not grow with the thread's length.
+- The event log stores consecutive text deltas of one message in one row (`_rows.encode_events`),
+  so a streamed answer costs one short JSON array per `DELTAS_PER_ROW` tokens instead of one
+  schema-driven encoding and one row per token; event ids and re-join stay per token.
 - The schema is versioned with `PRAGMA user_version`; migrations run at first use (or `setup()`)
   inside a write transaction, so two processes opening a new file do not race.
 
@@ -56,13 +59,13 @@ from ._rows import (
     MessageHead,
     build_checkpoint,
     conflict,
-    decode_event,
+    decode_event_rows,
     decode_messages,
     decode_run,
     decode_thread,
     duplicate_checkpoint,
     encode_checkpoint,
-    encode_event,
+    encode_events,
     encode_run,
     encode_thread_metadata,
     message_refs,
@@ -451,13 +454,15 @@ class SqliteCheckpointer(Checkpointer):
 
         Cancelled: see the module docstring (it completes once its thread runs).
         """
+        # A row's `seq` is that of its last event, so this selects every row holding an event
+        # after `after_seq`; `decode_event_rows` drops the ones up to it.
         rows = await self._run(
             lambda conn: conn.execute(
                 "SELECT id, body FROM tether_events WHERE run_id = ? AND seq > ? ORDER BY id",
                 (run_id, after_seq),
             ).fetchall()
         )
-        return [decode_event(row_id, run_id, body) for row_id, body in rows]
+        return decode_event_rows(run_id, rows, after_seq=after_seq)
 
     # the one write path
 
@@ -475,7 +480,7 @@ class SqliteCheckpointer(Checkpointer):
         Cancelled before its worker thread starts, it writes nothing; after, the transaction
         finishes and `commit()` returns, and the caller sees the cancellation at its next await.
         """
-        event_rows = [(e.run_id, e.thread_id, e.seq, encode_event(e)) for e in events]
+        event_rows = encode_events(events)
         run_row = None
         if run is not None:
             run_row = (run.run_id, run.thread_id, run.status, run.created_at, encode_run(run))
