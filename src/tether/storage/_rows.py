@@ -71,6 +71,7 @@ __all__ = [
     "HeadCache",
     "MessageHead",
     "MessageRefs",
+    "build_cached_checkpoint",
     "build_checkpoint",
     "conflict",
     "decode_event",
@@ -367,6 +368,17 @@ def build_checkpoint(
         metadata=meta,
     )
     return checkpoint, head
+
+
+def build_cached_checkpoint(thread_id: str, record: Sequence[Any], head: MessageHead) -> Checkpoint:
+    """Decode the first 9 `CHECKPOINT_COLUMNS` of the stored checkpoint `head` describes, taking
+    its messages from `head` instead of decoding their rows: a read whose cost does not grow with
+    the thread's length. The caller has checked that `record` is that very checkpoint.
+    """
+    empty = MessageRefs([], head.snapshot_id, head.snapshot_refs, 0)
+    checkpoint, _ = build_checkpoint(thread_id, (*record[:9], None, None, None), empty, {})
+    checkpoint.values[MESSAGES] = list(head.messages)
+    return checkpoint
 
 
 def encode_run(run: RunRecord) -> str:

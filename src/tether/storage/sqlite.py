@@ -13,6 +13,8 @@ Mechanism:
   channels plus a short list of message refs relative to a periodic snapshot. An in-process cache
   remembers the messages of the last checkpoint written or read per thread, so a step encodes and
   writes only the messages it added or changed: its cost does not grow with the thread's length.
+  Reading the head of a thread whose head is in that cache reads only the checkpoint row and
+  reuses the cached messages, so `get_state` does not grow with the thread's length either.
 - The event log stores consecutive text deltas of one message in one row (`_rows.encode_events`),
   so a streamed answer costs one short JSON array per `DELTAS_PER_ROW` tokens instead of one
   schema-driven encoding and one row per token; event ids and re-join stay per token.
@@ -57,6 +59,7 @@ from ._rows import (
     CheckpointRow,
     HeadCache,
     MessageHead,
+    build_cached_checkpoint,
     build_checkpoint,
     conflict,
     decode_event_rows,
@@ -389,6 +392,17 @@ class SqliteCheckpointer(Checkpointer):
             where, params = "AND c.checkpoint_id = ?", (checkpoint_id,)
 
         def read(conn: sqlite3.Connection) -> Checkpoint | None:
+            known = self._heads.get(thread_id) if checkpoint_id is None else None
+            if known is not None:
+                # The head is usually the checkpoint this process last wrote or read: then its
+                # messages are in the cache, and only the small checkpoint row is read.
+                record = conn.execute(
+                    f"SELECT {CHECKPOINT_COLUMNS[: CHECKPOINT_COLUMNS.index(', c.msgs_base')]} "
+                    "FROM tether_checkpoints c WHERE c.thread_id = ? ORDER BY c.seq DESC LIMIT 1",
+                    (thread_id,),
+                ).fetchone()
+                if record is not None and record[0] == known.checkpoint_id:
+                    return build_cached_checkpoint(thread_id, record, known)
             found = self._read_checkpoints(conn, thread_id, where, params)
             if not found:
                 return None
