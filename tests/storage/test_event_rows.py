@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tether.errors import CorruptRecordError
+from tether.errors import CorruptRecordError, UserError
 from tether.events import CustomEvent, Event, MessageDeltaEvent, NodeStarted
 from tether.messages import ToolCallDelta
 from tether.storage._rows import DELTAS_PER_ROW, decode_event_rows, encode_events
@@ -119,3 +119,21 @@ def test_encoding_keeps_other_events_and_tool_fragments_one_per_row() -> None:
     assert [seq for _, _, seq, _ in rows] == [0, 1, 2, 3, 5, 6, 7, 8]
     decoded = decode_event_rows(RUN, [(i, body) for i, (_, _, _, body) in enumerate(rows)])
     assert decoded == events
+
+
+def test_unstorable_token_raises_user_error_and_stores_nothing(tmp_path: Path) -> None:
+    events = _events(["a/x", "a/x", "a/x"])
+    bad = events[1]
+    assert isinstance(bad, MessageDeltaEvent)
+    bad.content = "half a pair \ud800"
+    path = os.fspath(tmp_path / "t.db")
+
+    async def main() -> None:
+        with anyio.fail_after(30) as watchdog:
+            async with SqliteCheckpointer(path) as store:
+                with pytest.raises(UserError, match="events 0-2 of run 'run-1' cannot be stored"):
+                    await store.commit(events=events)
+                assert await store.read_events(RUN) == []
+        assert not watchdog.cancel_called
+
+    anyio.run(main)
