@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 from _common import machine, write_section  # noqa: E402
 
 FRAMEWORKS = {  # name: (pip requirements, script)
-    "tether": ([f"{ROOT}"], "fw_tether.py"),
+    "tether": (["-e", f"{ROOT}"], "fw_tether.py"),  # editable: always this checkout
     "langgraph": (["langgraph"], "fw_langgraph.py"),
     "agno": (["agno"], "fw_agno.py"),
 }

@@ -421,6 +421,8 @@ def decode_event(row_id: Any, run_id: str, text: Any) -> Event:
 
 
 EventRow = tuple[str, str, int, str]  # (run_id, thread_id, seq, body) of `tether_events`
+# Deltas share a row when these are equal (and their seqs consecutive); tool_calls is () then.
+_JOIN_KEY = operator.attrgetter("run_id", "thread_id", "node", "message_id", "role", "tool_calls")
 
 
 def encode_events(events: Sequence[Event]) -> list[EventRow]:
@@ -429,27 +431,27 @@ def encode_events(events: Sequence[Event]) -> list[EventRow]:
     cannot be stored.
     """
     rows: list[EventRow] = []
-    batch: list[MessageDeltaEvent] = []
-    key: tuple[Any, ...] = ()
-    for event in events:
-        if type(event) is MessageDeltaEvent and not event.tool_calls:
-            this = (event.run_id, event.thread_id, event.node, event.message_id, event.role)
-            if this == key and event.seq == batch[-1].seq + 1 and len(batch) < DELTAS_PER_ROW:
-                batch.append(event)
-                continue
-            _flush_deltas(batch, rows)
-            batch, key = [event], this
-        else:
-            _flush_deltas(batch, rows)
-            batch, key = [], ()
-            rows.append((event.run_id, event.thread_id, event.seq, encode_event(event)))
-    _flush_deltas(batch, rows)
+    i, n = 0, len(events)
+    while i < n:
+        first = events[i]
+        if type(first) is not MessageDeltaEvent or first.tool_calls:
+            rows.append((first.run_id, first.thread_id, first.seq, encode_event(first)))
+            i += 1
+            continue
+        # Extend the row over the following deltas it can hold: the token hot path, so one
+        # C-level key lookup per event (most fields are the very same string objects).
+        j, end, seq, key = i + 1, min(n, i + DELTAS_PER_ROW), first.seq - i, _JOIN_KEY(first)
+        while j < end:
+            e = events[j]
+            if type(e) is not MessageDeltaEvent or e.seq != seq + j or _JOIN_KEY(e) != key:
+                break
+            j += 1
+        _flush_deltas(events[i:j], rows)  # type: ignore[arg-type]  # all MessageDeltaEvents
+        i = j
     return rows
 
 
-def _flush_deltas(batch: list[MessageDeltaEvent], rows: list[EventRow]) -> None:
-    if not batch:
-        return
+def _flush_deltas(batch: Sequence[MessageDeltaEvent], rows: list[EventRow]) -> None:
     first = batch[0]
     if len(batch) == 1:
         rows.append((first.run_id, first.thread_id, first.seq, encode_event(first)))
