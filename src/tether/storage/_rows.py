@@ -50,8 +50,9 @@ import json
 import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import count, repeat
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -423,6 +424,7 @@ def decode_event(row_id: Any, run_id: str, text: Any) -> Event:
 EventRow = tuple[str, str, int, str]  # (run_id, thread_id, seq, body) of `tether_events`
 # Deltas share a row when these are equal (and their seqs consecutive); tool_calls is () then.
 _JOIN_KEY = operator.attrgetter("run_id", "thread_id", "node", "message_id", "role", "tool_calls")
+_SEQ = operator.attrgetter("seq")
 
 
 def encode_events(events: Sequence[Event]) -> list[EventRow]:
@@ -438,17 +440,29 @@ def encode_events(events: Sequence[Event]) -> list[EventRow]:
             rows.append((first.run_id, first.thread_id, first.seq, encode_event(first)))
             i += 1
             continue
-        # Extend the row over the following deltas it can hold: the token hot path, so one
-        # C-level key lookup per event (most fields are the very same string objects).
-        j, end, seq, key = i + 1, min(n, i + DELTAS_PER_ROW), first.seq - i, _JOIN_KEY(first)
-        while j < end:
-            e = events[j]
-            if type(e) is not MessageDeltaEvent or e.seq != seq + j or _JOIN_KEY(e) != key:
-                break
-            j += 1
+        j = i + _joinable(events[i : min(n, i + DELTAS_PER_ROW)])
         _flush_deltas(events[i:j], rows)  # type: ignore[arg-type]  # all MessageDeltaEvents
         i = j
     return rows
+
+
+def _joinable(window: Sequence[Event]) -> int:
+    """How many leading events of `window` (which starts with a text delta) can share its row.
+
+    The token hot path: each test runs as one C-level loop over the window (`map` over
+    `operator` functions), not as Python code per event.
+    """
+    size = _first_true(
+        map(operator.is_not, map(type, window), repeat(MessageDeltaEvent)), len(window)
+    )
+    deltas = window[:size]
+    size = _first_true(map(operator.ne, map(_JOIN_KEY, deltas), repeat(_JOIN_KEY(deltas[0]))), size)
+    return _first_true(map(operator.ne, map(_SEQ, deltas[:size]), count(deltas[0].seq)), size)
+
+
+def _first_true(flags: Iterable[bool], default: int) -> int:
+    found = list(flags)
+    return found.index(True) if True in found else default
 
 
 def _flush_deltas(batch: Sequence[MessageDeltaEvent], rows: list[EventRow]) -> None:
