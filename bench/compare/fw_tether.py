@@ -168,18 +168,14 @@ async def stream_tether(checkpointer: Any) -> Any:
 
 
 async def main() -> None:
-    folder = tempfile.mkdtemp()
-    files = iter(range(10**6))
+    memory = InMemoryCheckpointer()
+    sqlite = SqliteCheckpointer(os.path.join(tempfile.mkdtemp(), "compare.db"))
     results = {
         "stop_ticking": await stop_scenario("ticking", 10),
         "stop_blocked": await stop_scenario("blocked", 5),
         "tools": await tools_scenario(),
-        "throughput": await throughput(await stream_tether(InMemoryCheckpointer)),
-        "throughput_durable": await throughput(
-            await stream_tether(
-                lambda: SqliteCheckpointer(os.path.join(folder, f"{next(files)}.db"))
-            )
-        ),
+        "throughput": await throughput(await stream_tether(lambda: memory)),
+        "throughput_durable": await throughput(await stream_tether(lambda: sqlite)),
     }
     report("tether", version("tether"), "app.astop(thread_id=...) (documented)", results)
 
