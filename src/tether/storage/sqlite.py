@@ -13,6 +13,11 @@ Mechanism:
   channels plus a short list of message refs relative to a periodic snapshot. An in-process cache
   remembers the messages of the last checkpoint written or read per thread, so a step encodes and
   writes only the messages it added or changed: its cost does not grow with the thread's length.
+  Reading the head of a thread whose head is in that cache reads only the checkpoint row and
+  reuses the cached messages, so `get_state` does not grow with the thread's length either.
+- The event log stores consecutive text deltas of one message in one row (`_rows.encode_events`),
+  so a streamed answer costs one short JSON array per `DELTAS_PER_ROW` tokens instead of one
+  schema-driven encoding and one row per token; event ids and re-join stay per token.
 - The schema is versioned with `PRAGMA user_version`; migrations run at first use (or `setup()`)
   inside a write transaction, so two processes opening a new file do not race.
 
@@ -54,15 +59,16 @@ from ._rows import (
     CheckpointRow,
     HeadCache,
     MessageHead,
+    build_cached_checkpoint,
     build_checkpoint,
     conflict,
-    decode_event,
+    decode_event_rows,
     decode_messages,
     decode_run,
     decode_thread,
     duplicate_checkpoint,
     encode_checkpoint,
-    encode_event,
+    encode_events,
     encode_run,
     encode_thread_metadata,
     message_refs,
@@ -411,6 +417,17 @@ class SqliteCheckpointer(Checkpointer):
             where, params = "AND c.checkpoint_id = ?", (checkpoint_id,)
 
         def read(conn: sqlite3.Connection) -> Checkpoint | None:
+            known = self._heads.get(thread_id) if checkpoint_id is None else None
+            if known is not None:
+                # The head is usually the checkpoint this process last wrote or read: then its
+                # messages are in the cache, and only the small checkpoint row is read.
+                record = conn.execute(
+                    f"SELECT {CHECKPOINT_COLUMNS[: CHECKPOINT_COLUMNS.index(', c.msgs_base')]} "
+                    "FROM tether_checkpoints c WHERE c.thread_id = ? ORDER BY c.seq DESC LIMIT 1",
+                    (thread_id,),
+                ).fetchone()
+                if record is not None and record[0] == known.checkpoint_id:
+                    return build_cached_checkpoint(thread_id, record, known)
             found = self._read_checkpoints(conn, thread_id, where, params)
             if not found:
                 return None
@@ -476,13 +493,15 @@ class SqliteCheckpointer(Checkpointer):
 
         Cancelled: see the module docstring (it completes once its thread runs).
         """
+        # A row's `seq` is that of its last event, so this selects every row holding an event
+        # after `after_seq`; `decode_event_rows` drops the ones up to it.
         rows = await self._run(
             lambda conn: conn.execute(
                 "SELECT id, body FROM tether_events WHERE run_id = ? AND seq > ? ORDER BY id",
                 (run_id, after_seq),
             ).fetchall()
         )
-        return [decode_event(row_id, run_id, body) for row_id, body in rows]
+        return decode_event_rows(run_id, rows, after_seq=after_seq)
 
     # the one write path
 
@@ -500,7 +519,7 @@ class SqliteCheckpointer(Checkpointer):
         Cancelled before its worker thread starts, it writes nothing; after, the transaction
         finishes and `commit()` returns, and the caller sees the cancellation at its next await.
         """
-        event_rows = [(e.run_id, e.thread_id, e.seq, encode_event(e)) for e in events]
+        event_rows = encode_events(events)
         run_row = None
         if run is not None:
             run_row = (run.run_id, run.thread_id, run.status, run.created_at, encode_run(run))

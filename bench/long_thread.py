@@ -1,0 +1,174 @@
+"""Long threads: a step's commit and `get_state` on threads of 20, 200 and 10,000 messages.
+
+    python bench/long_thread.py [--steps 30] [--reads 30] [--write]
+
+Each size gets a fresh thread, filled with one untimed checkpoint of `size` messages (user
+questions and ~100-token answers, alternating). Then:
+- step commit: `--steps` commits, each one checkpoint whose `messages` channel grew by one answer
+  (the same objects as before plus the new one, as the engine passes them) with 5 events, timed;
+- `get_state` (warm): `app.aget_state(thread)` on the checkpointer that wrote the thread;
+- `get_state` (cold): the same on a new checkpointer over the same file, as another process or a
+  restarted server would read it (its first read fills its cache; the median is over `--reads`).
+The target is a cost independent of the thread's length; the ratio column divides by the
+20-message row of the same backend, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import anyio
+from _common import machine, write_section
+
+from tether import InMemoryCheckpointer, StateGraph
+from tether.events import Event, MessageEvent, NodeFinished, NodeStarted
+from tether.ids import new_id
+from tether.messages import Message
+from tether.storage import Checkpoint, Checkpointer
+from tether.storage.sqlite import SqliteCheckpointer
+
+SIZES = (20, 200, 10_000)
+ANSWER = " ".join(f"word{i}" for i in range(100))
+
+
+def _app(store: Checkpointer) -> Any:
+    g = StateGraph()
+    g.add_node("node", lambda state: {})
+    g.set_entry_point("node")
+    return g.compile(store)
+
+
+def _events(run_id: str, thread_id: str, seq: int, message: Message) -> list[Event]:
+    base: dict[str, Any] = {"run_id": run_id, "thread_id": thread_id, "ts": time.time()}
+    return [
+        NodeStarted(**base, seq=seq, node="agent", step=1),
+        MessageEvent(**base, seq=seq + 1, node="agent", message=message),
+        NodeFinished(**base, seq=seq + 2, node="agent", step=1),
+    ]
+
+
+async def measure(
+    store: Checkpointer,
+    reopen: Callable[[], Checkpointer] | None,
+    size: int,
+    steps: int,
+    reads: int,
+) -> dict[str, float]:
+    thread = new_id()
+    messages = [
+        Message.user(f"question {i}") if i % 2 == 0 else Message.assistant(ANSWER)
+        for i in range(size)
+    ]
+    head = Checkpoint(
+        checkpoint_id=new_id(),
+        thread_id=thread,
+        parent_id=None,
+        run_id=None,
+        step=0,
+        values={"messages": messages},
+    )
+    await store.commit(checkpoint=head)
+    run_id = new_id()
+    commits = []
+    for step in range(1, steps + 1):
+        answer = Message.assistant(ANSWER)
+        messages = [*messages, answer]
+        cp = Checkpoint(
+            checkpoint_id=new_id(),
+            thread_id=thread,
+            parent_id=head.checkpoint_id,
+            run_id=run_id,
+            step=step,
+            values={"messages": messages},
+            next=("agent",),
+        )
+        events = _events(run_id, thread, step * 3, answer)
+        start = time.perf_counter()
+        await store.commit(checkpoint=cp, events=events)
+        commits.append(time.perf_counter() - start)
+        head = cp
+    app = _app(store)
+    warm = []
+    for _ in range(reads):
+        start = time.perf_counter()
+        state = await app.aget_state(thread)
+        warm.append(time.perf_counter() - start)
+    assert len(state.values["messages"]) == size + steps
+    out = {"commit": statistics.median(commits), "warm": statistics.median(warm)}
+    if reopen is not None:
+        other = reopen()
+        cold_app = _app(other)
+        cold = []
+        for _ in range(reads):
+            start = time.perf_counter()
+            await cold_app.aget_state(thread)
+            cold.append(time.perf_counter() - start)
+        await other.aclose()
+        out["cold_first"] = cold[0]
+        out["cold"] = statistics.median(cold)
+    return out
+
+
+async def main(steps: int, reads: int, write: bool) -> None:
+    load = os.getloadavg()[0]
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "long.db")
+        backends: list[tuple[str, Checkpointer, Callable[[], Checkpointer] | None]] = [
+            ("memory", InMemoryCheckpointer(), None),
+            ("sqlite", SqliteCheckpointer(path), lambda: SqliteCheckpointer(path)),
+        ]
+        for name, store, reopen in backends:
+            await measure(store, reopen, 20, 5, 5)  # warm-up
+            for size in SIZES:
+                results[(name, size)] = r = await measure(store, reopen, size, steps, reads)
+                print(name, size, {k: f"{v * 1e3:.3f} ms" for k, v in r.items()})
+            await store.aclose()
+    rows = []
+    for (name, size), r in results.items():
+        base = results[(name, SIZES[0])]
+        cells = [f"{r['commit'] * 1e3:.3f} ({r['commit'] / base['commit']:.1f}x)"]
+        cells.append(f"{r['warm'] * 1e3:.3f} ({r['warm'] / base['warm']:.1f}x)")
+        if "cold" in r:
+            cells.append(f"{r['cold'] * 1e3:.3f} ({r['cold'] / base['cold']:.1f}x)")
+            cells.append(f"{r['cold_first'] * 1e3:.3f}")
+        else:
+            cells += ["n/a", "n/a"]
+        rows.append(f"| {name} | {size:,} | " + " | ".join(cells) + " |")
+    table = "\n".join(rows)
+    print(table)
+    if write:
+        write_section(
+            "bench/long_thread.py",
+            f"""<!-- bench/long_thread.py -->
+## Long threads: step commit and `get_state` at 20, 200 and 10,000 messages (`bench/long_thread.py`)
+
+- Date: {date.today()}. Command: `python bench/long_thread.py --steps {steps} --reads {reads} --write`
+- Machine: {machine()}; 1-minute load average {load:.1f} at the start (shared with other work)
+- Medians in ms; in brackets the ratio to the 20-message row of the same backend, same run.
+  Step commit: one checkpoint that adds a ~100-token answer, plus 3 events. `get_state` warm: the
+  checkpointer that wrote the thread; cold: a new checkpointer on the same file (median of
+  {reads} reads; "first" is its very first read, which decodes every message once).
+
+| Backend | Messages | step commit | `get_state` warm | `get_state` cold | cold, first read |
+|---|---:|---:|---:|---:|---:|
+{table}
+<!-- /bench/long_thread.py -->
+""",
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--reads", type=int, default=30)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    anyio.run(main, args.steps, args.reads, args.write)
