@@ -38,6 +38,7 @@ from ..handle import RunStream, SyncRunStream
 from ..ids import new_id
 from ..messages import Message, MessageBuilder, MessageDelta, ToolCall
 from ..models.base import (
+    CONTINUE_PROMPT,
     Finish,
     Model,
     ModelSettings,
@@ -54,10 +55,8 @@ from ..transcript import repair_transcript
 
 __all__ = ["RESUME_PROMPT", "Agent", "create_agent"]
 
-RESUME_PROMPT = (
-    "Your previous answer was cut off. Continue it exactly where it stopped, without repeating "
-    "anything and without any preamble."
-)
+RESUME_PROMPT = CONTINUE_PROMPT
+"""The user message that asks a model without assistant prefill to continue a stopped answer."""
 
 
 class Agent(CompiledGraph):
@@ -166,12 +165,10 @@ class Agent(CompiledGraph):
         return self._sync(self.aget_messages, thread_id)
 
     # nodes
-    def _prompt(self, messages: Sequence[Message], resuming: bool) -> list[Message]:
+    def _prompt(self, messages: Sequence[Message]) -> list[Message]:
         prompt = repair_transcript(messages)
         if self.instructions:
             prompt.insert(0, Message.system(self.instructions))
-        if resuming:
-            prompt.append(Message.user(RESUME_PROMPT))
         return prompt
 
     async def _model_node(self, state: dict[str, Any], ctx: RunContext) -> AsyncIterator[Any]:
@@ -183,9 +180,13 @@ class Agent(CompiledGraph):
         if resumed is not None:
             builder.add(MessageDelta(id=message_id, content=resumed.content))
         metadata: dict[str, Any] = {"model": self.model.name}
-        prompt = self._prompt(messages, resumed is not None)
+        prompt = self._prompt(messages)
         specs = [t.spec for t in self.tools.values()]
-        async with self.model.stream(prompt, tools=specs, settings=self.settings) as deltas:
+        # A resumed answer ends the prompt: the model continues that very message. (An empty
+        # stopped answer was dropped by the repair: the model starts it afresh.)
+        continuing = resumed is not None and prompt[-1].id == resumed.id
+        call = self.model.stream_continuation if continuing else self.model.stream
+        async with call(prompt, tools=specs, settings=self.settings) as deltas:
             async for delta in deltas:
                 if isinstance(delta, TextDelta | ToolCallChunk):
                     piece = to_message_delta(delta, message_id)
