@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .agent import Agent, create_agent
+from .agent import Agent, OutputValidationError, create_agent
 from .app import App, StateSnapshot
 from .commands import Resume
 from .context import RunContext
@@ -82,6 +82,7 @@ __all__ = [
     "NodeFinished",
     "NodeStarted",
     "NotFoundError",
+    "OutputValidationError",
     "Resume",
     "RunCancelledError",
     "RunContext",

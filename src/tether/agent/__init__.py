@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .agent import Agent, create_agent
+from .output import OutputValidationError
 
-__all__ = ["Agent", "create_agent"]
+__all__ = ["Agent", "OutputValidationError", "create_agent"]

@@ -20,17 +20,20 @@ the transcript is repaired, so whatever was stopped, the next message (or `resum
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import anyio
+import pydantic
 
 from ..app import RunOptions
 from ..commands import Resume
 from ..context import RunContext
 from ..coordination.base import RunRegistry
 from ..engine import Program
-from ..errors import UserError
+from ..errors import RunCancelledError, UserError
 from ..events import Event, ToolCallFinished, ToolCallStarted
 from ..graph.compiled import CompiledGraph, GraphProgram
 from ..graph.state_graph import END, StateGraph
@@ -52,6 +55,15 @@ from ..storage.base import Checkpointer
 from ..tools.tool import Tool
 from ..tools.tool import tool as make_tool
 from ..transcript import repair_transcript
+from .output import (
+    OutputValidationError,
+    PartialOutput,
+    check_output_type,
+    output_of,
+    retries_so_far,
+    retry_message,
+    validate,
+)
 
 __all__ = ["RESUME_PROMPT", "Agent", "create_agent"]
 
@@ -72,6 +84,10 @@ class Agent(CompiledGraph):
         max_turns: The most model calls one run may make.
         parallel_tool_calls: Run the tool calls of one answer concurrently.
         settings: Sampling settings for every model call.
+        output_type: A pydantic model: the answer is JSON validated into it (structured output;
+            see `tether.agent.output`), read with `get_output()` / `invoke_output()`.
+        output_retries: How many times an answer that does not validate is sent back to the
+            model with the error before the run fails with `OutputValidationError`.
     """
 
     def __init__(
@@ -86,6 +102,8 @@ class Agent(CompiledGraph):
         max_turns: int = 10,
         parallel_tool_calls: bool = True,
         settings: ModelSettings | None = None,
+        output_type: type[pydantic.BaseModel] | None = None,
+        output_retries: int = 2,
     ) -> None:
         self.model = resolve_model(model) if isinstance(model, str) else model
         if not isinstance(self.model, Model):
@@ -98,11 +116,18 @@ class Agent(CompiledGraph):
         self.settings = settings
         if max_turns < 1:
             raise UserError(f"max_turns must be >= 1, not {max_turns!r}")
+        self.output_type = check_output_type(output_type)
+        if output_retries < 0:
+            raise UserError(f"output_retries must be >= 0, not {output_retries!r}")
+        self.output_retries = output_retries
+        if self.output_type is not None:
+            schema = self.output_type.model_json_schema()
+            self.settings = dataclasses.replace(settings or ModelSettings(), output_schema=schema)
         graph = StateGraph()
         graph.add_node("model", self._model_node)
         graph.add_node("tools", self._tools_node)
         graph.set_entry_point("model")
-        graph.add_conditional_edges("model", _route, {"tools": "tools", END: END})
+        graph.add_conditional_edges("model", _route, {"tools": "tools", "model": "model", END: END})
         graph.add_edge("tools", "model")
         graph._validate()
         super().__init__(
@@ -164,11 +189,64 @@ class Agent(CompiledGraph):
         """Sync `aget_messages()`."""
         return self._sync(self.aget_messages, thread_id)
 
+    async def aget_output(self, thread_id: str) -> pydantic.BaseModel | None:
+        """The validated output of the thread's last answer (`output_type`), or `None` if that
+        answer was stopped, did not validate, or is not an answer.
+
+        Raises:
+            UserError: the agent has no `output_type`.
+        """
+        return output_of(self._output_type(), await self.aget_messages(thread_id))
+
+    def get_output(self, thread_id: str) -> pydantic.BaseModel | None:
+        """Sync `aget_output()`."""
+        return self._sync(self.aget_output, thread_id)
+
+    async def ainvoke_output(
+        self, input: Any, *, thread_id: str | None = None, multitask_strategy: str = "reject"
+    ) -> pydantic.BaseModel | None:
+        """Run to the end and return the validated output, or `None` if the run was stopped.
+
+        Raises:
+            UserError: the agent has no `output_type`.
+            RunFailedError: the run failed (its `__cause__` is an `OutputValidationError` when
+                the answer never validated).
+
+        Cancellation: the run is stopped (`requested_by="disconnect"`), as for `ainvoke`.
+        """
+        output_type = self._output_type()
+        try:
+            values = await self.ainvoke(
+                input, thread_id=thread_id, multitask_strategy=multitask_strategy
+            )
+        except RunCancelledError:
+            return None
+        return output_of(output_type, values["messages"])
+
+    def invoke_output(
+        self, input: Any, *, thread_id: str | None = None, multitask_strategy: str = "reject"
+    ) -> pydantic.BaseModel | None:
+        """Sync `ainvoke_output()`."""
+        return self._sync(
+            lambda: self.ainvoke_output(
+                input, thread_id=thread_id, multitask_strategy=multitask_strategy
+            )
+        )
+
+    def _output_type(self) -> type[pydantic.BaseModel]:
+        if self.output_type is None:
+            raise UserError("this agent has no output_type; pass Agent(..., output_type=YourModel)")
+        return self.output_type
+
     # nodes
     def _prompt(self, messages: Sequence[Message]) -> list[Message]:
         prompt = repair_transcript(messages)
-        if self.instructions:
-            prompt.insert(0, Message.system(self.instructions))
+        system = [self.instructions] if self.instructions else []
+        if self.settings is not None and self.settings.output_schema is not None:
+            schema = json.dumps(self.settings.output_schema)
+            system.append(f"Answer with only JSON that fits this JSON schema: {schema}")
+        if system:
+            prompt.insert(0, Message.system("\n\n".join(system)))
         return prompt
 
     async def _model_node(self, state: dict[str, Any], ctx: RunContext) -> AsyncIterator[Any]:
@@ -186,12 +264,19 @@ class Agent(CompiledGraph):
         # stopped answer was dropped by the repair: the model starts it afresh.)
         continuing = resumed is not None and prompt[-1].id == resumed.id
         call = self.model.stream_continuation if continuing else self.model.stream
+        partial = PartialOutput() if self.output_type is not None else None
+        if partial is not None and resumed is not None:
+            partial.feed(resumed.content)
         async with call(prompt, tools=specs, settings=self.settings) as deltas:
             async for delta in deltas:
                 if isinstance(delta, TextDelta | ToolCallChunk):
                     piece = to_message_delta(delta, message_id)
                     builder.add(piece)
                     yield piece
+                    if partial is not None and isinstance(delta, TextDelta):
+                        value = partial.feed(delta.text)
+                        if value is not None:
+                            ctx.emit({"partial_output": value})
                 elif isinstance(delta, Usage):
                     metadata["usage"] = {
                         "prompt_tokens": delta.prompt_tokens,
@@ -199,7 +284,21 @@ class Agent(CompiledGraph):
                     }
                 elif isinstance(delta, Finish):
                     metadata["finish_reason"] = delta.reason
-        yield builder.build().model_copy(update={"metadata": metadata})
+        answer = builder.build().model_copy(update={"metadata": metadata})
+        if self.output_type is None or answer.tool_calls:
+            yield answer
+            return
+        answer = validate(self.output_type, answer)
+        yield answer
+        if "output_error" in answer.metadata:
+            attempt = retries_so_far(messages) + 1
+            if attempt > self.output_retries:
+                raise OutputValidationError(
+                    f"the answer did not fit {self.output_type.__name__} after "
+                    f"{self.output_retries} retries: {answer.metadata['output_error']}; "
+                    "simplify the output type or use a stronger model"
+                )
+            yield retry_message(answer, attempt)
 
     async def _tools_node(self, state: dict[str, Any], ctx: RunContext) -> None:
         """Run the last answer's tool calls; each result is kept the moment it is ready."""
@@ -249,6 +348,8 @@ def _resumable(messages: Sequence[Message]) -> Message | None:
 
 def _route(state: dict[str, Any]) -> str:
     last = state["messages"][-1]
+    if last.role == "user" and "output_retry" in last.metadata:
+        return "model"  # structured output that did not validate: the model answers again
     return (
         "tools"
         if last.role == "assistant" and last.tool_calls and last.status == "complete"

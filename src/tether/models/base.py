@@ -134,6 +134,9 @@ class ModelSettings:
     tool_choice: str | None = None
     """`"auto"` (the model decides), `"required"` (it must call a tool), `"none"` (it must not),
     or a tool's name (it must call that tool); `None` is `"auto"`. Used only when tools are given."""
+    output_schema: dict[str, Any] | None = None
+    """A JSON schema the answer's text must fit (structured output): OpenAI-style servers get it
+    as `response_format`, `LocalModel` as a grammar."""
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -152,6 +155,11 @@ class ModelSettings:
             out["stop"] = list(self.stop)
         if self.seed is not None:
             out["seed"] = self.seed
+        if self.output_schema is not None:
+            out["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": self.output_schema},
+            }
         if self.tool_choice in ("auto", "required", "none"):
             out["tool_choice"] = self.tool_choice
         elif self.tool_choice is not None:

@@ -51,7 +51,7 @@ from tether.models.base import (
     Usage,
     _check_continuable,
 )
-from tether.models.local_prompt import ToolCallParser, chat_dicts, tool_grammar
+from tether.models.local_prompt import ToolCallParser, answer_grammar, chat_dicts
 
 __all__ = ["DEFAULT_GGUF", "LocalModel", "default_model_path"]
 
@@ -267,7 +267,8 @@ class LocalModel(Model):
         """Generate an answer in a worker thread and stream it; see `Model.stream`.
 
         Entering loads the weights first if needed. With `tools` (and a `tool_choice` other than
-        `"none"`), the answer is grammar-constrained to a text answer or one valid tool call.
+        `"none"`), the answer is grammar-constrained to a text answer or one valid tool call;
+        with `settings.output_schema`, the answer is JSON that fits it.
 
         Raises:
             UserError: llama-cpp-python or the weights are missing, or `tool_choice` names no
@@ -325,9 +326,9 @@ class LocalModel(Model):
         continue_final: bool,
     ) -> AsyncIterator[AsyncIterator[ModelDelta]]:
         choice = (settings.tool_choice if settings else None) or "auto"
-        grammar = None
-        if tools and choice != "none" and not continue_final:
-            grammar = tool_grammar(tools, choice)
+        schema = settings.output_schema if settings else None
+        # A continuation extends text the grammar's start rule has already passed: unconstrained.
+        grammar = None if continue_final else answer_grammar(tools, choice, schema)
         await self.load()
         send, receive = anyio.create_memory_object_stream[_Item](max_buffer_size=math.inf)
         stop = threading.Event()

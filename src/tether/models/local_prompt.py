@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from tether.ids import new_id
 from tether.messages import Message
 from tether.models.base import ModelDelta, TextDelta, ToolCallChunk, ToolSpec
 
-__all__ = ["CALL_CLOSE", "CALL_OPEN", "ToolCallParser", "chat_dicts", "tool_grammar"]
+__all__ = ["CALL_CLOSE", "CALL_OPEN", "ToolCallParser", "answer_grammar", "chat_dicts"]
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
@@ -78,47 +78,83 @@ def _arguments(text: str) -> Any:
         return text  # a malformed call from another model: show it as it was
 
 
-def tool_grammar(tools: Sequence[ToolSpec], tool_choice: str) -> str:
-    """The GBNF grammar that constrains an answer to one tool call (or, with `"auto"`, text).
+def answer_grammar(
+    tools: Sequence[ToolSpec], tool_choice: str, output_schema: Mapping[str, Any] | None
+) -> str | None:
+    """The GBNF grammar that constrains an answer, or `None` when nothing constrains it.
+
+    The branches: one tool call (when tools are offered and `tool_choice` is not `"none"`), and
+    the answer itself: JSON that fits `output_schema` when given, else (under `"auto"`) any text
+    that does not start with `<`.
 
     Raises:
-        UserError: `tool_choice` names no tool, or a tool's schema cannot become a grammar.
+        UserError: `tool_choice` names no tool, or a schema cannot become a grammar.
     """
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     names = [t.name for t in tools]
-    if tool_choice in ("auto", "required"):
-        chosen = list(tools)
-    elif tool_choice in names:
-        chosen = [t for t in tools if t.name == tool_choice]
-    else:
+    if tool_choice not in ("auto", "required", "none", *names):
         raise UserError(
             f"tool_choice {tool_choice!r} is not 'auto', 'required', 'none' or one of the "
             f"tools {names!r}"
         )
-    variants = [
-        {
-            "type": "object",
-            "properties": {"name": {"const": t.name}, "arguments": t.parameters},
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        }
-        for t in chosen
-    ]
-    schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    offered = (
+        []
+        if tool_choice == "none"
+        else [t for t in tools if tool_choice in (t.name, "auto", "required")]
+    )
+    may_answer = not offered or tool_choice == "auto"
+    if not offered and output_schema is None:
+        return None
+    branches: list[str] = []
+    rules: list[str] = []
+    if offered:
+        variants = [
+            {
+                "type": "object",
+                "properties": {"name": {"const": t.name}, "arguments": t.parameters},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for t in offered
+        ]
+        schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
+        rules.append(_schema_rules(schema, "tether-call", ["name", "arguments"]))
+        branches.append(f"{json.dumps(CALL_OPEN)} tether-call {json.dumps(CALL_CLOSE)}")
+    if may_answer and output_schema is not None:
+        rules.append(_schema_rules(output_schema, "tether-output", []))
+        branches.append("tether-output")
+    elif may_answer:
+        rules.append("tether-text ::= [^<] [^\\x00]*")
+        branches.append("tether-text")
+    return "\n".join([f"root ::= {' | '.join(branches)}", *rules])
+
+
+def _schema_rules(schema: Mapping[str, Any], name: str, order: list[str]) -> str:
+    """The GBNF rules of a JSON schema, with its top rule renamed to `name`."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
     try:
-        call = json_schema_to_gbnf(json.dumps(schema), prop_order=["name", "arguments"])
+        gbnf = json_schema_to_gbnf(json.dumps(schema), prop_order=order)
     except Exception as exc:  # the converter raises bare exceptions for schemas it cannot handle
         raise UserError(
-            f"the tools' argument schemas {[t.parameters for t in chosen]!r} cannot be turned "
-            f"into a llama.cpp grammar ({exc}); simplify the tool's parameter types"
+            f"the JSON schema {dict(schema)!r} cannot be turned into a llama.cpp grammar "
+            f"({exc}); simplify the types of the tool's parameters or of the output"
         ) from exc
-    # The converter names its top rule `root`; it becomes one branch of ours.
-    call = re.sub(r"^root ::=", "tether-call ::=", call, count=1, flags=re.MULTILINE)
-    root = f"root ::= {json.dumps(CALL_OPEN)} tether-call {json.dumps(CALL_CLOSE)}"
-    if tool_choice == "auto":
-        root += " | tether-text\ntether-text ::= [^<] [^\\x00]*"
-    return f"{root}\n{call}"
+    # The converter names its top rule `root` and its helpers after the schema's properties, so
+    # two schemas may share a rule name (e.g. `space`): prefix every rule name with `name`,
+    # outside string literals and character classes.
+    rules = set(re.findall(r"^([a-zA-Z][\w-]*) ::=", gbnf, flags=re.MULTILINE))
+
+    def rename(token: re.Match[str]) -> str:
+        word = token.group(0)
+        if word not in rules:
+            return word
+        return name if word == "root" else f"{name}-{word}"
+
+    return _GBNF_TOKEN.sub(rename, gbnf)
+
+
+# A GBNF string literal or character class (left as they are), or a word that may name a rule.
+_GBNF_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|[a-zA-Z][\w-]*')
 
 
 @dataclass
