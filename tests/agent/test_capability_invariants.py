@@ -92,7 +92,7 @@ async def output_scenario(stop_after: int, mode: str) -> None:
     with anyio.fail_after(WATCHDOG):
         await agent.ainvoke("warm up", thread_id="t")
         before = await agent.aget_messages("t")
-        final, stopped = await _run_and_stop(
+        final, _ = await _run_and_stop(
             agent, agent.arun("biggest city?", thread_id="t"), stop_after, mode
         )
         messages = await agent.aget_messages("t")
