@@ -25,3 +25,24 @@ def test_structured_output_example_validates_then_gives_none_when_stopped() -> N
     first, second = asyncio.run(example.main())
     assert first == example.City(name="Oslo", country="Norway", population=709000)
     assert second is None
+
+
+@pytest.mark.llm
+def test_local_tools_example_calls_search_with_a_query(local_model_ready: None) -> None:
+    example = load("local_tools")
+    agent = example.main()
+    messages = agent.get_messages("t1")
+    calls = [c for m in messages for c in m.tool_calls]
+    assert [c.name for c in calls] == ["search"]
+    results = [m for m in messages if m.role == "tool"]
+    assert len(results) == 1 and results[0].status == "complete"
+    assert not results[0].metadata.get("error")  # the arguments fit the schema
+    assert messages[-1].role == "assistant" and messages[-1].status == "complete"
+
+
+@pytest.mark.llm
+def test_continue_answer_example_grows_the_stopped_message(local_model_ready: None) -> None:
+    example = load("continue_answer")
+    stopped, prompt, final = asyncio.run(example.main())
+    assert prompt.endswith(stopped) and "<|im_end|>" not in prompt[-len(stopped) - 1 :]
+    assert final.startswith(stopped) and len(final) > len(stopped)
