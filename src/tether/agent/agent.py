@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import pydantic
@@ -50,10 +51,13 @@ from ..models.base import (
     Usage,
     to_message_delta,
 )
+from ..models.local import LocalModel
+from ..models.openai import OpenAICompatible
 from ..models.registry import resolve_model
 from ..storage.base import Checkpointer
 from ..tools.tool import Tool
 from ..tools.tool import tool as make_tool
+from ..tracing import AgentTracing, TracedProgram, otel_available
 from ..transcript import repair_transcript
 from .output import (
     OutputValidationError,
@@ -64,6 +68,9 @@ from .output import (
     retry_message,
     validate,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ["RESUME_PROMPT", "Agent", "create_agent"]
 
@@ -88,6 +95,8 @@ class Agent(CompiledGraph):
             see `tether.agent.output`), read with `get_output()` / `invoke_output()`.
         output_retries: How many times an answer that does not validate is sent back to the
             model with the error before the run fails with `OutputValidationError`.
+        tracer_provider: An OpenTelemetry `TracerProvider` for this agent's spans (see
+            `tether.tracing`); by default the global one, when OpenTelemetry is installed.
     """
 
     def __init__(
@@ -104,6 +113,7 @@ class Agent(CompiledGraph):
         settings: ModelSettings | None = None,
         output_type: type[pydantic.BaseModel] | None = None,
         output_retries: int = 2,
+        tracer_provider: Any = None,
     ) -> None:
         self.model = resolve_model(model) if isinstance(model, str) else model
         if not isinstance(self.model, Model):
@@ -120,6 +130,11 @@ class Agent(CompiledGraph):
         if output_retries < 0:
             raise UserError(f"output_retries must be >= 0, not {output_retries!r}")
         self.output_retries = output_retries
+        self._tracing = (
+            AgentTracing(tracer_provider)
+            if tracer_provider is not None or otel_available()
+            else None
+        )
         if self.output_type is not None:
             schema = self.output_type.model_json_schema()
             self.settings = dataclasses.replace(settings or ModelSettings(), output_schema=schema)
@@ -142,10 +157,18 @@ class Agent(CompiledGraph):
 
     # runs
     def _program(self, input: Any, options: RunOptions) -> Program:
+        return self._traced(self._untraced_program(input, options))
+
+    def _untraced_program(self, input: Any, options: RunOptions) -> Program:
         if isinstance(input, Resume):
             options.config["resume"] = True
             return GraphProgram(self, {}, self.recursion_limit)
         return super()._program(input, options)
+
+    def _traced(self, program: Program) -> Program:
+        if self._tracing is None:
+            return program
+        return TracedProgram(program, self._tracing, self.name or "agent")
 
     def run(
         self,
@@ -267,23 +290,29 @@ class Agent(CompiledGraph):
         partial = PartialOutput() if self.output_type is not None else None
         if partial is not None and resumed is not None:
             partial.feed(resumed.content)
-        async with call(prompt, tools=specs, settings=self.settings) as deltas:
-            async for delta in deltas:
-                if isinstance(delta, TextDelta | ToolCallChunk):
-                    piece = to_message_delta(delta, message_id)
-                    builder.add(piece)
-                    yield piece
-                    if partial is not None and isinstance(delta, TextDelta):
-                        value = partial.feed(delta.text)
-                        if value is not None:
-                            ctx.emit({"partial_output": value})
-                elif isinstance(delta, Usage):
-                    metadata["usage"] = {
-                        "prompt_tokens": delta.prompt_tokens,
-                        "completion_tokens": delta.completion_tokens,
-                    }
-                elif isinstance(delta, Finish):
-                    metadata["finish_reason"] = delta.reason
+        with (
+            self._span(ctx, "node model", {"tether.node": "model"}) as node_span,
+            self._span(ctx, f"chat {self.model.name}", self._chat_attributes(), node_span) as span,
+        ):
+            async with call(prompt, tools=specs, settings=self.settings) as deltas:
+                async for delta in deltas:
+                    if isinstance(delta, TextDelta | ToolCallChunk):
+                        piece = to_message_delta(delta, message_id)
+                        builder.add(piece)
+                        yield piece
+                        if partial is not None and isinstance(delta, TextDelta):
+                            value = partial.feed(delta.text)
+                            if value is not None:
+                                ctx.emit({"partial_output": value})
+                    elif isinstance(delta, Usage):
+                        metadata["usage"] = {
+                            "prompt_tokens": delta.prompt_tokens,
+                            "completion_tokens": delta.completion_tokens,
+                        }
+                    elif isinstance(delta, Finish):
+                        metadata["finish_reason"] = delta.reason
+            if span is not None:
+                span.set_attributes(_usage_attributes(metadata))
         answer = builder.build().model_copy(update={"metadata": metadata})
         if self.output_type is None or answer.tool_calls:
             yield answer
@@ -303,15 +332,28 @@ class Agent(CompiledGraph):
     async def _tools_node(self, state: dict[str, Any], ctx: RunContext) -> None:
         """Run the last answer's tool calls; each result is kept the moment it is ready."""
         calls = state["messages"][-1].tool_calls
-        if self.parallel_tool_calls and len(calls) > 1:
-            async with anyio.create_task_group() as tg:
+        with self._span(ctx, "node tools", {"tether.node": "tools"}) as node_span:
+            if self.parallel_tool_calls and len(calls) > 1:
+                async with anyio.create_task_group() as tg:
+                    for call in calls:
+                        tg.start_soon(self._call_tool, call, ctx, node_span)
+            else:
                 for call in calls:
-                    tg.start_soon(self._call_tool, call, ctx)
-        else:
-            for call in calls:
-                await self._call_tool(call, ctx)
+                    await self._call_tool(call, ctx, node_span)
 
-    async def _call_tool(self, call: ToolCall, ctx: RunContext) -> None:
+    async def _call_tool(self, call: ToolCall, ctx: RunContext, parent: Span | None) -> None:
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.name,
+            "gen_ai.tool.call.id": call.id,
+            "gen_ai.tool.type": "function",
+        }
+        with self._span(ctx, f"execute_tool {call.name}", attributes, parent) as span:
+            status = await self._run_tool(call, ctx)
+            if span is not None:
+                span.set_attribute("tether.tool.status", status)
+
+    async def _run_tool(self, call: ToolCall, ctx: RunContext) -> str:
         ctx.emit_event(
             ToolCallStarted, tool_call_id=call.id, name=call.name, arguments=call.arguments
         )
@@ -331,6 +373,54 @@ class Agent(CompiledGraph):
         ctx.emit_event(
             ToolCallFinished, tool_call_id=call.id, name=call.name, status=status, content=content
         )
+        return status
+
+    # tracing
+    def _span(
+        self,
+        ctx: RunContext,
+        name: str,
+        attributes: dict[str, Any],
+        parent: Span | None = None,
+    ) -> AbstractContextManager[Span | None]:
+        if self._tracing is None:
+            return nullcontext(None)
+        if ctx.step is not None:
+            attributes = {**attributes, "tether.step": ctx.step}
+        return self._tracing.span(ctx.run_id, name, attributes, parent=parent)
+
+    def _chat_attributes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": _provider_name(self.model),
+            "gen_ai.request.model": self.model.name,
+        }
+        settings = self.settings
+        if settings is not None and settings.temperature is not None:
+            out["gen_ai.request.temperature"] = settings.temperature
+        if settings is not None and settings.max_tokens is not None:
+            out["gen_ai.request.max_tokens"] = settings.max_tokens
+        return out
+
+
+def _usage_attributes(metadata: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    usage = metadata.get("usage")
+    if usage:
+        out["gen_ai.usage.input_tokens"] = usage["prompt_tokens"]
+        out["gen_ai.usage.output_tokens"] = usage["completion_tokens"]
+    if "finish_reason" in metadata:
+        out["gen_ai.response.finish_reasons"] = [metadata["finish_reason"]]
+    return out
+
+
+def _provider_name(model: Model) -> str:
+    """The GenAI semantic conventions' provider name, as far as tether can tell."""
+    if isinstance(model, LocalModel):
+        return "llama.cpp"
+    if isinstance(model, OpenAICompatible):
+        return "openai" if "api.openai.com" in model.base_url else "openai_compatible"
+    return type(model).__name__
 
 
 def _resumable(messages: Sequence[Message]) -> Message | None:
