@@ -46,3 +46,13 @@ def test_continue_answer_example_grows_the_stopped_message(local_model_ready: No
     stopped, prompt, final = asyncio.run(example.main())
     assert prompt.endswith(stopped) and "<|im_end|>" not in prompt[-len(stopped) - 1 :]
     assert final.startswith(stopped) and len(final) > len(stopped)
+
+
+def test_tracing_example_marks_the_stopped_spans_cancelled() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    spans = asyncio.run(load("tracing").main())
+    runs = [s for s in spans if s["name"] == "invoke_agent weather"]
+    assert [r["tether.status"] for r in runs] == ["completed", "cancelled"]
+    assert runs[1]["tether.stop.requested_by"] == "user"
+    stopped_tool = [s for s in spans if s["name"] == "execute_tool forecast"][-1]
+    assert stopped_tool["tether.status"] == "cancelled"
