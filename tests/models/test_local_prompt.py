@@ -92,26 +92,49 @@ def test_parser_reports_a_call_that_does_not_parse() -> None:
 
 def test_grammar_offers_every_tool_or_text_under_auto() -> None:
     pytest.importorskip("llama_cpp")
-    from tether.models.local_prompt import tool_grammar
+    from tether.models.local_prompt import answer_grammar
 
     @tool
     def lookup(city: str, days: int = 1) -> str:
         """Forecast."""
         return city
 
-    grammar = tool_grammar([SEARCH, lookup.spec], "auto")
+    grammar = answer_grammar([SEARCH, lookup.spec], "auto", None)
+    assert grammar is not None
     root = grammar.splitlines()[0]
     assert root.startswith(f"root ::= {json.dumps(CALL_OPEN)} tether-call {json.dumps(CALL_CLOSE)}")
     assert "| tether-text" in root
     assert '\\"search\\"' in grammar and '\\"lookup\\"' in grammar
     assert "tether-call ::=" in grammar and "\nroot ::=" not in grammar
-    required = tool_grammar([SEARCH, lookup.spec], "lookup")
+    required = answer_grammar([SEARCH, lookup.spec], "lookup", None)
+    assert required is not None
     assert "tether-text" not in required and '\\"search\\"' not in required
 
 
 def test_grammar_for_an_unknown_tool_choice_is_a_user_error_naming_it() -> None:
     pytest.importorskip("llama_cpp")
-    from tether.models.local_prompt import tool_grammar
+    from tether.models.local_prompt import answer_grammar
 
     with pytest.raises(UserError, match=r"'find'"):
-        tool_grammar([SEARCH], "find")
+        answer_grammar([SEARCH], "find", None)
+
+
+def test_no_grammar_without_tools_or_schema_and_a_schema_grammar_for_output() -> None:
+    pytest.importorskip("llama_cpp")
+    from tether.models.local_prompt import answer_grammar
+
+    assert answer_grammar([SEARCH], "none", None) is None
+    assert answer_grammar([], "auto", None) is None
+    schema = {"type": "object", "properties": {"space": {"type": "string"}}}
+    grammar = answer_grammar([SEARCH], "auto", schema)
+    assert grammar is not None
+    assert grammar.splitlines()[0].endswith("| tether-output")
+    # the two schemas' helper rules (both have `space`) do not collide
+    names = [line.split(" ::=")[0] for line in grammar.splitlines() if " ::=" in line]
+    assert len(names) == len(set(names))
+
+
+def test_parser_without_a_call_branch_passes_call_like_text_through() -> None:
+    parser = ToolCallParser(calls=False)
+    assert parser.feed(CALL_OPEN) == [TextDelta(CALL_OPEN)]
+    assert not parser.is_call

@@ -24,7 +24,7 @@ from tether.models import (
 
 pytestmark = [pytest.mark.llm, pytest.mark.anyio]
 
-WATCHDOG = 90.0
+WATCHDOG = 300.0  # generous: grammar sampling on a loaded 2-core machine is slow
 SEARCH = ToolSpec(
     "search",
     "Search the documentation.",
@@ -109,7 +109,7 @@ async def test_the_readme_agent_calls_its_tool_with_valid_arguments(
         tools=[search],
         instructions="Be helpful.",
         checkpointer=InMemoryCheckpointer(),
-        settings=ModelSettings(temperature=0, max_tokens=60),
+        settings=ModelSettings(temperature=0, max_tokens=30),
     )
     with anyio.fail_after(WATCHDOG):
         events = [

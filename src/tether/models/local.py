@@ -51,7 +51,7 @@ from tether.models.base import (
     Usage,
     _check_continuable,
 )
-from tether.models.local_prompt import ToolCallParser, answer_grammar, chat_dicts
+from tether.models.local_prompt import CALL_BRANCH, ToolCallParser, answer_grammar, chat_dicts
 
 __all__ = ["DEFAULT_GGUF", "LocalModel", "default_model_path"]
 
@@ -156,7 +156,9 @@ class LocalModel(Model):
 
     Tools are called through grammar-constrained decoding (`tether.models.local_prompt`): the
     call's name and arguments always fit a tool's schema; whether a 135M model calls the right
-    tool with sensible values is another matter. A stopped answer is continued by prefill.
+    tool with sensible values is another matter. Unless `ModelSettings.tool_choice` says
+    otherwise, a question gets one tool call and the tool's result a text answer (left to choose,
+    SmolLM2-135M nearly always answers in text). A stopped answer is continued by prefill.
     """
 
     continuation = "prefill"
@@ -266,9 +268,11 @@ class LocalModel(Model):
     ) -> AbstractAsyncContextManager[AsyncIterator[ModelDelta]]:
         """Generate an answer in a worker thread and stream it; see `Model.stream`.
 
-        Entering loads the weights first if needed. With `tools` (and a `tool_choice` other than
-        `"none"`), the answer is grammar-constrained to a text answer or one valid tool call;
-        with `settings.output_schema`, the answer is JSON that fits it.
+        Entering loads the weights first if needed. With `tools`, the answer is
+        grammar-constrained to one valid tool call (`tool_choice` `"required"` or a tool's name;
+        by default when the conversation ends with a user message), to a call or text
+        (`"auto"`), or left free (`"none"`; by default after a tool's result). With
+        `settings.output_schema`, a text answer is JSON that fits it.
 
         Raises:
             UserError: llama-cpp-python or the weights are missing, or `tool_choice` names no
@@ -325,7 +329,7 @@ class LocalModel(Model):
         *,
         continue_final: bool,
     ) -> AsyncIterator[AsyncIterator[ModelDelta]]:
-        choice = (settings.tool_choice if settings else None) or "auto"
+        choice = (settings.tool_choice if settings else None) or _default_tool_choice(messages)
         schema = settings.output_schema if settings else None
         # A continuation extends text the grammar's start rule has already passed: unconstrained.
         grammar = None if continue_final else answer_grammar(tools, choice, schema)
@@ -427,7 +431,11 @@ class LocalModel(Model):
         kwargs["stop"] = [eos, *kwargs.get("stop", ())]
         if request.grammar is not None:
             kwargs["grammar"] = LlamaGrammar.from_string(request.grammar, verbose=False)
-        parser = ToolCallParser()
+        # Only a grammar with a call branch makes calls; otherwise text is text, even text that
+        # mimics the call format.
+        parser = ToolCallParser(
+            calls=request.grammar is not None and CALL_BRANCH in request.grammar
+        )
         generated = 0
         reason = "stop"
         chunks = llama.create_completion(prompt=tokens, stream=True, **kwargs)
@@ -435,8 +443,9 @@ class LocalModel(Model):
             for chunk in chunks:
                 choice = (chunk.get("choices") or [{}])[0]
                 text = choice.get("text") or ""
-                generated += 1
-                self.generated_tokens += 1  # one chunk per sampled token
+                if not choice.get("finish_reason"):  # the last chunk only says why it ended
+                    generated += 1
+                    self.generated_tokens += 1  # one chunk per sampled token
                 yield from parser.feed(text)
                 if choice.get("finish_reason"):
                     reason = str(choice["finish_reason"])
@@ -482,6 +491,16 @@ class _LocalDeltas:
         if isinstance(item, _Failed):
             raise ModelError(f"llama.cpp failed while generating: {item.error!r}") from item.error
         return item
+
+
+def _default_tool_choice(messages: Sequence[Message]) -> str:
+    """Without an explicit `tool_choice`: a call first, then an answer (one tool round).
+
+    Left to choose with its first token (`"auto"`), SmolLM2-135M answers in text nearly always,
+    so a question (the conversation ends with a user message) gets a tool call, and a tool's
+    result gets a text answer.
+    """
+    return "required" if messages and messages[-1].role == "user" else "none"
 
 
 # `create_chat_completion`'s sampling defaults (`create_completion`'s own differ: 16 tokens, 0.8).

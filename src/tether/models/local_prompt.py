@@ -31,8 +31,17 @@ from tether.ids import new_id
 from tether.messages import Message
 from tether.models.base import ModelDelta, TextDelta, ToolCallChunk, ToolSpec
 
-__all__ = ["CALL_CLOSE", "CALL_OPEN", "ToolCallParser", "answer_grammar", "chat_dicts"]
+__all__ = [
+    "CALL_BRANCH",
+    "CALL_CLOSE",
+    "CALL_OPEN",
+    "ToolCallParser",
+    "answer_grammar",
+    "chat_dicts",
+]
 
+CALL_BRANCH = "tether-call"
+"""The grammar rule of a tool call; a grammar without it allows no call."""
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
 
@@ -166,7 +175,9 @@ class ToolCallParser:
     closing tag, then handed out whole; a call cut short (a stop, `max_tokens`) is dropped.
     """
 
-    # everything generated so far, while it may still be a tool call; emptied once it is text
+    # whether the answer may be a call at all (the grammar offers one); if not, all is text
+    calls: bool = True
+    # everything generated so far, while it may still be a tool call
     _held: str = ""
     # None until the first character arrives, then whether this answer is a tool call
     _is_call: bool | None = None
@@ -180,7 +191,7 @@ class ToolCallParser:
         if not text:
             return []
         if self._is_call is None:
-            self._is_call = text.startswith("<")
+            self._is_call = self.calls and text.startswith("<")
         if not self._is_call:
             return [TextDelta(text)]
         self._held += text
