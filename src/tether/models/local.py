@@ -51,7 +51,13 @@ from tether.models.base import (
     Usage,
     _check_continuable,
 )
-from tether.models.local_prompt import CALL_BRANCH, ToolCallParser, answer_grammar, chat_dicts
+from tether.models.local_prompt import (
+    CALL_BRANCH,
+    CALL_OPEN,
+    ToolCallParser,
+    answer_grammar,
+    chat_dicts,
+)
 
 __all__ = ["DEFAULT_GGUF", "LocalModel", "default_model_path"]
 
@@ -106,6 +112,7 @@ class _Request:
     settings: dict[str, Any]  # keyword arguments for `create_completion`
     grammar: str | None  # the GBNF grammar that constrains the answer, if any
     continue_final: bool  # continue the last (assistant) message instead of answering it
+    no_calls: bool  # tools are listed but this answer must be text
 
 
 # Serializes the short patch of llama-cpp-python's default model parameters in `_extra_cpu_buffers`.
@@ -337,7 +344,11 @@ class LocalModel(Model):
         send, receive = anyio.create_memory_object_stream[_Item](max_buffer_size=math.inf)
         stop = threading.Event()
         request = _Request(
-            chat_dicts(messages, tools), _llama_settings(settings), grammar, continue_final
+            chat_dicts(messages, tools),
+            _llama_settings(settings),
+            grammar,
+            continue_final,
+            no_calls=bool(tools) and choice == "none" and not continue_final,
         )
         thread = threading.Thread(
             target=self._generate,
@@ -431,6 +442,11 @@ class LocalModel(Model):
         kwargs["stop"] = [eos, *kwargs.get("stop", ())]
         if request.grammar is not None:
             kwargs["grammar"] = LlamaGrammar.from_string(request.grammar, verbose=False)
+        elif request.no_calls:
+            # Tools are listed but not offered: a model that saw its own calls tends to write
+            # one as text. Ban the `<` token that starts them (a grammar would, too slowly).
+            lt = llama.tokenize(CALL_OPEN[0].encode(), add_bos=False, special=False)
+            kwargs["logit_bias"] = {lt[0]: -100.0} if len(lt) == 1 else None
         # Only a grammar with a call branch makes calls; otherwise text is text, even text that
         # mimics the call format.
         parser = ToolCallParser(

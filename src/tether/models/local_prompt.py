@@ -50,8 +50,9 @@ _TOOLS_HEADER = (
     "schema of its arguments:"
 )
 _TOOLS_FOOTER = (
-    f'To call a tool, answer with only {CALL_OPEN}{{"name": "<tool name>", "arguments": '
-    f"{{<arguments>}}}}{CALL_CLOSE}. After a tool's result arrives, answer the user."
+    f'To call a tool, answer with only {CALL_OPEN}{{"name": ..., "arguments": {{...}}}}{CALL_CLOSE}, '
+    "taking the arguments' values from the user's request. After a tool's result arrives, "
+    "answer the user with it."
 )
 
 
