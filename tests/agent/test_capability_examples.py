@@ -46,6 +46,7 @@ def test_continue_answer_example_grows_the_stopped_message(local_model_ready: No
     stopped, prompt, final = asyncio.run(example.main())
     assert prompt.endswith(stopped) and "<|im_end|>" not in prompt[-len(stopped) - 1 :]
     assert final.startswith(stopped) and len(final) > len(stopped)
+    assert not final[len(stopped) :].lstrip().startswith(stopped.split()[0])  # no restart
 
 
 def test_tracing_example_marks_the_stopped_spans_cancelled() -> None:
