@@ -57,3 +57,20 @@ def test_tracing_example_marks_the_stopped_spans_cancelled() -> None:
     assert runs[1]["tether.stop.requested_by"] == "user"
     stopped_tool = [s for s in spans if s["name"] == "execute_tool forecast"][-1]
     assert stopped_tool["tether.status"] == "cancelled"
+
+
+@pytest.mark.llm
+def test_structured_output_example_with_smollm2_validates_through_the_grammar(
+    local_model_ready: None,
+) -> None:
+    from tether.models import LocalModel
+
+    example = load("structured_output")
+    model = LocalModel()
+    try:
+        first, second = asyncio.run(example.main(model))
+    finally:
+        assert model.wait_idle(60)
+        asyncio.run(model.aclose())
+    assert isinstance(first, example.City)  # the values are SmolLM2's; the shape is the schema's
+    assert second is None
