@@ -4,9 +4,9 @@ Mechanism.
 - Loading: the weights are loaded lazily, once, in a worker thread, under the model's
   `threading.Lock`. A caller cancelled while the weights load stops waiting at once; the load
   finishes in its thread and the next caller finds the model ready.
-- Generation: each `stream()` starts one daemon thread that iterates llama-cpp-python's
-  `create_chat_completion(stream=True)` and hands every delta to the caller's event loop with
-  `anyio.from_thread.run_sync`, into a memory object stream. llama contexts are not re-entrant,
+- Generation: each `stream()` starts one daemon thread that renders the prompt, iterates
+  llama-cpp-python's `create_completion(stream=True)` on it and hands every delta to the
+  caller's event loop with `anyio.from_thread.run_sync`, into a memory object stream. llama contexts are not re-entrant,
   so the thread holds the model's lock for the whole generation: calls queue up.
 - Stop: leaving the `async with` block sets the generation's stop flag and closes the stream. The
   thread checks the flag after every token, and its next hand-off fails on the closed stream, so it
@@ -336,11 +336,11 @@ class LocalModel(Model):
         *,
         continue_final: bool,
     ) -> AsyncIterator[AsyncIterator[ModelDelta]]:
+        await self.load()
         choice = (settings.tool_choice if settings else None) or _default_tool_choice(messages)
         schema = settings.output_schema if settings else None
         # A continuation extends text the grammar's start rule has already passed: unconstrained.
         grammar = None if continue_final else answer_grammar(tools, choice, schema)
-        await self.load()
         send, receive = anyio.create_memory_object_stream[_Item](max_buffer_size=math.inf)
         stop = threading.Event()
         request = _Request(
@@ -381,15 +381,14 @@ class LocalModel(Model):
             "eos_token": llama.detokenize([llama.token_eos()], special=True).decode(),
             "bos_token": llama.detokenize([llama.token_bos()], special=True).decode(),
         }
+        # Typed as Any: llama-cpp-python types `messages` as its own TypedDicts.
+        messages: Any = chat
         if not continue_final:
-            return str(Jinja2ChatFormatter(template, **special)(messages=chat).prompt)
+            return str(Jinja2ChatFormatter(template, **special)(messages=messages).prompt)
         # Render the stopped answer as the last turn, then cut right after its text: the
         # prompt ends mid-turn, so the model extends the answer (vLLM's continue_final_message).
-        full = str(
-            Jinja2ChatFormatter(template, add_generation_prompt=False, **special)(
-                messages=chat
-            ).prompt
-        )
+        formatter = Jinja2ChatFormatter(template, add_generation_prompt=False, **special)
+        full = str(formatter(messages=messages).prompt)
         partial = chat[-1]["content"]
         for text in (partial, partial.rstrip()):
             at = full.rfind(text)
@@ -432,7 +431,7 @@ class LocalModel(Model):
 
     def _completion(self, request: _Request, stop: threading.Event) -> Iterator[ModelDelta]:
         """Run one completion (under the lock) and yield its deltas; ends early once `stop`."""
-        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar
 
         llama = self._llama
         prompt = self._render(request.chat, continue_final=request.continue_final)
