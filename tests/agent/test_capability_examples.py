@@ -31,6 +31,8 @@ def test_structured_output_example_validates_then_gives_none_when_stopped() -> N
 def test_local_tools_example_calls_search_with_a_query(local_model_ready: None) -> None:
     example = load("local_tools")
     agent = example.main()
+    assert agent.model.wait_idle(60)
+    asyncio.run(agent.model.aclose())  # the example's `Agent("local")` made its own LocalModel
     messages = agent.get_messages("t1")
     calls = [c for m in messages for c in m.tool_calls]
     assert [c.name for c in calls] == ["search"]
