@@ -6,8 +6,8 @@ The agent asks for three slow lookups, one after another. We stop it while the s
 first result is kept, the second is cancelled mid-way, the third never starts, and both get a
 synthetic "cancelled" result, so the transcript stays valid. A follow-up message then just works.
 
-SmolLM2 cannot call tools, so the model here is scripted; pass `--model openai:gpt-4o-mini` (with
-OPENAI_API_KEY set) to drive a real one.
+The model here is scripted, so the stop lands at the same place every time; pass
+`--model openai:gpt-4o-mini` (with OPENAI_API_KEY set) to drive a real one.
 """
 
 from __future__ import annotations

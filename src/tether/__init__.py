@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .agent import Agent, ToolsIgnoredWarning, create_agent
+from .agent import Agent, OutputValidationError, ToolsIgnoredWarning, create_agent
 from .app import App, StateSnapshot
 from .commands import Resume
 from .context import RunContext
@@ -86,6 +86,7 @@ __all__ = [
     "NodeFinished",
     "NodeStarted",
     "NotFoundError",
+    "OutputValidationError",
     "Resume",
     "RunCancelledError",
     "RunContext",

@@ -12,7 +12,7 @@ import pytest
 
 from tether.errors import UserError
 from tether.messages import Message
-from tether.models import LocalModel, ModelSettings, TextDelta, ToolSpec, default_model_path
+from tether.models import LocalModel, ModelSettings, TextDelta, default_model_path
 
 WATCHDOG = 60.0
 STORY = [Message.user("Write a very long story about a dragon who learns to bake bread.")]
@@ -33,7 +33,6 @@ async def test_streams_text_off_the_event_loop(model: LocalModel) -> None:
     with anyio.fail_after(WATCHDOG):
         async with model.stream(
             [Message.user("Say hello.")],
-            tools=[ToolSpec("ignored", "SmolLM2 cannot call tools")],
             settings=ModelSettings(max_tokens=12, temperature=0),
         ) as deltas:
             got = [d async for d in deltas]

@@ -47,3 +47,23 @@ def test_unknown_names_are_user_errors_listing_the_forms(spec: str) -> None:
         resolve_model(spec)
     assert repr(spec) in str(info.value)
     assert "openai-compatible:<model>@<base_url>" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "continuation"),
+    [
+        ("openai-compatible", "instruction"),
+        ("llama-server", "prefill"),
+        ("vllm", "continue_final_message"),
+    ],
+)
+def test_servers_by_kind_continue_a_stopped_answer_their_own_way(
+    kind: str, continuation: str
+) -> None:
+    model = resolve_model(f"{kind}:m@http://127.0.0.1:8080/v1")
+    assert isinstance(model, OpenAICompatible)
+    assert (model.base_url, model.model, model.continuation) == (
+        "http://127.0.0.1:8080/v1",
+        "m",
+        continuation,
+    )

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .agent import Agent, ToolsIgnoredWarning, create_agent
+from .output import OutputValidationError
 
-__all__ = ["Agent", "ToolsIgnoredWarning", "create_agent"]
+__all__ = ["Agent", "OutputValidationError", "ToolsIgnoredWarning", "create_agent"]

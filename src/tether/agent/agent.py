@@ -20,18 +20,22 @@ the transcript is repaired, so whatever was stopped, the next message (or `resum
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import warnings
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import pydantic
 
 from ..app import RunOptions
 from ..commands import Resume
 from ..context import RunContext
 from ..coordination.base import RunRegistry
 from ..engine import Program
-from ..errors import UserError
+from ..errors import RunCancelledError, UserError
 from ..events import Event, ToolCallFinished, ToolCallStarted
 from ..graph.compiled import CompiledGraph, GraphProgram
 from ..graph.state_graph import END, StateGraph
@@ -39,6 +43,7 @@ from ..handle import RunStream, SyncRunStream
 from ..ids import new_id
 from ..messages import Message, MessageBuilder, MessageDelta, ToolCall
 from ..models.base import (
+    CONTINUE_PROMPT,
     Finish,
     Model,
     ModelSettings,
@@ -47,18 +52,31 @@ from ..models.base import (
     Usage,
     to_message_delta,
 )
+from ..models.local import LocalModel
+from ..models.openai import OpenAICompatible
 from ..models.registry import resolve_model
 from ..storage.base import Checkpointer
 from ..tools.tool import Tool
 from ..tools.tool import tool as make_tool
+from ..tracing import AgentTracing, TracedProgram, otel_available
 from ..transcript import repair_transcript
+from .output import (
+    OutputValidationError,
+    PartialOutput,
+    check_output_type,
+    output_of,
+    retries_so_far,
+    retry_message,
+    validate,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ["RESUME_PROMPT", "Agent", "ToolsIgnoredWarning", "create_agent"]
 
-RESUME_PROMPT = (
-    "Your previous answer was cut off. Continue it exactly where it stopped, without repeating "
-    "anything and without any preamble."
-)
+RESUME_PROMPT = CONTINUE_PROMPT
+"""The user message that asks a model without assistant prefill to continue a stopped answer."""
 
 
 class ToolsIgnoredWarning(UserWarning):
@@ -80,6 +98,12 @@ class Agent(CompiledGraph):
         settings: Sampling settings for every model call.
         description: What the agent is (Agno's keyword); sent before `instructions` in the
             system prompt.
+        output_type: A pydantic model: the answer is JSON validated into it (structured output;
+            see `tether.agent.output`), read with `get_output()` / `invoke_output()`.
+        output_retries: How many times an answer that does not validate is sent back to the
+            model with the error before the run fails with `OutputValidationError`.
+        tracer_provider: An OpenTelemetry `TracerProvider` for this agent's spans (see
+            `tether.tracing`); by default the global one, when OpenTelemetry is installed.
 
     Warns (`ToolsIgnoredWarning`) when given tools on a model that cannot call tools.
     """
@@ -97,6 +121,9 @@ class Agent(CompiledGraph):
         parallel_tool_calls: bool = True,
         settings: ModelSettings | None = None,
         description: str | None = None,
+        output_type: type[pydantic.BaseModel] | None = None,
+        output_retries: int = 2,
+        tracer_provider: Any = None,
     ) -> None:
         self.model = resolve_model(model) if isinstance(model, str) else model
         if not isinstance(self.model, Model):
@@ -120,11 +147,23 @@ class Agent(CompiledGraph):
         self.settings = settings
         if max_turns < 1:
             raise UserError(f"max_turns must be >= 1, not {max_turns!r}")
+        self.output_type = check_output_type(output_type)
+        if output_retries < 0:
+            raise UserError(f"output_retries must be >= 0, not {output_retries!r}")
+        self.output_retries = output_retries
+        self._tracing = (
+            AgentTracing(tracer_provider)
+            if tracer_provider is not None or otel_available()
+            else None
+        )
+        if self.output_type is not None:
+            schema = self.output_type.model_json_schema()
+            self.settings = dataclasses.replace(settings or ModelSettings(), output_schema=schema)
         graph = StateGraph()
         graph.add_node("model", self._model_node)
         graph.add_node("tools", self._tools_node)
         graph.set_entry_point("model")
-        graph.add_conditional_edges("model", _route, {"tools": "tools", END: END})
+        graph.add_conditional_edges("model", _route, {"tools": "tools", "model": "model", END: END})
         graph.add_edge("tools", "model")
         super().__init__(
             graph.topology(),
@@ -138,9 +177,17 @@ class Agent(CompiledGraph):
 
     # runs
     def _program(self, input: Any, options: RunOptions) -> Program:
+        return self._traced(self._untraced_program(input, options))
+
+    def _untraced_program(self, input: Any, options: RunOptions) -> Program:
         if isinstance(input, Resume):
             return GraphProgram(self, {}, self.recursion_limit, resume=True)
         return super()._program(input, options)
+
+    def _traced(self, program: Program) -> Program:
+        if self._tracing is None:
+            return program
+        return TracedProgram(program, self._tracing, self.name or "agent")
 
     def run(
         self,
@@ -191,14 +238,64 @@ class Agent(CompiledGraph):
         """Sync `aget_messages()`."""
         return self._sync(self.aget_messages, thread_id)
 
+    async def aget_output(self, thread_id: str) -> pydantic.BaseModel | None:
+        """The validated output of the thread's last answer (`output_type`), or `None` if that
+        answer was stopped, did not validate, or is not an answer.
+
+        Raises:
+            UserError: the agent has no `output_type`.
+        """
+        return output_of(self._output_type(), await self.aget_messages(thread_id))
+
+    def get_output(self, thread_id: str) -> pydantic.BaseModel | None:
+        """Sync `aget_output()`."""
+        return self._sync(self.aget_output, thread_id)
+
+    async def ainvoke_output(
+        self, input: Any, *, thread_id: str | None = None, multitask_strategy: str = "reject"
+    ) -> pydantic.BaseModel | None:
+        """Run to the end and return the validated output, or `None` if the run was stopped.
+
+        Raises:
+            UserError: the agent has no `output_type`.
+            RunFailedError: the run failed (its `__cause__` is an `OutputValidationError` when
+                the answer never validated).
+
+        Cancellation: the run is stopped (`requested_by="disconnect"`), as for `ainvoke`.
+        """
+        output_type = self._output_type()
+        try:
+            values = await self.ainvoke(
+                input, thread_id=thread_id, multitask_strategy=multitask_strategy
+            )
+        except RunCancelledError:
+            return None
+        return output_of(output_type, values["messages"])
+
+    def invoke_output(
+        self, input: Any, *, thread_id: str | None = None, multitask_strategy: str = "reject"
+    ) -> pydantic.BaseModel | None:
+        """Sync `ainvoke_output()`."""
+        return self._sync(
+            lambda: self.ainvoke_output(
+                input, thread_id=thread_id, multitask_strategy=multitask_strategy
+            )
+        )
+
+    def _output_type(self) -> type[pydantic.BaseModel]:
+        if self.output_type is None:
+            raise UserError("this agent has no output_type; pass Agent(..., output_type=YourModel)")
+        return self.output_type
+
     # nodes
-    def _prompt(self, messages: Sequence[Message], resuming: bool) -> list[Message]:
+    def _prompt(self, messages: Sequence[Message]) -> list[Message]:
         prompt = repair_transcript(messages)
-        system = "\n\n".join(t for t in (self.description, self.instructions) if t)
+        system = [t for t in (self.description, self.instructions) if t]
+        if self.settings is not None and self.settings.output_schema is not None:
+            schema = json.dumps(self.settings.output_schema)
+            system.append(f"Answer with only JSON that fits this JSON schema: {schema}")
         if system:
-            prompt.insert(0, Message.system(system))
-        if resuming:
-            prompt.append(Message.user(RESUME_PROMPT))
+            prompt.insert(0, Message.system("\n\n".join(system)))
         return prompt
 
     async def _model_node(self, state: dict[str, Any], ctx: RunContext) -> AsyncIterator[Any]:
@@ -210,35 +307,79 @@ class Agent(CompiledGraph):
         if resumed is not None:
             builder.add(MessageDelta(id=message_id, content=resumed.content))
         metadata: dict[str, Any] = {"model": self.model.name}
-        prompt = self._prompt(messages, resumed is not None)
+        prompt = self._prompt(messages)
         specs = [t.spec for t in self.tools.values()]
-        async with self.model.stream(prompt, tools=specs, settings=self.settings) as deltas:
-            async for delta in deltas:
-                if isinstance(delta, TextDelta | ToolCallChunk):
-                    piece = to_message_delta(delta, message_id)
-                    builder.add(piece)
-                    yield piece
-                elif isinstance(delta, Usage):
-                    metadata["usage"] = {
-                        "prompt_tokens": delta.prompt_tokens,
-                        "completion_tokens": delta.completion_tokens,
-                    }
-                elif isinstance(delta, Finish):
-                    metadata["finish_reason"] = delta.reason
-        yield builder.build().model_copy(update={"metadata": metadata})
+        # A resumed answer ends the prompt: the model continues that very message. (An empty
+        # stopped answer was dropped by the repair: the model starts it afresh.)
+        continuing = resumed is not None and prompt[-1].id == resumed.id
+        call = self.model.stream_continuation if continuing else self.model.stream
+        partial = PartialOutput() if self.output_type is not None else None
+        if partial is not None and resumed is not None:
+            partial.feed(resumed.content)
+        with (
+            self._span(ctx, "node model", {"tether.node": "model"}) as node_span,
+            self._span(ctx, f"chat {self.model.name}", self._chat_attributes(), node_span) as span,
+        ):
+            async with call(prompt, tools=specs, settings=self.settings) as deltas:
+                async for delta in deltas:
+                    if isinstance(delta, TextDelta | ToolCallChunk):
+                        piece = to_message_delta(delta, message_id)
+                        builder.add(piece)
+                        yield piece
+                        if partial is not None and isinstance(delta, TextDelta):
+                            value = partial.feed(delta.text)
+                            if value is not None:
+                                ctx.emit({"partial_output": value})
+                    elif isinstance(delta, Usage):
+                        metadata["usage"] = {
+                            "prompt_tokens": delta.prompt_tokens,
+                            "completion_tokens": delta.completion_tokens,
+                        }
+                    elif isinstance(delta, Finish):
+                        metadata["finish_reason"] = delta.reason
+            if span is not None:
+                span.set_attributes(_usage_attributes(metadata))
+        answer = builder.build().model_copy(update={"metadata": metadata})
+        if self.output_type is None or answer.tool_calls:
+            yield answer
+            return
+        answer = validate(self.output_type, answer)
+        yield answer
+        if "output_error" in answer.metadata:
+            attempt = retries_so_far(messages) + 1
+            if attempt > self.output_retries:
+                raise OutputValidationError(
+                    f"the answer did not fit {self.output_type.__name__} after "
+                    f"{self.output_retries} retries: {answer.metadata['output_error']}; "
+                    "simplify the output type or use a stronger model"
+                )
+            yield retry_message(answer, attempt)
 
     async def _tools_node(self, state: dict[str, Any], ctx: RunContext) -> None:
         """Run the last answer's tool calls; each result is kept the moment it is ready."""
         calls = state["messages"][-1].tool_calls
-        if self.parallel_tool_calls and len(calls) > 1:
-            async with anyio.create_task_group() as tg:
+        with self._span(ctx, "node tools", {"tether.node": "tools"}) as node_span:
+            if self.parallel_tool_calls and len(calls) > 1:
+                async with anyio.create_task_group() as tg:
+                    for call in calls:
+                        tg.start_soon(self._call_tool, call, ctx, node_span)
+            else:
                 for call in calls:
-                    tg.start_soon(self._call_tool, call, ctx)
-        else:
-            for call in calls:
-                await self._call_tool(call, ctx)
+                    await self._call_tool(call, ctx, node_span)
 
-    async def _call_tool(self, call: ToolCall, ctx: RunContext) -> None:
+    async def _call_tool(self, call: ToolCall, ctx: RunContext, parent: Span | None) -> None:
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.name,
+            "gen_ai.tool.call.id": call.id,
+            "gen_ai.tool.type": "function",
+        }
+        with self._span(ctx, f"execute_tool {call.name}", attributes, parent) as span:
+            status = await self._run_tool(call, ctx)
+            if span is not None:
+                span.set_attribute("tether.tool.status", status)
+
+    async def _run_tool(self, call: ToolCall, ctx: RunContext) -> str:
         ctx.emit_event(
             ToolCallStarted, tool_call_id=call.id, name=call.name, arguments=call.arguments
         )
@@ -258,6 +399,54 @@ class Agent(CompiledGraph):
         ctx.emit_event(
             ToolCallFinished, tool_call_id=call.id, name=call.name, status=status, content=content
         )
+        return status
+
+    # tracing
+    def _span(
+        self,
+        ctx: RunContext,
+        name: str,
+        attributes: dict[str, Any],
+        parent: Span | None = None,
+    ) -> AbstractContextManager[Span | None]:
+        if self._tracing is None:
+            return nullcontext(None)
+        if ctx.step is not None:
+            attributes = {**attributes, "tether.step": ctx.step}
+        return self._tracing.span(ctx.run_id, name, attributes, parent=parent)
+
+    def _chat_attributes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": _provider_name(self.model),
+            "gen_ai.request.model": self.model.name,
+        }
+        settings = self.settings
+        if settings is not None and settings.temperature is not None:
+            out["gen_ai.request.temperature"] = settings.temperature
+        if settings is not None and settings.max_tokens is not None:
+            out["gen_ai.request.max_tokens"] = settings.max_tokens
+        return out
+
+
+def _usage_attributes(metadata: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    usage = metadata.get("usage")
+    if usage:
+        out["gen_ai.usage.input_tokens"] = usage["prompt_tokens"]
+        out["gen_ai.usage.output_tokens"] = usage["completion_tokens"]
+    if "finish_reason" in metadata:
+        out["gen_ai.response.finish_reasons"] = [metadata["finish_reason"]]
+    return out
+
+
+def _provider_name(model: Model) -> str:
+    """The GenAI semantic conventions' provider name, as far as tether can tell."""
+    if isinstance(model, LocalModel):
+        return "llama.cpp"
+    if isinstance(model, OpenAICompatible):
+        return "openai" if "api.openai.com" in model.base_url else "openai_compatible"
+    return type(model).__name__
 
 
 def _resumable(messages: Sequence[Message]) -> Message | None:
@@ -275,6 +464,8 @@ def _resumable(messages: Sequence[Message]) -> Message | None:
 
 def _route(state: dict[str, Any]) -> str:
     last = state["messages"][-1]
+    if last.role == "user" and "output_retry" in last.metadata:
+        return "model"  # structured output that did not validate: the model answers again
     return (
         "tools"
         if last.role == "assistant" and last.tool_calls and last.status == "complete"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from tether.models.base import (
+    CONTINUE_PROMPT,
+    Continuation,
     Finish,
     Model,
     ModelDelta,
@@ -19,6 +21,8 @@ from tether.models.openai import OpenAICompatible
 from tether.models.registry import resolve_model
 
 __all__ = [
+    "CONTINUE_PROMPT",
+    "Continuation",
     "Finish",
     "LocalModel",
     "Model",

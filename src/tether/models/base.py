@@ -15,6 +15,12 @@ Typical use, by the agent's model node:
             ...
 
 `Model.complete` drains a stream into one `Message` for callers that do not stream.
+
+Continuation. `Model.stream_continuation` continues a stopped assistant message (the agent's
+`resume`). A provider that can prefill the assistant turn sends the conversation ending with the
+partial answer and streams only the new text (`continuation = "prefill"`); the others fall back to
+an added user message, `CONTINUE_PROMPT`, that asks the model to carry on
+(`continuation = "instruction"`), which a small model may answer by starting over.
 """
 
 from __future__ import annotations
@@ -23,13 +29,15 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tether.errors import ModelError, UserError
 from tether.ids import new_id
 from tether.messages import Message, MessageBuilder, MessageDelta, ToolCallDelta
 
 __all__ = [
+    "CONTINUE_PROMPT",
+    "Continuation",
     "Finish",
     "Model",
     "ModelDelta",
@@ -82,6 +90,17 @@ class Finish:
 ModelDelta = TextDelta | ToolCallChunk | Usage | Finish
 """One item of a model stream."""
 
+Continuation = Literal["prefill", "continue_final_message", "instruction"]
+"""How a provider continues a stopped answer: the prompt ends with the partial answer
+(`"prefill"`; vLLM's `"continue_final_message"` is the same with an explicit request flag), or a
+user message asks the model to go on (`"instruction"`, the fallback)."""
+
+CONTINUE_PROMPT = (
+    "Your previous answer was cut off. Continue it exactly where it stopped, without repeating "
+    "anything and without any preamble."
+)
+"""The user message the `"instruction"` fallback appends to continue a stopped answer."""
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
@@ -112,6 +131,12 @@ class ModelSettings:
     max_tokens: int | None = None
     stop: tuple[str, ...] | None = None
     seed: int | None = None
+    tool_choice: str | None = None
+    """`"auto"` (the model decides), `"required"` (it must call a tool), `"none"` (it must not),
+    or a tool's name (it must call that tool); `None` is `"auto"`. Used only when tools are given."""
+    output_schema: dict[str, Any] | None = None
+    """A JSON schema the answer's text must fit (structured output): OpenAI-style servers get it
+    as `response_format`, `LocalModel` as a grammar."""
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -130,6 +155,15 @@ class ModelSettings:
             out["stop"] = list(self.stop)
         if self.seed is not None:
             out["seed"] = self.seed
+        if self.output_schema is not None:
+            out["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": self.output_schema},
+            }
+        if self.tool_choice in ("auto", "required", "none"):
+            out["tool_choice"] = self.tool_choice
+        elif self.tool_choice is not None:
+            out["tool_choice"] = {"type": "function", "function": {"name": self.tool_choice}}
         return out
 
 
@@ -146,6 +180,9 @@ class Model(ABC):
 
     supports_tools: bool = True
     """Whether the model can call tools; an `Agent` given tools on a model that cannot warns."""
+
+    continuation: Continuation = "instruction"
+    """How `stream_continuation` continues a stopped answer (see the module docstring)."""
 
     @abstractmethod
     def stream(
@@ -169,6 +206,30 @@ class Model(ABC):
             the provider refuses it); it yields an async iterator of `ModelDelta`s. Exiting it, for
             any reason including cancellation, ends the call: the provider stops generating.
         """
+
+    def stream_continuation(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        settings: ModelSettings | None = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[ModelDelta]]:
+        """Continue the last message of `messages`, a stopped assistant answer, and stream the
+        new text only (the caller appends it to that message).
+
+        The default is the `"instruction"` fallback: the model gets `messages` plus a user
+        message, `CONTINUE_PROMPT`, asking it to carry on. Providers that can prefill the
+        assistant turn override this so that the prompt ends with the partial answer itself.
+
+        Raises:
+            UserError: `messages` does not end with an assistant message.
+
+        Cancellation: as for `stream`.
+        """
+        _check_continuable(messages)
+        return self.stream(
+            [*messages, Message.user(CONTINUE_PROMPT)], tools=tools, settings=settings
+        )
 
     async def complete(
         self,
@@ -209,6 +270,15 @@ class Model(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _check_continuable(messages: Sequence[Message]) -> None:
+    if not messages or messages[-1].role != "assistant":
+        last = messages[-1].role if messages else None
+        raise UserError(
+            f"a continuation needs messages that end with the assistant answer to continue, "
+            f"not with {last!r}; use stream() to start a new answer"
+        )
 
 
 def to_message_delta(delta: TextDelta | ToolCallChunk, message_id: str) -> MessageDelta:

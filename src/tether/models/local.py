@@ -4,9 +4,9 @@ Mechanism.
 - Loading: the weights are loaded lazily, once, in a worker thread, under the model's
   `threading.Lock`. A caller cancelled while the weights load stops waiting at once; the load
   finishes in its thread and the next caller finds the model ready.
-- Generation: each `stream()` starts one daemon thread that iterates llama-cpp-python's
-  `create_chat_completion(stream=True)` and hands every delta to the caller's event loop with
-  `anyio.from_thread.run_sync`, into a memory object stream. llama contexts are not re-entrant,
+- Generation: each `stream()` starts one daemon thread that renders the prompt, iterates
+  llama-cpp-python's `create_completion(stream=True)` on it and hands every delta to the
+  caller's event loop with `anyio.from_thread.run_sync`, into a memory object stream. llama contexts are not re-entrant,
   so the thread holds the model's lock for the whole generation: calls queue up.
 - Stop: leaving the `async with` block sets the generation's stop flag and closes the stream. The
   thread checks the flag after every token, and its next hand-off fails on the closed stream, so it
@@ -16,7 +16,9 @@ Residual cost: a generation that is computing a token when it is stopped finishe
 few milliseconds for SmolLM2-135M on a laptop CPU) before it releases the lock; a call queued
 behind it waits that long.
 
-SmolLM2 cannot call tools: `tools` is accepted and ignored, and the model answers in text.
+Prompt, tools and continuation: the conversation is rendered with the GGUF's chat template and
+completed with `create_completion`; tool calls are grammar-constrained and a stopped answer is
+continued by prefill. See `tether.models.local_prompt`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +48,16 @@ from tether.models.base import (
     ModelDelta,
     ModelError,
     ModelSettings,
-    TextDelta,
     ToolSpec,
     Usage,
+    _check_continuable,
+)
+from tether.models.local_prompt import (
+    CALL_BRANCH,
+    CALL_OPEN,
+    ToolCallParser,
+    answer_grammar,
+    chat_dicts,
 )
 
 __all__ = ["DEFAULT_GGUF", "LocalModel", "default_model_path"]
@@ -94,6 +103,17 @@ class _Failed:
 
 
 _Item = ModelDelta | _End | _Failed
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What one generation thread generates."""
+
+    chat: list[dict[str, str]]  # role/content dicts for the chat template
+    settings: dict[str, Any]  # keyword arguments for `create_completion`
+    grammar: str | None  # the GBNF grammar that constrains the answer, if any
+    continue_final: bool  # continue the last (assistant) message instead of answering it
+    no_calls: bool  # tools are listed but this answer must be text
 
 
 # Serializes the short patch of llama-cpp-python's default model parameters in `_extra_cpu_buffers`.
@@ -142,11 +162,14 @@ class LocalModel(Model):
             135M model gains little from them.
         llama_kwargs: More keyword arguments for `llama_cpp.Llama`.
 
-    Tools are accepted and ignored: SmolLM2 cannot call tools reliably, so it always answers in
-    text.
+    Tools are called through grammar-constrained decoding (`tether.models.local_prompt`): the
+    call's name and arguments always fit a tool's schema; whether a 135M model calls the right
+    tool with sensible values is another matter. Unless `ModelSettings.tool_choice` says
+    otherwise, a question gets one tool call and the tool's result a text answer (left to choose,
+    SmolLM2-135M nearly always answers in text). A stopped answer is continued by prefill.
     """
 
-    supports_tools = False  # SmolLM2 cannot call tools reliably
+    continuation = "prefill"
 
     def __init__(
         self,
@@ -246,33 +269,93 @@ class LocalModel(Model):
                 if thread.is_alive():
                     return False
 
-    @asynccontextmanager
-    async def stream(
+    def stream(
         self,
         messages: Sequence[Message],
         *,
         tools: Sequence[ToolSpec] = (),
         settings: ModelSettings | None = None,
-    ) -> AsyncIterator[AsyncIterator[ModelDelta]]:
+    ) -> AbstractAsyncContextManager[AsyncIterator[ModelDelta]]:
         """Generate an answer in a worker thread and stream it; see `Model.stream`.
 
-        Entering loads the weights first if needed. `tools` is ignored (SmolLM2 cannot call
-        tools).
+        Entering loads the weights first if needed. With `tools`, the answer is
+        grammar-constrained to one valid tool call (`tool_choice` `"required"` or a tool's name;
+        by default when the conversation ends with a user message), to a call or text
+        (`"auto"`), or left free (`"none"`; by default after a tool's result). With
+        `settings.output_schema`, a text answer is JSON that fits it.
 
         Raises:
-            UserError: llama-cpp-python or the weights are missing.
+            UserError: llama-cpp-python or the weights are missing, or `tool_choice` names no
+                tool.
             ModelError: llama.cpp failed while generating (raised from the iterator).
 
         Cancellation: exiting the block, for any reason, sets the stop flag; the thread stops
         after at most one more token, and the caller does not wait for it.
         """
-        del tools  # SmolLM2 cannot call tools; see the class docstring
+        return self._run(messages, tools, settings, continue_final=False)
+
+    def stream_continuation(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        settings: ModelSettings | None = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[ModelDelta]]:
+        """Continue the stopped answer that ends `messages` by prefill: the prompt ends with its
+        text, and only the new text is streamed. Tools are listed but not offered (the answer
+        being continued is text).
+
+        Raises:
+            UserError: `messages` does not end with an assistant message; as for `stream`.
+            ModelError: as for `stream`.
+
+        Cancellation: as for `stream`.
+        """
+        _check_continuable(messages)
+        return self._run(messages, tools, settings, continue_final=True)
+
+    async def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        continue_final: bool = False,
+    ) -> str:
+        """The exact prompt text a `stream` (or, with `continue_final`, a
+        `stream_continuation`) of `messages` sends to llama.cpp.
+
+        Cancellation: the caller stops waiting at once; the weights finish loading in their
+        thread.
+        """
         await self.load()
+        return self._render(chat_dicts(messages, tools), continue_final=continue_final)
+
+    @asynccontextmanager
+    async def _run(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        settings: ModelSettings | None,
+        *,
+        continue_final: bool,
+    ) -> AsyncIterator[AsyncIterator[ModelDelta]]:
+        await self.load()
+        choice = (settings.tool_choice if settings else None) or _default_tool_choice(messages)
+        schema = settings.output_schema if settings else None
+        # A continuation extends text the grammar's start rule has already passed: unconstrained.
+        grammar = None if continue_final else answer_grammar(tools, choice, schema)
         send, receive = anyio.create_memory_object_stream[_Item](max_buffer_size=math.inf)
         stop = threading.Event()
+        request = _Request(
+            chat_dicts(messages, tools),
+            _llama_settings(settings),
+            grammar,
+            continue_final,
+            no_calls=bool(tools) and choice == "none" and not continue_final,
+        )
         thread = threading.Thread(
             target=self._generate,
-            args=(_chat_messages(messages), _llama_settings(settings), stop, send),
+            args=(request, stop, send),
             kwargs={"token": anyio.lowlevel.current_token()},
             name=f"tether-local-{self.name}",
             daemon=True,
@@ -287,10 +370,41 @@ class LocalModel(Model):
             send.close()
             receive.close()
 
+    def _render(self, chat: list[dict[str, str]], *, continue_final: bool) -> str:
+        """The prompt text for `chat`; the weights must be loaded (the template is in them)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llama = self._llama
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise UserError(
+                f"{self._model_path or DEFAULT_GGUF!r} has no chat template; use a chat model"
+            )
+        special = {
+            "eos_token": llama.detokenize([llama.token_eos()], special=True).decode(),
+            "bos_token": llama.detokenize([llama.token_bos()], special=True).decode(),
+        }
+        # Typed as Any: llama-cpp-python types `messages` as its own TypedDicts.
+        messages: Any = chat
+        if not continue_final:
+            return str(Jinja2ChatFormatter(template, **special)(messages=messages).prompt)
+        # Render the stopped answer as the last turn, then cut right after its text: the
+        # prompt ends mid-turn, so the model extends the answer (vLLM's continue_final_message).
+        formatter = Jinja2ChatFormatter(template, add_generation_prompt=False, **special)
+        full = str(formatter(messages=messages).prompt)
+        partial = chat[-1]["content"]
+        for text in (partial, partial.rstrip()):
+            at = full.rfind(text)
+            if text and at >= 0:
+                return full[: at + len(text)]
+        raise ModelError(
+            f"the chat template does not render the stopped answer {partial[-80:]!r} verbatim, "
+            "so it cannot be continued by prefill"
+        )
+
     def _generate(
         self,
-        messages: list[dict[str, str]],
-        kwargs: dict[str, Any],
+        request: _Request,
         stop: threading.Event,
         send: MemoryObjectSendStream[_Item],
         *,
@@ -310,41 +424,57 @@ class LocalModel(Model):
                 return
             try:
                 self._load_locked()
-                chunks = self._llama.create_chat_completion(
-                    messages=messages, stream=True, **kwargs
-                )
-                try:
-                    for chunk in chunks:
-                        for item in self._deltas(chunk):
-                            if not hand_off(item):
-                                return
-                        if stop.is_set():
-                            return
-                finally:
-                    chunks.close()
+                for item in self._completion(request, stop):
+                    if not hand_off(item):
+                        return
             except Exception as exc:  # handed to the caller, who raises it as a ModelError
                 hand_off(_Failed(exc))
                 return
             hand_off(_End())
 
-    def _deltas(self, chunk: dict[str, Any]) -> list[ModelDelta]:
-        out: list[ModelDelta] = []
-        for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                self.generated_tokens += 1  # one content chunk per sampled token
-                out.append(TextDelta(content))
-            reason = choice.get("finish_reason")
-            if reason:
-                out.append(Finish(str(reason)))
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            out.append(
-                Usage(
-                    int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-                )
-            )
-        return out
+    def _completion(self, request: _Request, stop: threading.Event) -> Iterator[ModelDelta]:
+        """Run one completion (under the lock) and yield its deltas; ends early once `stop`."""
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        llama = self._llama
+        prompt = self._render(request.chat, continue_final=request.continue_final)
+        tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        eos = llama.detokenize([llama.token_eos()], special=True).decode()
+        kwargs = dict(request.settings)
+        kwargs["stop"] = [eos, *kwargs.get("stop", ())]
+        if request.grammar is not None:
+            kwargs["grammar"] = LlamaGrammar.from_string(request.grammar, verbose=False)
+        elif request.no_calls:
+            # Tools are listed but not offered: a model that saw its own calls tends to write
+            # one as text. Ban the `<` token that starts them (a grammar would, too slowly).
+            lt = llama.tokenize(CALL_OPEN[0].encode(), add_bos=False, special=False)
+            kwargs["logit_bias"] = {lt[0]: -100.0} if len(lt) == 1 else None
+        # Only a grammar with a call branch makes calls; otherwise text is text, even text that
+        # mimics the call format.
+        parser = ToolCallParser(
+            calls=request.grammar is not None and CALL_BRANCH in request.grammar
+        )
+        generated = 0
+        reason = "stop"
+        chunks = llama.create_completion(prompt=tokens, stream=True, **kwargs)
+        try:
+            for chunk in chunks:
+                choice = (chunk.get("choices") or [{}])[0]
+                text = choice.get("text") or ""
+                if not choice.get("finish_reason"):  # the last chunk only says why it ended
+                    generated += 1
+                    self.generated_tokens += 1  # one chunk per sampled token
+                yield from parser.feed(text)
+                if choice.get("finish_reason"):
+                    reason = str(choice["finish_reason"])
+                if stop.is_set():
+                    return
+        finally:
+            chunks.close()
+        if parser.done:
+            reason = "tool_calls"
+        yield Usage(len(tokens), generated)
+        yield Finish(reason)
 
     async def aclose(self) -> None:
         """Drop the loaded weights once running generations ended (they are reloaded on demand).
@@ -381,22 +511,30 @@ class _LocalDeltas:
         return item
 
 
-def _chat_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
-    """Plain role/content dicts for the chat template; tool calls become text (no tool support)."""
-    out = []
-    for msg in messages:
-        content = msg.content
-        if msg.tool_calls:
-            calls = "\n".join(f"[called {c.name}({c.arguments})]" for c in msg.tool_calls)
-            content = f"{content}\n{calls}" if content else calls
-        out.append({"role": msg.role, "content": content})
-    return out
+def _default_tool_choice(messages: Sequence[Message]) -> str:
+    """Without an explicit `tool_choice`: a call first, then an answer (one tool round).
+
+    Left to choose with its first token (`"auto"`), SmolLM2-135M answers in text nearly always,
+    so a question (the conversation ends with a user message) gets a tool call, and a tool's
+    result gets a text answer.
+    """
+    return "required" if messages and messages[-1].role == "user" else "none"
+
+
+# `create_chat_completion`'s sampling defaults (`create_completion`'s own differ: 16 tokens, 0.8).
+_DEFAULTS: dict[str, Any] = {
+    "temperature": 0.2,
+    "top_p": 0.95,
+    "top_k": 40,
+    "min_p": 0.05,
+    "max_tokens": None,
+}
 
 
 def _llama_settings(settings: ModelSettings | None) -> dict[str, Any]:
+    out = dict(_DEFAULTS)
     if settings is None:
-        return {}
-    out: dict[str, Any] = {}
+        return out
     if settings.temperature is not None:
         out["temperature"] = settings.temperature
     if settings.max_tokens is not None:

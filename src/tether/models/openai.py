@@ -6,6 +6,13 @@ yields an iterator that parses the server-sent events (`data: {...}` lines, ende
 server; the parser tolerates their differences (missing tool-call `index`, `usage` on its own
 chunk or not at all, comment lines, an `error` object mid-stream).
 
+Continuation. What a server does with a conversation that ends with an assistant message differs,
+so the constructor's `continuation` says it: `"prefill"` (llama.cpp's `llama-server` continues the
+final assistant message), `"continue_final_message"` (vLLM: the same, asked for explicitly with
+`continue_final_message: true` and `add_generation_prompt: false`), or `"instruction"` (the
+default and the only choice for OpenAI's API, which would start a new answer: a user message asks
+the model to carry on).
+
 Stop guarantee. Leaving the `async with` block closes the response in a shielded scope with a short
 deadline. httpcore closes the underlying connection (rather than returning it to the keep-alive
 pool) when a response body was not read to the end, so the server sees the client disconnect and
@@ -18,7 +25,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -27,6 +34,8 @@ import httpx
 from tether.errors import UserError
 from tether.messages import Message
 from tether.models.base import (
+    CONTINUE_PROMPT,
+    Continuation,
     Finish,
     Model,
     ModelDelta,
@@ -36,6 +45,7 @@ from tether.models.base import (
     ToolCallChunk,
     ToolSpec,
     Usage,
+    _check_continuable,
 )
 
 __all__ = ["OpenAICompatible"]
@@ -62,6 +72,9 @@ class OpenAICompatible(Model):
         extra_body: Extra JSON fields for every request (e.g. provider-specific options).
         include_usage: Ask for token usage on the stream (`stream_options.include_usage`).
             Servers that do not know the option ignore it.
+        continuation: How the server continues a stopped answer: `"prefill"` (llama.cpp's
+            `llama-server`), `"continue_final_message"` (vLLM), or `"instruction"` (the
+            fallback, e.g. for OpenAI's API); see the module docstring.
     """
 
     def __init__(
@@ -75,6 +88,7 @@ class OpenAICompatible(Model):
         headers: dict[str, str] | None = None,
         extra_body: dict[str, Any] | None = None,
         include_usage: bool = True,
+        continuation: Continuation = "instruction",
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise UserError(
@@ -92,6 +106,12 @@ class OpenAICompatible(Model):
         self._include_usage = include_usage
         self._client = http_client
         self._owns_client = http_client is None
+        if continuation not in ("prefill", "continue_final_message", "instruction"):
+            raise UserError(
+                f"continuation {continuation!r} is not one of 'prefill' (llama.cpp server), "
+                "'continue_final_message' (vLLM) or 'instruction' (any other server)"
+            )
+        self.continuation = continuation
 
     def __repr__(self) -> str:
         return f"OpenAICompatible(base_url={self.base_url!r}, model={self.model!r})"
@@ -107,8 +127,16 @@ class OpenAICompatible(Model):
         *,
         tools: Sequence[ToolSpec] = (),
         settings: ModelSettings | None = None,
+        continue_final: bool = False,
     ) -> dict[str, Any]:
-        """The JSON body `stream()` posts; public so tests and benchmarks can replay it."""
+        """The JSON body `stream()` posts; public so tests and benchmarks can replay it.
+
+        With `continue_final`, `messages` ends with the stopped answer to continue, and the body
+        is the one `stream_continuation()` posts for this model's `continuation`.
+        """
+        if continue_final and self.continuation == "instruction":
+            _check_continuable(messages)
+            messages = [*messages, Message.user(CONTINUE_PROMPT)]
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [m.to_openai() for m in messages],
@@ -120,6 +148,11 @@ class OpenAICompatible(Model):
             body["tools"] = [t.to_openai() for t in tools]
         if settings is not None:
             body.update(settings.to_openai())
+            if not tools:
+                body.pop("tool_choice", None)  # servers reject a tool choice without tools
+        if continue_final and self.continuation == "continue_final_message":
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         body.update(self._extra_body)
         return body
 
@@ -130,14 +163,13 @@ class OpenAICompatible(Model):
             )
         return self._client
 
-    @asynccontextmanager
-    async def stream(
+    def stream(
         self,
         messages: Sequence[Message],
         *,
         tools: Sequence[ToolSpec] = (),
         settings: ModelSettings | None = None,
-    ) -> AsyncIterator[AsyncIterator[ModelDelta]]:
+    ) -> AbstractAsyncContextManager[AsyncIterator[ModelDelta]]:
         """Post the request and stream the answer; see `Model.stream`.
 
         Raises:
@@ -147,6 +179,31 @@ class OpenAICompatible(Model):
         Cancellation: exiting the block closes the response (shielded, bounded by a short
         deadline), which closes the connection, so the server stops generating.
         """
+        return self._post(self.request_body(messages, tools=tools, settings=settings))
+
+    def stream_continuation(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        settings: ModelSettings | None = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[ModelDelta]]:
+        """Continue the stopped answer that ends `messages`, as this model's `continuation`
+        says; see `Model.stream_continuation`.
+
+        Raises:
+            UserError: `messages` does not end with an assistant message.
+            ModelError: as for `stream`.
+
+        Cancellation: as for `stream`.
+        """
+        _check_continuable(messages)
+        body = self.request_body(messages, tools=tools, settings=settings, continue_final=True)
+        return self._post(body)
+
+    @asynccontextmanager
+    async def _post(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[ModelDelta]]:
+        """Post `body` and stream the answer (the body of `stream` and `stream_continuation`)."""
         headers = dict(self._headers)
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -154,7 +211,7 @@ class OpenAICompatible(Model):
         request = client.build_request(
             "POST",
             self.url,
-            json=self.request_body(messages, tools=tools, settings=settings),
+            json=body,
             headers=headers,
         )
         try:
