@@ -19,7 +19,6 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from ..coordination.base import StopResult
-from ..messages import Message
 from ..run import RunRecord
 from .catalog import ThreadRef
 from .context import Caller, Ctx, ServerContext, clean_config, run_headers
