@@ -27,7 +27,9 @@ with 413 as soon as the count passes the limit, without reading the rest.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -179,20 +181,37 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _allowed(request: Request) -> list[str]:
-    """The methods some route of the app accepts on the request's path."""
-    routes = request.app.router.routes
-    # A fresh scope: the request's own carries the routing state of its failed match.
-    base = {
-        "type": "http",
-        "path": request.scope["path"],
-        "root_path": request.scope.get("root_path", ""),
-        "headers": [],
-    }
+    """The methods the app accepts on the request's path, as its OpenAPI spec lists them.
+
+    As OpenAPI matches paths, the most concrete template wins: on `/threads/t/runs/stream` only
+    `POST .../runs/stream` counts, not `GET .../runs/{run_id}` with the run id "stream". Paths
+    the spec leaves out (the UI) fall back to what the routes accept.
+    """
+    path = request.scope["path"]
+    best: tuple[int, list[str]] = (-1, [])
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _template_regex(template).fullmatch(path):
+            literals = sum(1 for part in template.split("/") if part and "{" not in part)
+            if literals > best[0]:
+                best = (literals, [m.upper() for m in operations if m.upper() in _METHODS])
+    if best[0] >= 0:
+        return [m for m in _METHODS if m in best[1]]
+    base = {"type": "http", "path": path, "root_path": request.scope.get("root_path", "")}
     return [
         method
         for method in _METHODS
-        if any(route.matches({**base, "method": method})[0] == Match.FULL for route in routes)
+        if any(
+            route.matches({**base, "headers": [], "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
     ]
+
+
+@functools.cache
+def _template_regex(template: str) -> re.Pattern[str]:
+    """`/threads/{thread_id}/runs` as a regex over concrete paths."""
+    parts = re.split(r"(\{[^}]+\})", template)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
