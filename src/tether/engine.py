@@ -486,9 +486,11 @@ class Engine:
     async def _repair_loop(self) -> None:
         delay = REPAIR_FIRST_DELAY
         try:
-            while self._repairs:
-                await anyio.sleep(delay)
+            while True:
                 await self._flush_repairs()
+                if not self._repairs:
+                    return
+                await anyio.sleep(delay)
                 delay = min(delay * 2, REPAIR_MAX_DELAY)
         finally:
             self._repairing = False
@@ -496,27 +498,37 @@ class Engine:
     async def _flush_repairs(self) -> None:
         """Store the ends of runs whose final commit failed, as far as storage takes them now.
 
-        A repair writes what the failed commit did not: the events after the last stored one, and
-        the run record (`failed`). A run whose stored record already ended needs none.
+        A repair writes what the failed commit did not: the events after the last stored one
+        (ending with `run_finished`), and the run record (`failed`). When the event log still
+        refuses, the record alone is stored, so that no record stays `running`; the events are
+        retried later.
 
         Cancellation: stops between two runs; a repair is either stored or still pending.
         """
         for run_id, (record, events) in list(self._repairs.items()):
             try:
                 with anyio.fail_after(self.commit_deadline):
-                    stored = await self.checkpointer.get_run(run_id)
-                    if stored is None or stored.is_active:
-                        logged = await self.checkpointer.read_events(run_id)
+                    logged = await self.checkpointer.read_events(run_id)
+                    if not (logged and isinstance(logged[-1], RunFinished)):
                         last = logged[-1].seq if logged else -1
                         await self.checkpointer.commit(
                             events=[e for e in events if e.seq > last], run=record
                         )
             except Exception:
-                log.warning(
-                    "run %s: its record is still not stored; retrying", run_id, exc_info=True
-                )
+                log.warning("run %s: its end is still not stored; retrying", run_id, exc_info=True)
+                await self._store_record(record)
                 return
             self._repairs.pop(run_id, None)
+
+    async def _store_record(self, record: RunRecord) -> None:
+        """Store just the ended run record, when its events cannot be stored yet."""
+        try:
+            with anyio.fail_after(self.commit_deadline):
+                stored = await self.checkpointer.get_run(record.run_id)
+                if stored is None or stored.is_active:
+                    await self.checkpointer.commit(run=record)
+        except Exception:
+            log.warning("run %s: its record is not stored either", record.run_id, exc_info=True)
 
     async def _close(
         self,
