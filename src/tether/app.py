@@ -293,6 +293,9 @@ class App:
         if handle is not None:
             return handle.events_after(after_seq, on_disconnect="continue")
         await self.engine.ensure_ready()
+        remote = await self.registry.join(run_id, after_seq)
+        if remote is not None:
+            return remote
         events = await self.checkpointer.read_events(run_id)
         if not events and await self.checkpointer.get_run(run_id) is None:
             raise NotFoundError(f"no run {run_id!r}")
@@ -332,6 +335,8 @@ class App:
             if wait:
                 await found.wait()
             return True
+        if found and wait and run_id is not None:
+            await self.registry.wait_released(run_id)
         return found
 
     def stop(

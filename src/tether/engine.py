@@ -189,6 +189,7 @@ class Engine:
     ) -> None:
         self.checkpointer = checkpointer
         self.registry = registry
+        registry.attach(checkpointer)
         self.app_name = app_name
         self._ready = False
         self._ready_lock = anyio.Lock()

@@ -6,6 +6,7 @@ Every exception derives from `TetherError`:
     ├── UserError                 misuse: a bad argument, input or config (also a ValueError)
     │   ├── NotFoundError         no such thread, run or checkpoint (also a LookupError)
     │   └── ThreadBusyError       the thread runs something and the policy is "reject"
+    ├── CoordinationUnavailableError  the run registry (Redis) is unreachable: a stop was not sent
     ├── ModelError                a model provider failed (HTTP error, unreachable, broken stream)
     ├── StorageError              the storage backend failed or holds bad data
     │   ├── CheckpointConflictError   another writer moved the thread's head first
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointConflictError",
+    "CoordinationUnavailableError",
     "CorruptRecordError",
     "GraphRecursionError",
     "ModelError",
@@ -105,3 +107,8 @@ class GraphRecursionError(RunError):
 
 class RunCancelledError(RunError):
     """`invoke()` returned no result because the run was stopped."""
+
+
+class CoordinationUnavailableError(TetherError):
+    """The run registry's server (Redis) cannot be reached, so a stop or an admission could not
+    be delivered. Nothing was changed; retry once it is back (the HTTP server answers 503)."""

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from ..handle import RunHandle
+from ..handle import RunHandle, RunStream
 from ..run import MultitaskStrategy
 from ..stop import StopRequest
+from ..storage.base import Checkpointer
 
 __all__ = ["RunRegistry"]
 
@@ -63,3 +64,15 @@ class RunRegistry(ABC):
     @abstractmethod
     def size(self) -> int:
         """How many runs and thread slots the registry tracks (0 when idle: the leak check)."""
+
+    # Cross-process hooks; the in-process defaults do nothing (every run is local).
+
+    def attach(self, checkpointer: Checkpointer) -> None:  # noqa: B027  # optional hook
+        """Called by the engine with its checkpointer (a backend may record lost runs there)."""
+
+    async def join(self, run_id: str, after_seq: int) -> RunStream | None:
+        """A live stream of a run that executes in another process, or None."""
+        return None
+
+    async def wait_released(self, run_id: str) -> None:  # noqa: B027  # optional hook
+        """Wait until a run of another process released its thread (returns at once here)."""
