@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 from . import _portal
 from .coordination.base import RunRegistry
-from .coordination.local import LocalRunRegistry
 from .engine import Engine, Program
 from .errors import NotFoundError, UserError
 from .events import Event
@@ -85,7 +84,11 @@ class App:
             checkpointer = default_checkpointer()
         self.name = name
         self.checkpointer = checkpointer
-        self.registry = registry or LocalRunRegistry()
+        if registry is None:
+            from .coordination.default import default_registry
+
+            registry = default_registry()
+        self.registry = registry
         self.engine = Engine(checkpointer=checkpointer, registry=self.registry, app_name=name)
 
     def _sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -153,7 +153,12 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _serve(
-    apps: App | dict[str, App], host: str, port: int, auth_file: Path | None, log: str
+    apps: App | dict[str, App],
+    host: str,
+    port: int,
+    auth_file: Path | None,
+    log: str,
+    sock: socket.socket | None = None,
 ) -> None:
     import uvicorn
 
@@ -163,11 +168,11 @@ def _serve(
         api = create_app(apps, api_keys=auth_file)
     except UserError as exc:
         raise _fail(str(exc)) from None
-    sock = _bind(host, port)
+    sock = sock or _bind(host, port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{sock.getsockname()[1]}"
     names = ", ".join(api.state.tether.catalog.names)
-    console.print(f"[bold green]✓ ready[/] serving [bold]{names}[/]")
+    console.print(f"[bold green]✓ ready[/] serving [bold]{names}[/] (pid {os.getpid()})")
     console.print(f"  Chat UI   [link={url}]{url}[/link]")
     console.print(f"  API docs  {url}/docs")
     console.print(f"  OpenAI    {url}/v1  (model = app name)")
@@ -189,6 +194,21 @@ def _serve(
 
 HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TETHER_DATABASE_URL",
+        help="Postgres URL for apps that use the default storage (instead of SQLite).",
+    ),
+]
+RedisUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TETHER_REDIS_URL",
+        help="Redis URL for apps that use the default run registry: stops, joins and thread "
+        "policies then work across processes.",
+    ),
+]
 
 
 @cli.command()
@@ -206,15 +226,77 @@ def serve(
         typer.Option(help="API key file: one key per line, optionally a name after it."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    database_url: DatabaseUrlOpt = None,
+    redis_url: RedisUrlOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="Server processes sharing the port (more than 1 needs Redis)."),
+    ] = 1,
 ) -> None:
     """Serve apps over HTTP: REST, SSE, WebSocket, OpenAI-compatible, and the chat UI at /."""
     if db is not None:
         os.environ["TETHER_DB"] = str(db)  # read by the default checkpointer when apps are built
+    _scale_out_env(database_url, redis_url)
+    if workers > 1 and not redis_url:
+        raise _fail(
+            f"--workers {workers} needs --redis-url (or TETHER_REDIS_URL): without Redis a stop "
+            "sent to one process cannot reach a run in another"
+        )
+    if workers == 1:
+        _serve(_load(target), host, port, auth_file, log_level)
+        return
+    _serve_forked(target, host, port, auth_file, log_level, workers)
+
+
+def _scale_out_env(database_url: str | None, redis_url: str | None) -> None:
+    """Read by the default checkpointer and registry when the target builds its apps."""
+    if database_url:
+        os.environ["TETHER_DATABASE_URL"] = database_url
+    if redis_url:
+        os.environ["TETHER_REDIS_URL"] = redis_url
+
+
+def _load(target: str) -> App | dict[str, App]:
     try:
-        apps = load_target(target)
+        return load_target(target)
     except UserError as exc:
         raise _fail(str(exc)) from None
-    _serve(apps, host, port, auth_file, log_level)
+
+
+def _serve_forked(
+    target: str, host: str, port: int, auth_file: Path | None, log: str, workers: int
+) -> None:
+    """Bind once, fork `workers` processes that each import the target and serve the socket (the
+    kernel spreads connections), and stop them all on Ctrl+C or SIGTERM."""
+    sock = _bind(host, port)
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the child: its own event loop, apps and Redis registry
+            code = 0
+            try:
+                _serve(_load(target), host, port, auth_file, log, sock)
+            except typer.Exit as exc:
+                code = exc.exit_code
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        while True:
+            try:
+                os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
 
 
 def _load_demo(db: str | None) -> App:

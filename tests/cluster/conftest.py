@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from tests._services import require_redis
+from tests._services import require_postgres, require_redis
 from tests.storage.conftest import postgres_dsn
 
-__all__ = ["postgres_dsn", "redis_prefix", "redis_url"]
+__all__ = ["fresh_schema", "postgres_dsn", "redis_prefix", "redis_url"]
 
 
 @pytest.fixture
@@ -35,3 +36,20 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@contextmanager
+def fresh_schema() -> Iterator[str]:
+    """A Postgres conninfo whose `search_path` is a new schema, dropped on exit."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    base = require_postgres()
+    schema = f"tether_cluster_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield make_conninfo(base, options=f"-csearch_path={schema}")
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -183,11 +183,13 @@ class RedisRunRegistry(RunRegistry):
     # ------------------------------------------------------------------ the contract
 
     async def register(self, handle: RunHandle) -> None:
-        """Make the run visible to stops from every process.
+        """Make the run visible to stops from every process, and store its pending record.
 
         Raises `CoordinationUnavailableError` when Redis cannot be reached (the run is not started).
         """
         client = await self._client()
+        if self.checkpointer is not None:  # a pending run is visible (read, join) everywhere
+            await self.checkpointer.commit(run=handle.record.model_copy())
         self._runs[handle.run_id] = handle
         try:
             await self._restore(client, handle, holds=False)
@@ -647,7 +649,8 @@ class RemoteRunStream(RunStream):
             return batch
         while not self._finished:
             events = await self._registry.read_stream(self._run_id, self._next - 1, _JOIN_BLOCK)
-            if events is None or (events and events[0].seq > self._next):
+            ended = events == [] and not await self._registry.is_live(self._run_id)
+            if events is None or ended or (events and events[0].seq > self._next):
                 events = await self._from_log(events or [])
                 if events is None:
                     continue
