@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import _portal
-from .coordination.base import RunRegistry
+from .coordination.base import RunRegistry, StopResult
 from .engine import Engine, Program
 from .errors import NotFoundError, UserError
 from .events import Event
 from .handle import RunHandle, RunStream, SyncRunStream
-from .run import MultitaskStrategy, OnDisconnect, RunRecord
+from .run import RunOptions, RunRecord
 from .stop import StopRequest, check_mode
 from .storage.base import Checkpoint, Checkpointer
 
@@ -41,19 +41,6 @@ class StateSnapshot:
     source: str | None = None
     created_at: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """The options of one run, resolved from keyword arguments and `config`."""
-
-    thread_id: str | None
-    config: dict[str, Any]
-    multitask_strategy: MultitaskStrategy
-    on_disconnect: OnDisconnect
-    checkpoint_id: str | None
-    metadata: dict[str, Any]
-    thread_metadata: dict[str, Any]
 
 
 def _thread_id_of(config: Mapping[str, Any] | None) -> str | None:
@@ -137,15 +124,7 @@ class App:
         )
 
     async def _start(self, input: Any, options: RunOptions) -> RunHandle:
-        return await self.engine.start(
-            self._program(input, options),
-            thread_id=options.thread_id,
-            strategy=options.multitask_strategy,
-            config=options.config,
-            checkpoint_id=options.checkpoint_id,
-            metadata=options.metadata,
-            thread_metadata=options.thread_metadata,
-        )
+        return await self.engine.start(self._program(input, options), options)
 
     async def astart(
         self,
@@ -305,6 +284,34 @@ class App:
         return RunStream(after_seq=after_seq, on_disconnect="continue", events=events)
 
     # stopping runs
+    async def arequest_stop(
+        self,
+        config: Mapping[str, Any] | None = None,
+        /,
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        mode: str = "now",
+        reason: str | None = None,
+        grace: float | None = None,
+        requested_by: str = "user",
+        wait: bool = True,
+    ) -> StopResult:
+        """`astop`, answering with the registry's `StopResult`: which run accepted the stop (its
+        `run_id`, and its `handle` when it executes in this process). The server uses this.
+
+        Cancellation: cancelling the wait leaves the stop requested.
+        """
+        req, run_id, thread_id = _stop_request(
+            config, thread_id, run_id, mode, reason, grace, requested_by
+        )
+        result = await self.registry.request_stop(req, run_id=run_id, thread_id=thread_id)
+        if wait and result.handle is not None:
+            await result.handle.wait()
+        elif wait and result.run_id is not None:  # the run executes in another process
+            await self.registry.wait_released(result.run_id)
+        return result
+
     async def astop(
         self,
         config: Mapping[str, Any] | None = None,
@@ -324,23 +331,22 @@ class App:
         finished runs); never raises for those. With `wait=True` it returns once the run has ended
         and its thread accepts a new run. Idempotent; the first reason wins. Cancelling the wait
         leaves the stop requested.
+
+        Raises:
+            UserError: neither a thread id nor a run id was given, or a bad mode or grace.
+            TypeError: `config` is not a mapping (pass `thread_id=...` by keyword).
         """
-        thread_id = thread_id or _thread_id_of(config)
-        if run_id is None and config:
-            run_id = config.get("run_id")
-        if thread_id is None and run_id is None:
-            raise UserError("stop() needs thread_id=..., run_id=..., or a config with 'thread_id'")
-        req = StopRequest(
-            mode=check_mode(mode), reason=reason, grace=grace, requested_by=requested_by
+        result = await self.arequest_stop(
+            config,
+            thread_id=thread_id,
+            run_id=run_id,
+            mode=mode,
+            reason=reason,
+            grace=grace,
+            requested_by=requested_by,
+            wait=wait,
         )
-        found = await self.registry.request_stop(req, run_id=run_id, thread_id=thread_id)
-        if isinstance(found, RunHandle):
-            if wait:
-                await found.wait()
-            return True
-        if found and wait and run_id is not None:
-            await self.registry.wait_released(run_id)
-        return found
+        return result.accepted
 
     def stop(
         self,
@@ -444,6 +450,35 @@ def _snapshot(cp: Checkpoint) -> StateSnapshot:
 def _live(registry: RunRegistry, record: RunRecord) -> RunRecord:
     handle = registry.local(record.run_id)
     return handle.snapshot() if handle is not None else record
+
+
+def _stop_request(
+    config: Mapping[str, Any] | None,
+    thread_id: str | None,
+    run_id: str | None,
+    mode: str,
+    reason: str | None,
+    grace: float | None,
+    requested_by: str,
+) -> tuple[StopRequest, str | None, str | None]:
+    """Check the arguments of a stop; returns the request and the run and thread ids."""
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(
+            f"stop() takes a config mapping such as {{'thread_id': ...}} as its positional "
+            f"argument, not {config!r}; pass ids by keyword: stop(thread_id=...) or stop(run_id=...)"
+        )
+    thread_id = thread_id or _thread_id_of(config)
+    if run_id is None and config:
+        run_id = config.get("run_id")
+    for name, value in (("thread_id", thread_id), ("run_id", run_id), ("reason", reason)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, not {value!r}")
+    if thread_id is None and run_id is None:
+        raise UserError("stop() needs thread_id=..., run_id=..., or a config with 'thread_id'")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int | float)):
+        raise TypeError(f"grace must be a number of seconds or None, not {grace!r}")
+    req = StopRequest(mode=check_mode(mode), reason=reason, grace=grace, requested_by=requested_by)
+    return req, run_id, thread_id
 
 
 def _in_event_loop() -> bool:

@@ -33,7 +33,7 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,7 +55,7 @@ from .events import (
 from .handle import RunHandle
 from .ids import new_id
 from .messages import Message
-from .run import MultitaskStrategy, RunRecord
+from .run import RunOptions, RunRecord
 from .storage.base import Checkpoint, Checkpointer, ThreadInfo
 from .transcript import repair_transcript
 
@@ -91,6 +91,10 @@ class Program(ABC):
     async def execute(self, ex: Execution) -> Outcome:
         """Run to the end. Cancelled at any await by a `now` stop; must then just unwind."""
 
+    def make_handle(self, record: RunRecord) -> RunHandle:
+        """The handle of this program's run; a program may return a `RunHandle` subclass."""
+        return RunHandle(record)
+
     def stopped_state(self, ex: Execution) -> StoppedState | None:
         """After a `now` stop: the state to commit, or None to keep the last checkpoint.
 
@@ -102,10 +106,12 @@ class Program(ABC):
 class Execution:
     """The engine's services for one running program."""
 
-    def __init__(self, engine: Engine, handle: RunHandle, config: dict[str, Any]) -> None:
+    def __init__(self, engine: Engine, handle: RunHandle, options: RunOptions) -> None:
         self.engine = engine
         self.handle = handle
-        self.config = config
+        self.options = options  # the run's options, whole, as the App resolved them
+        # The config user code sees: the user's, plus the run's ids.
+        self.config = {**options.config, "thread_id": handle.thread_id, "run_id": handle.run_id}
         # The checkpoint the run started from (the thread head, or the one forked from).
         self.base: Checkpoint | None = None
         # The thread's head as this run last saw it: the parent of its next checkpoint.
@@ -204,24 +210,15 @@ class Engine:
                 await self.recover_lost_runs()
                 self._ready = True
 
-    async def start(
-        self,
-        program: Program,
-        *,
-        thread_id: str | None,
-        strategy: MultitaskStrategy = "reject",
-        config: dict[str, Any] | None = None,
-        checkpoint_id: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        thread_metadata: dict[str, Any] | None = None,
-        make_handle: Callable[[RunRecord], RunHandle] = RunHandle,
-    ) -> RunHandle:
-        """Register a run and start it in the background; returns its handle.
+    async def start(self, program: Program, options: RunOptions) -> RunHandle:
+        """Register a run of `program` and start it in the background; returns its handle.
 
-        `make_handle` builds the handle (an engine may return a `RunHandle` subclass with more
-        methods, as flows do). Raises `ThreadBusyError` at once when the thread is busy and
-        `strategy` is `reject`.
+        The handle is the program's own type (`Program.make_handle`). Raises `ThreadBusyError` at
+        once when the thread is busy and the strategy is `reject`.
+
+        Cancellation: cancelling this call before it returns cancels nothing that started.
         """
+        strategy = options.multitask_strategy
         if strategy not in ("reject", "interrupt", "rollback", "enqueue"):
             raise UserError(
                 f"multitask_strategy {strategy!r} is not one of 'reject', 'interrupt', "
@@ -230,21 +227,17 @@ class Engine:
         await self.ensure_ready()
         record = RunRecord(
             run_id=new_id(),
-            thread_id=thread_id or new_id(),
+            thread_id=options.thread_id or new_id(),
             app=self.app_name,
             multitask_strategy=strategy,
-            metadata=metadata or {},
+            metadata=options.metadata,
         )
-        handle = make_handle(record)
-        ex = Execution(
-            self, handle, {**(config or {}), "thread_id": record.thread_id, "run_id": record.run_id}
-        )
+        handle = program.make_handle(record)
+        ex = Execution(self, handle, options)
         await self.registry.register(handle)
         host = await current_host()
         try:
-            await host.tg.start(
-                self._execute, ex, program, strategy, checkpoint_id, thread_metadata
-            )
+            await host.tg.start(self._execute, ex, program)
         except BaseException:
             await self.registry.release(handle)
             raise
@@ -254,13 +247,11 @@ class Engine:
         self,
         ex: Execution,
         program: Program,
-        strategy: MultitaskStrategy,
-        checkpoint_id: str | None,
-        thread_metadata: dict[str, Any] | None,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         handle = ex.handle
+        strategy = ex.options.multitask_strategy
         acquired = False
         if strategy == "reject":  # admission errors go to the caller of start()
             await self.registry.acquire(handle, strategy)
@@ -274,7 +265,7 @@ class Engine:
             with scope:
                 if not acquired:
                     await self.registry.acquire(handle, strategy)
-                await self._begin(ex, checkpoint_id, thread_metadata)
+                await self._begin(ex)
                 if not scope.cancel_called:
                     outcome = await program.execute(ex)
         except anyio.get_cancelled_exc_class():
@@ -285,10 +276,9 @@ class Engine:
             failure = exc
         await self._finish(ex, program, outcome, failure, shutdown=False)
 
-    async def _begin(
-        self, ex: Execution, checkpoint_id: str | None, thread_metadata: dict[str, Any] | None
-    ) -> None:
+    async def _begin(self, ex: Execution) -> None:
         handle = ex.handle
+        checkpoint_id = ex.options.checkpoint_id
         head = await self.checkpointer.get_checkpoint(handle.thread_id)
         ex.head_id = head.checkpoint_id if head else None
         ex.base = head
@@ -302,7 +292,7 @@ class Engine:
                 )
         if head is None and await self.checkpointer.get_thread(handle.thread_id) is None:
             await self.checkpointer.put_thread(
-                ThreadInfo(thread_id=handle.thread_id, metadata=thread_metadata or {})
+                ThreadInfo(thread_id=handle.thread_id, metadata=ex.options.thread_metadata)
             )
         handle.token.begun = True
         record = handle.record

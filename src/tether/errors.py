@@ -6,11 +6,11 @@ Every exception derives from `TetherError`:
     ├── UserError                 misuse: a bad argument, input or config (also a ValueError)
     │   ├── NotFoundError         no such thread, run or checkpoint (also a LookupError)
     │   └── ThreadBusyError       the thread runs something and the policy is "reject"
-    ├── CoordinationUnavailableError  the run registry (Redis) is unreachable: a stop was not sent
     ├── ModelError                a model provider failed (HTTP error, unreachable, broken stream)
     ├── StorageError              the storage backend failed or holds bad data
     │   ├── CheckpointConflictError   another writer moved the thread's head first
     │   └── CorruptRecordError    a stored row does not decode; the message names the row
+    ├── CoordinationUnavailableError  the run registry cannot deliver a stop (e.g. Redis is down)
     └── RunError                  a run ended without completing
         ├── RunFailedError        user code raised; `__cause__` holds the original error
         ├── GraphRecursionError   the run took more steps than `recursion_limit`
@@ -89,6 +89,14 @@ class CorruptRecordError(StorageError):
     """A stored row could not be decoded. The message names the table and the row."""
 
 
+class CoordinationUnavailableError(TetherError):
+    """The run registry cannot reach its backend, so a stop or an admission cannot be delivered.
+
+    A stop that cannot be delivered is refused with this error, never dropped. Retry once the
+    backend (e.g. Redis) is reachable again.
+    """
+
+
 class RunError(TetherError):
     """A run ended without completing."""
 
@@ -107,8 +115,3 @@ class GraphRecursionError(RunError):
 
 class RunCancelledError(RunError):
     """`invoke()` returned no result because the run was stopped."""
-
-
-class CoordinationUnavailableError(TetherError):
-    """The run registry's server (Redis) cannot be reached, so a stop or an admission could not
-    be delivered. Nothing was changed; retry once it is back (the HTTP server answers 503)."""

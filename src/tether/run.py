@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .events import RunStatus
 
-__all__ = ["MultitaskStrategy", "OnDisconnect", "RunRecord"]
+__all__ = ["MultitaskStrategy", "OnDisconnect", "RunOptions", "RunRecord"]
 
 MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
 OnDisconnect = Literal["cancel", "continue"]
@@ -46,3 +47,20 @@ class RunRecord(BaseModel):
     def is_active(self) -> bool:
         """Whether the run has not ended yet."""
         return self.status in ("pending", "running")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """The options of one run, resolved once from keyword arguments and `config` by the `App`.
+
+    It travels whole from the `App` to the `Engine` (`Engine.start`) and the program's
+    `Execution` (`ex.options`).
+    """
+
+    thread_id: str | None  # None: the engine makes a new thread
+    config: dict[str, Any]  # the user's config mapping, copied
+    multitask_strategy: MultitaskStrategy
+    on_disconnect: OnDisconnect
+    checkpoint_id: str | None  # start from this checkpoint of the thread instead of its head
+    metadata: dict[str, Any]  # stored on the run record
+    thread_metadata: dict[str, Any]  # stored on a thread this run creates

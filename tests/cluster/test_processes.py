@@ -199,8 +199,8 @@ async def test_kill_9_marks_the_run_worker_lost_keeps_its_output_and_frees_the_t
         assert events[-1].event == "run_finished" and events[-1].data["reason"] == "worker_lost"
         again = await join(c, cc, thread, run_id, after=2)
         assert again[-1].data == events[-1].data
-        state = (await c.get(f"{b}/threads/{thread}/state")).json()
-        last = state["values"]["messages"][-1]
+        state = (await c.get(f"{b}/threads/{thread}")).json()
+        last = state["messages"][-1]
         assert (last["content"], last["status"]) == ("Hello", "stopped")
         (await c.post(f"{b}/_test/script", json={"turns": [["fine"]]})).raise_for_status()
         r = await c.post(f"{b}/threads/{thread}/runs/wait", json=user("again"))

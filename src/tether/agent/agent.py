@@ -105,9 +105,8 @@ class Agent(CompiledGraph):
         graph.set_entry_point("model")
         graph.add_conditional_edges("model", _route, {"tools": "tools", END: END})
         graph.add_edge("tools", "model")
-        graph._validate()
         super().__init__(
-            graph,
+            graph.topology(),
             checkpointer=checkpointer,
             registry=registry,
             interrupt_before=frozenset(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import RunRegistry
+from .base import RunRegistry, StopResult
 from .local import LocalRunRegistry
 
-__all__ = ["LocalRunRegistry", "RunRegistry"]
+__all__ = ["LocalRunRegistry", "RunRegistry", "StopResult"]

@@ -1,27 +1,47 @@
 """The `RunRegistry` contract: who runs what, stop delivery, and the per-thread policy.
 
-A registry knows every active run (pending or running) of the processes that share it. It:
+A registry is the single index of every active run (pending or running) of the processes that share
+it; nothing else in tether keeps a second one. It:
 - admits a run to its thread under the run's multitask strategy (`acquire`): `reject` raises
   `ThreadBusyError`; `interrupt` and `rollback` stop the active run (mode `now` or `rollback`,
   `requested_by="superseded"`) and wait until it released the thread; `enqueue` waits in FIFO order.
   A run whose thread is held by a run that is already stopping waits instead of being rejected.
-- delivers stop requests by run id or thread id to the run wherever it executes (`request_stop`);
-- forgets a run once it ended (`release`), so nothing leaks (S6).
+- delivers stop requests by run id or thread id to the run wherever it executes (`request_stop`),
+  and says in a typed `StopResult` which run accepted it;
+- lists the runs that execute in this process (`local`, `local_runs`, `active_on`), for re-joins,
+  live records and shutdown;
+- forgets a run once it ended (`release`), so nothing leaks (S6): `size()` is back to 0 when idle.
+
+A backend that cannot deliver a stop (its server is unreachable) raises
+`CoordinationUnavailableError`; it never drops the stop silently.
 
 `LocalRunRegistry` serves one process. A Redis backend serves many processes and machines behind
-the same methods.
+the same methods. `tests/coordination/conformance.py` is the suite every backend must pass.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from ..handle import RunHandle, RunStream
 from ..run import MultitaskStrategy
 from ..stop import StopRequest
 from ..storage.base import Checkpointer
 
-__all__ = ["RunRegistry"]
+__all__ = ["RunRegistry", "StopResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """What `RunRegistry.request_stop` did. Truthy exactly when a run accepted the stop."""
+
+    accepted: bool  # a live (pending or running) run accepted the stop
+    run_id: str | None = None  # the run that accepted it; never another run's id
+    handle: RunHandle | None = None  # its local handle, when it executes in this process
+
+    def __bool__(self) -> bool:
+        return self.accepted
 
 
 class RunRegistry(ABC):
@@ -41,21 +61,35 @@ class RunRegistry(ABC):
 
     @abstractmethod
     async def release(self, handle: RunHandle) -> None:
-        """Give up the thread (if held) and forget the run. Idempotent; never raises."""
+        """Give up the thread (if held) and forget the run. Idempotent; never raises.
+
+        Cancellation: callers run it shielded; it completes or does nothing.
+        """
 
     @abstractmethod
     async def request_stop(
         self, request: StopRequest, *, run_id: str | None = None, thread_id: str | None = None
-    ) -> RunHandle | bool:
+    ) -> StopResult:
         """Deliver a stop to the active run with that id, or to the active run of the thread.
 
-        Returns the local handle when the run executes in this process (so the caller may wait for
-        it), True when a run elsewhere accepted it, and False when there was no active run.
+        With both ids, the run must be on that thread. Returns a `StopResult` whose `run_id` is
+        the run that accepted the stop and whose `handle` is set when that run executes in this
+        process (so the caller may wait for it); `StopResult(accepted=False)` when no active run
+        matched (unknown or finished runs are not errors).
+
+        Raises:
+            CoordinationUnavailableError: the backend cannot deliver the stop right now.
+
+        Cancellation: the stop may or may not have been delivered.
         """
 
     @abstractmethod
     def local(self, run_id: str) -> RunHandle | None:
         """The handle of an active run executing in this process, or None."""
+
+    @abstractmethod
+    def local_runs(self) -> list[RunHandle]:
+        """Every active run (pending or running) executing in this process (e.g. for shutdown)."""
 
     @abstractmethod
     def active_on(self, thread_id: str) -> RunHandle | None:
@@ -64,6 +98,12 @@ class RunRegistry(ABC):
     @abstractmethod
     def size(self) -> int:
         """How many runs and thread slots the registry tracks (0 when idle: the leak check)."""
+
+    async def aclose(self) -> None:  # noqa: B027  # a no-op default, not an abstract method
+        """Release the backend's clients and background tasks. The local registry has none.
+
+        Cancellation: what was closed stays closed.
+        """
 
     # Cross-process hooks; the in-process defaults do nothing (every run is local).
 

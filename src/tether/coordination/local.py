@@ -16,7 +16,7 @@ from ..errors import ThreadBusyError
 from ..handle import RunHandle
 from ..run import MultitaskStrategy
 from ..stop import StopRequest
-from .base import RunRegistry
+from .base import RunRegistry, StopResult
 
 __all__ = ["LocalRunRegistry"]
 
@@ -95,7 +95,7 @@ class LocalRunRegistry(RunRegistry):
 
     async def request_stop(
         self, request: StopRequest, *, run_id: str | None = None, thread_id: str | None = None
-    ) -> RunHandle | bool:
+    ) -> StopResult:
         with self._lock:
             if run_id is not None:
                 handle = self._runs.get(run_id)
@@ -113,12 +113,16 @@ class LocalRunRegistry(RunRegistry):
             else:
                 handle = None
         if handle is None or not handle.token.request_stop(request):
-            return False
-        return handle
+            return StopResult(accepted=False)
+        return StopResult(accepted=True, run_id=handle.run_id, handle=handle)
 
     def local(self, run_id: str) -> RunHandle | None:
         with self._lock:
             return self._runs.get(run_id)
+
+    def local_runs(self) -> list[RunHandle]:
+        with self._lock:
+            return list(self._runs.values())
 
     def active_on(self, thread_id: str) -> RunHandle | None:
         with self._lock:

@@ -61,7 +61,7 @@ from ..run import MultitaskStrategy
 from ..stop import StopRequest
 from ..storage.base import Checkpointer
 from . import _scripts
-from .base import RunRegistry
+from .base import RunRegistry, StopResult
 from .lost import recover_lost_run
 
 __all__ = ["DEFAULT_LEASE", "STREAM_TTL", "RedisRunRegistry", "RemoteRunStream"]
@@ -296,7 +296,7 @@ class RedisRunRegistry(RunRegistry):
 
     async def request_stop(
         self, request: StopRequest, *, run_id: str | None = None, thread_id: str | None = None
-    ) -> RunHandle | bool:
+    ) -> StopResult:
         """Deliver the stop to the run wherever it executes; see `RunRegistry.request_stop`.
 
         Raises `CoordinationUnavailableError` when the run is not local and Redis cannot be
@@ -305,11 +305,11 @@ class RedisRunRegistry(RunRegistry):
         local = self._local_target(run_id, thread_id)
         if local is not None:
             if not local.token.request_stop(request):
-                return False
+                return StopResult(accepted=False)
             await self._publish_intent(local.run_id, request)
-            return local
+            return StopResult(accepted=True, run_id=local.run_id, handle=local)
         if run_id is None and thread_id is None:
-            return False
+            return StopResult(accepted=False)
         client = await self._client()
         try:
             found = await self._stop_script(
@@ -319,11 +319,13 @@ class RedisRunRegistry(RunRegistry):
         except RedisError as exc:
             raise self._unavailable("deliver the stop", exc) from exc
         if not found:
-            return False
+            return StopResult(accepted=False)
         handle = self._runs.get(found)  # registered here meanwhile
         if handle is not None:
-            return handle if handle.token.request_stop(request) else False
-        return True
+            if not handle.token.request_stop(request):
+                return StopResult(accepted=False)
+            return StopResult(accepted=True, run_id=found, handle=handle)
+        return StopResult(accepted=True, run_id=str(found))
 
     def _local_target(self, run_id: str | None, thread_id: str | None) -> RunHandle | None:
         if run_id is not None:

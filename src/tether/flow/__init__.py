@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from .data import FlowData
 from .flow import Chain, Flow, Handler
-from .handle import FlowRun, RuntimeStream, SyncRuntimeStream
-from .program import START, FlowProgram
+from .handle import RuntimeStream, SyncRuntimeStream
+from .program import START, FlowProgram, FlowRun
 
 __all__ = [
     "START",

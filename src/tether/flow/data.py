@@ -16,8 +16,8 @@ its stream items and its emissions are discarded. It may poll `data.stop_request
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -25,10 +25,36 @@ import anyio.lowlevel
 from ..errors import UserError
 from ..serde import encode_value
 
-if TYPE_CHECKING:
-    from .program import FlowProgram
+__all__ = ["FlowData", "RunSide"]
 
-__all__ = ["FlowData"]
+
+class RunSide(Protocol):
+    """What `FlowData` asks of its run (`FlowProgram` provides it; see `program.py`)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def thread_id(self) -> str: ...
+
+    @property
+    def state(self) -> dict[str, Any]: ...
+
+    @property
+    def stop_requested(self) -> bool: ...
+
+    def on_loop_thread(self) -> bool: ...
+
+    def run_on_loop(self, fn: Callable[..., None], *args: Any) -> None: ...
+
+    def dispatch(self, event: str, value: Any) -> None: ...
+
+    def put(self, item: Any, node: str) -> None: ...
+
+    def close_stream(self) -> None: ...
+
+    async def wait_for(self, name: str, chain: anyio.CancelScope) -> Any: ...
+
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -76,7 +102,7 @@ class FlowData:
     __slots__ = ("_chain", "_live", "_program", "event", "node", "value")
 
     def __init__(
-        self, program: FlowProgram, node: str, event: str, value: Any, chain: anyio.CancelScope
+        self, program: RunSide, node: str, event: str, value: Any, chain: anyio.CancelScope
     ) -> None:
         self._program = program
         self._chain = chain  # the cancel scope of the handler's chain

@@ -24,96 +24,23 @@ A flow is an `App`, so it runs on the run engine and keeps the whole stop contra
 
 from __future__ import annotations
 
-import inspect
 import math
-import weakref
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import _portal
 from ..app import App, RunOptions
 from ..errors import UserError
-from .handle import FlowRun, RuntimeStream, SyncRuntimeStream
+from .chain import Chain, Handler, HandlerFn, Wiring
+from .handle import RuntimeStream, SyncRuntimeStream
 from .inbox import Inbox
-from .program import START, FlowProgram
+from .program import START, FlowProgram, FlowRun
 
 if TYPE_CHECKING:
     from ..coordination.base import RunRegistry
     from ..storage.base import Checkpointer
-    from .data import FlowData
 
 __all__ = ["Chain", "Flow", "Handler"]
-
-HandlerFn = Callable[["FlowData"], Any]
-"""A flow handler: `async def handler(data)` or `def handler(data)`."""
-
-
-@dataclass(frozen=True, slots=True)
-class Handler:
-    """One handler of a chain: its name, its function, and whether it is async."""
-
-    name: str
-    fn: HandlerFn
-    is_async: bool
-
-    @classmethod
-    def of(cls, fn: HandlerFn, name: str | None) -> Handler:
-        """Check `fn` and wrap it; raises `UserError` for what cannot be a handler."""
-        if not callable(fn):
-            raise UserError(f"a flow handler must be a function taking `data`, not {fn!r}")
-        target = fn if inspect.isroutine(fn) else getattr(fn, "__call__", fn)  # noqa: B004
-        if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
-            raise UserError(
-                f"flow handler {fn!r} is a generator; push items with "
-                "`data.put_into_stream(item)` and return the handler's result instead"
-            )
-        label = name if name is not None else getattr(fn, "__name__", None) or type(fn).__name__
-        if not isinstance(label, str) or not label:
-            raise UserError(f"a handler name must be a non-empty string, not {label!r}")
-        return cls(label, fn, inspect.iscoroutinefunction(target))
-
-
-class Chain:
-    """Handlers that run one after another when an event arrives.
-
-    Made by `flow.to(handler)` (started by the run's initial value) or `flow.when(event)`. Each
-    handler gets the previous one's return value as `data.value`; `.end()` stores the last one as
-    the run's result.
-    """
-
-    def __init__(self, event: str) -> None:
-        self.event = event
-        self.handlers: list[Handler] = []
-        self.ends = False  # whether the last handler's return value is the run's result
-
-    def to(self, handler: HandlerFn, *, name: str | None = None) -> Chain:
-        """Append `handler`; returns this chain, for `.to(...)` / `.end()`.
-
-        Raises:
-            UserError: `handler` is not a function of `data`, or the chain already `.end()`ed.
-        """
-        if self.ends:
-            raise UserError(
-                f"the chain on {self.event!r} already ended; start another with flow.when(...)"
-            )
-        self.handlers.append(Handler.of(handler, name))
-        return self
-
-    def end(self) -> Chain:
-        """Make the value returned by the chain's last handler the run's `result`.
-
-        The run still completes only when no handler runs or is pending; if several chains end,
-        the last value to arrive wins.
-        """
-        if not self.handlers:
-            raise UserError(f"the chain on {self.event!r} has no handler; add one with .to(...)")
-        self.ends = True
-        return self
-
-    def __repr__(self) -> str:
-        names = " -> ".join(h.name for h in self.handlers)
-        return f"<Chain on {self.event!r}: {names}{' -> end' if self.ends else ''}>"
 
 
 class Flow(App):
@@ -134,63 +61,30 @@ class Flow(App):
         name: str | None = None,
     ) -> None:
         super().__init__(checkpointer=checkpointer, registry=registry, name=name)
-        self._chains: dict[str, list[Chain]] = {}
-        # The programs of this flow's runs that may still take input, by run id (for `send`).
-        self._programs: weakref.WeakValueDictionary[str, FlowProgram] = (
-            weakref.WeakValueDictionary()
-        )
+        self.wiring = Wiring()  # the flow's chains, by event; its runs read them as they go
 
     # wiring
     def to(self, handler: HandlerFn, *, name: str | None = None) -> Chain:
         """Start a chain with `handler`, called with the run's initial value."""
-        return self._chain(START).to(handler, name=name)
+        return self.wiring.chain(START).to(handler, name=name)
 
     def when(self, event: str) -> Chain:
         """A new, empty chain that runs each time `event` is emitted; add handlers with `.to()`."""
         if not isinstance(event, str) or not event:
             raise UserError(f"an event name must be a non-empty string, not {event!r}")
-        return self._chain(event)
-
-    def _chain(self, event: str) -> Chain:
-        chain = Chain(event)
-        self._chains.setdefault(event, []).append(chain)
-        return chain
-
-    def _chains_for(self, event: str) -> list[Chain]:
-        return [c for c in self._chains.get(event, ()) if c.handlers]
+        return self.wiring.chain(event)
 
     # the App's side
     def _program(self, input: Any, options: RunOptions) -> FlowProgram:
-        return FlowProgram(self, input, Inbox())
+        return FlowProgram(self.wiring, input, Inbox())
 
     def _empty_values(self) -> dict[str, Any]:
         return {"result": None, "stream": [], "state": {}}
 
-    async def _start(self, input: Any, options: RunOptions) -> FlowRun:
-        return await self._launch(input, options, Inbox())
-
-    async def _launch(self, input: Any, options: RunOptions, inbox: Inbox) -> FlowRun:
-        program = FlowProgram(self, input, inbox)
-        handle = await self.engine.start(
-            program,
-            thread_id=options.thread_id,
-            strategy=options.multitask_strategy,
-            config=options.config,
-            checkpoint_id=options.checkpoint_id,
-            metadata=options.metadata,
-            thread_metadata=options.thread_metadata,
-            make_handle=lambda record: FlowRun(record, program),
-        )
-        assert isinstance(handle, FlowRun)
-        if program.phase != "over":
-            self._track(handle.run_id, program)
+    async def _launch(self, program: FlowProgram, options: RunOptions) -> FlowRun:
+        handle = await self.engine.start(program, options)
+        assert isinstance(handle, FlowRun)  # FlowProgram.make_handle
         return handle
-
-    def _track(self, run_id: str, program: FlowProgram) -> None:
-        self._programs[run_id] = program
-
-    def _untrack(self, run_id: str) -> None:
-        self._programs.pop(run_id, None)
 
     # running
     async def astart(
@@ -283,7 +177,7 @@ class Flow(App):
         )
         inbox = Inbox()
         return RuntimeStream(
-            lambda: self._launch(initial_value, options, inbox),
+            lambda: self._launch(FlowProgram(self.wiring, initial_value, inbox), options),
             inbox=inbox,
             timeout=math.inf if timeout is None else float(timeout),
             detached=detached,
@@ -320,5 +214,9 @@ class Flow(App):
         Safe from any thread. Returns True if the run accepted it, False if the run is unknown to
         this process or has ended. `FlowRun.send` and `RuntimeStream.send` do the same.
         """
-        program = self._programs.get(run_id)
-        return program is not None and program.inbox.send(name, value)
+        handle = self.registry.local(run_id)
+        return (
+            isinstance(handle, FlowRun)
+            and handle.program.wiring is self.wiring
+            and handle.send(name, value)
+        )

@@ -1,4 +1,4 @@
-"""A flow run's handle (`FlowRun`) and its runtime stream (`RuntimeStream`, `SyncRuntimeStream`).
+"""A flow run's runtime stream (`RuntimeStream`, `SyncRuntimeStream`).
 
 Design note. The runtime stream is a view of the run's event list, not a second channel: each item
 a handler puts is one `custom` event, and a reader keeps a cursor into `handle.events` and yields
@@ -31,43 +31,13 @@ import anyio
 
 from .. import _portal
 from ..events import CustomEvent, RunFinished
-from ..handle import AbandonableStream, RunHandle, SyncRunStream
+from ..handle import AbandonableStream, SyncRunStream
+from .program import FlowRun
 
 if TYPE_CHECKING:
-    from ..run import RunRecord
     from .inbox import Inbox
-    from .program import FlowProgram
 
-__all__ = ["FlowRun", "RuntimeStream", "SyncRuntimeStream"]
-
-
-class FlowRun(RunHandle):
-    """The handle of one flow run: a `RunHandle` that can also `send` input to the run.
-
-    Returned by `flow.start()` / `flow.astart()`. It has `run_id`, `thread_id`, `status`, `done`,
-    `events`, `result()`, `wait()`, `stop()` and `astop()` like every run handle.
-    """
-
-    def __init__(self, record: RunRecord, program: FlowProgram) -> None:
-        super().__init__(record)
-        self._flow_program = program
-
-    @property
-    def program(self) -> FlowProgram:
-        """The run's program (its stored values so far: `program.values()`)."""
-        program: FlowProgram = self._flow_program
-        return program
-
-    def send(self, name: str, value: Any = None) -> bool:
-        """Send `value` under `name` to the run, for a handler's `await data.wait_for(name)`.
-
-        Safe from any thread; values of one name arrive in order, and a value sent before a
-        handler waits is queued. Returns False (and drops the value) if the run has ended.
-        """
-        return self.program.inbox.send(name, value)
-
-    def __repr__(self) -> str:
-        return f"<FlowRun {self.run_id} thread={self.thread_id} status={self.status}>"
+__all__ = ["RuntimeStream", "SyncRuntimeStream"]
 
 
 class RuntimeStream(AbandonableStream):

@@ -44,13 +44,15 @@ from anyio.abc import TaskGroup
 from ..engine import Execution, Outcome, Program, StoppedState
 from ..errors import UserError
 from ..events import CustomEvent, NodeFinished, NodeStarted
+from ..handle import RunHandle
 from .data import FlowData
 from .inbox import Inbox
 
 if TYPE_CHECKING:
-    from .flow import Chain, Flow, Handler
+    from ..run import RunRecord
+    from .chain import Chain, Handler, Wiring
 
-__all__ = ["START", "FlowProgram"]
+__all__ = ["START", "FlowProgram", "FlowRun"]
 
 START = "__start__"
 """The event that carries a run's initial value to the chains made with `flow.to(...)`."""
@@ -61,8 +63,8 @@ Phase = Literal["pending", "running", "over"]
 class FlowProgram(Program):
     """One run of a `Flow`: its handler tasks, runtime stream, stored values and input."""
 
-    def __init__(self, flow: Flow, input: Any, inbox: Inbox) -> None:
-        self.flow = flow
+    def __init__(self, wiring: Wiring, input: Any, inbox: Inbox) -> None:
+        self.wiring = wiring  # the flow's chains
         self.input = input
         self.inbox = inbox
         # The last value that reached an `.end()`; None until one did.
@@ -120,6 +122,10 @@ class FlowProgram(Program):
         return {"result": self.result, "stream": list(self.stream), "state": dict(self.state)}
 
     # the engine's side
+    def make_handle(self, record: RunRecord) -> FlowRun:
+        """A flow run's handle is a `FlowRun`, which can also `send` input."""
+        return FlowRun(record, self)
+
     async def execute(self, ex: Execution) -> Outcome:
         """Run the flow until no handler runs or is pending; see the module docstring.
 
@@ -133,7 +139,6 @@ class FlowProgram(Program):
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.inbox.bind()
-        self.flow._track(ex.handle.run_id, self)
         self.phase = "running"
         try:
             try:
@@ -151,7 +156,6 @@ class FlowProgram(Program):
         finally:
             self.phase = "over"
             self.inbox.close()
-            self.flow._untrack(ex.handle.run_id)
             self._notify()
 
     def stopped_state(self, ex: Execution) -> StoppedState | None:
@@ -189,7 +193,7 @@ class FlowProgram(Program):
 
     def dispatch(self, event: str, value: Any) -> None:
         """Start every chain registered for `event`, as new tasks of the run."""
-        chains = self.flow._chains_for(event)
+        chains = self.wiring.chains_for(event)
         tg = self._tg
         if not chains or tg is None or self._cancelling():
             return
@@ -301,3 +305,32 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
             return exc
     first: BaseException = group.exceptions[0]
     return first
+
+
+class FlowRun(RunHandle):
+    """The handle of one flow run: a `RunHandle` that can also `send` input to the run.
+
+    Returned by `flow.start()` / `flow.astart()`. It has `run_id`, `thread_id`, `status`, `done`,
+    `events`, `result()`, `wait()`, `stop()` and `astop()` like every run handle.
+    """
+
+    def __init__(self, record: RunRecord, program: FlowProgram) -> None:
+        super().__init__(record)
+        self._flow_program = program
+
+    @property
+    def program(self) -> FlowProgram:
+        """The run's program (its stored values so far: `program.values()`)."""
+        program: FlowProgram = self._flow_program
+        return program
+
+    def send(self, name: str, value: Any = None) -> bool:
+        """Send `value` under `name` to the run, for a handler's `await data.wait_for(name)`.
+
+        Safe from any thread; values of one name arrive in order, and a value sent before a
+        handler waits is queued. Returns False (and drops the value) if the run has ended.
+        """
+        return self.program.inbox.send(name, value)
+
+    def __repr__(self) -> str:
+        return f"<FlowRun {self.run_id} thread={self.thread_id} status={self.status}>"

@@ -18,12 +18,11 @@ from ..engine import Execution, Outcome, Program, StoppedState
 from ..errors import GraphRecursionError, UserError
 from ..state import coerce_input
 from .nodes import NodeOutput, run_node
-from .state_graph import END, START
+from .topology import START, Topology
 
 if TYPE_CHECKING:
     from ..coordination.base import RunRegistry
     from ..storage.base import Checkpointer
-    from .state_graph import StateGraph
 
 __all__ = ["CompiledGraph", "GraphProgram"]
 
@@ -33,7 +32,7 @@ class CompiledGraph(App):
 
     def __init__(
         self,
-        graph: StateGraph,
+        topology: Topology,
         *,
         checkpointer: Checkpointer | None,
         registry: RunRegistry | None,
@@ -43,8 +42,8 @@ class CompiledGraph(App):
         name: str | None,
     ) -> None:
         super().__init__(checkpointer=checkpointer, registry=registry, name=name)
-        self.graph = graph
-        self.schema = graph.schema
+        self.topology = topology
+        self.schema = topology.schema
         self.interrupt_before = interrupt_before
         self.interrupt_after = interrupt_after
         self.recursion_limit = recursion_limit
@@ -57,20 +56,6 @@ class CompiledGraph(App):
 
     def _empty_values(self) -> dict[str, Any]:
         return self.schema.initial()
-
-    async def next_nodes(self, ran: list[str], values: dict[str, Any]) -> list[str]:
-        """The frontier after `ran` wrote `values`: static edges and routers, in order, deduplicated."""
-        out: list[str] = []
-        for name in ran:
-            targets = list(self.graph.edges.get(name, ()))
-            for router in self.graph.routers.get(name, ()):
-                targets.extend(await router.targets(values))
-            for target in targets:
-                if target != END and target not in out:
-                    if target not in self.graph.nodes:
-                        raise UserError(f"{name!r} routed to {target!r}, which is not a node")
-                    out.append(target)
-        return out
 
 
 class GraphProgram(Program):
@@ -93,7 +78,7 @@ class GraphProgram(Program):
             frontier = list(base.next) if base else []
         else:
             values = schema.apply(values, [("input", coerce_input(schema, self.input))])
-            frontier = await app.next_nodes([START], values)
+            frontier = await app.topology.next_nodes([START], values)
             await self._commit(
                 ex,
                 values,
@@ -121,7 +106,7 @@ class GraphProgram(Program):
                 (name, out.update(schema, stopped=False)[0]) for name, out in self.outputs.items()
             ]
             values = schema.apply(values, updates)
-            ran, frontier = frontier, await app.next_nodes(frontier, values)
+            ran, frontier = frontier, await app.topology.next_nodes(frontier, values)
             self.values, self.outputs = values, None
             await self._commit(ex, values, step, frontier, "step")
             step += 1
@@ -145,7 +130,7 @@ class GraphProgram(Program):
         if len(frontier) == 1:
             name = frontier[0]
             await run_node(
-                app.graph.nodes[name],
+                app.topology.nodes[name],
                 dict(values),
                 ex.context(name, step),
                 ex.handle,
@@ -158,7 +143,7 @@ class GraphProgram(Program):
                 for name in frontier:
                     tg.start_soon(
                         run_node,
-                        app.graph.nodes[name],
+                        app.topology.nodes[name],
                         dict(values),
                         ex.context(name, step),
                         ex.handle,

@@ -2,52 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import UserError
+from ..state import StateSchema
+from .compiled import CompiledGraph
 from .nodes import Node
+from .topology import END, START, Router, Topology
 
 if TYPE_CHECKING:
     from ..coordination.base import RunRegistry
     from ..storage.base import Checkpointer
-    from .compiled import CompiledGraph
 
 __all__ = ["END", "START", "Router", "StateGraph"]
-
-START = "__start__"
-END = "__end__"
-
-
-@dataclass(frozen=True, slots=True)
-class Router:
-    """A conditional edge: `fn(state)` names the next node(s), translated through `mapping`."""
-
-    source: str
-    fn: Callable[..., Any]
-    mapping: Mapping[Hashable, str] | None
-
-    async def targets(self, state: dict[str, Any]) -> list[str]:
-        result = self.fn(state)
-        if inspect.isawaitable(result):
-            result = await result
-        keys = result if isinstance(result, list | tuple) else [result]
-        out = []
-        for key in keys:
-            if self.mapping is not None:
-                if key not in self.mapping:
-                    raise UserError(
-                        f"router of {self.source!r} returned {key!r}, which is not in its mapping "
-                        f"{sorted(map(str, self.mapping))!r}"
-                    )
-                out.append(self.mapping[key])
-            elif isinstance(key, str):
-                out.append(key)
-            else:
-                raise UserError(f"router of {self.source!r} returned {key!r}; return a node name")
-        return out
 
 
 class StateGraph:
@@ -62,8 +30,6 @@ class StateGraph:
     """
 
     def __init__(self, schema: type[Any] | None = None) -> None:
-        from ..state import StateSchema
-
         self.schema = StateSchema(schema)
         self.nodes: dict[str, Node] = {}
         self.edges: dict[str, list[str]] = {}
@@ -137,6 +103,20 @@ class StateGraph:
                             f"the mapping of {source!r} names {target!r}, which is not a node"
                         )
 
+    def topology(self) -> Topology:
+        """Check the graph and return a snapshot of its nodes and edges (what an app runs).
+
+        Raises:
+            UserError: the graph has no entry point, or an edge names an unknown node.
+        """
+        self._validate()
+        return Topology(
+            schema=self.schema,
+            nodes=dict(self.nodes),
+            edges={source: tuple(targets) for source, targets in self.edges.items()},
+            routers={source: tuple(routers) for source, routers in self.routers.items()},
+        )
+
     def compile(
         self,
         checkpointer: Checkpointer | None = None,
@@ -158,13 +138,11 @@ class StateGraph:
             recursion_limit: The most supersteps one run may take.
             name: The app's name (the server serves apps by name).
         """
-        from .compiled import CompiledGraph
-
-        self._validate()
+        topology = self.topology()
         if recursion_limit < 1:
             raise UserError(f"recursion_limit must be >= 1, not {recursion_limit!r}")
         return CompiledGraph(
-            self,
+            topology,
             checkpointer=checkpointer,
             registry=registry,
             interrupt_before=_names(interrupt_before, self.nodes),

@@ -152,16 +152,8 @@ async def _stop_local_runs(catalog: Catalog) -> None:
     """Stop every run executing in this process, and wait (bounded) for their commits."""
     handles: dict[str, RunHandle] = {}
     for app in catalog.apps.values():
-        for status in ("running", "pending"):
-            try:
-                records = await app.checkpointer.list_runs(status=status, limit=10_000)
-            except Exception:  # storage already gone: the host's shutdown still records them
-                log.exception("could not list active runs at shutdown")
-                continue
-            for record in records:
-                handle = app.registry.local(record.run_id)
-                if handle is not None:
-                    handles[record.run_id] = handle
+        for handle in app.registry.local_runs():
+            handles[handle.run_id] = handle
     for handle in handles.values():
         handle.stop(requested_by="shutdown", reason="the server is shutting down")
     with anyio.move_on_after(SHUTDOWN_GRACE):

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
+from ..coordination.base import StopResult
 from ..messages import Message
 from ..run import RunRecord
 from .catalog import ThreadRef
@@ -181,10 +182,16 @@ async def join_run(
     )
 
 
-async def _stop_result(ref: ThreadRef, run_id: str | None, stopped: bool) -> dict[str, Any]:
-    record: RunRecord | None = await ref.app.aget_run(run_id) if run_id else None
+async def _stop_result(ref: ThreadRef, run_id: str | None, result: StopResult) -> dict[str, Any]:
+    """The answer of a stop route: the run that accepted the stop (else the run asked for)."""
+    run_id = result.run_id or run_id
+    record: RunRecord | None
+    if result.handle is not None:
+        record = result.handle.snapshot()
+    else:
+        record = await ref.app.aget_run(run_id) if run_id else None
     return {
-        "stopped": stopped,
+        "stopped": result.accepted,
         "run_id": run_id,
         "run": run_json(record) if record is not None else None,
     }
@@ -210,14 +217,14 @@ async def cancel_run(
     """
     ref = await ctx.catalog.thread(thread_id, caller)
     await ctx.catalog.run_on(ref, run_id)
-    stopped = await ref.app.astop(
+    result = await ref.app.arequest_stop(
         run_id=run_id,
         mode=mode or _ACTION_MODES[action],
         reason=reason,
         requested_by="user",
         wait=wait,
     )
-    return await _stop_result(ref, run_id, stopped)
+    return await _stop_result(ref, run_id, result)
 
 
 @router.post("/threads/{thread_id}/stop", summary="Stop whatever runs on a thread")
@@ -232,8 +239,7 @@ async def stop_thread(
     """Stop the thread's active run (the Stop button). `mode`: `now` (default), `after_step`, or
     `rollback`. Answers `{"stopped": bool, "run_id", "run"}`; false when nothing was running."""
     ref = await ctx.catalog.thread(thread_id, caller)
-    active = ref.app.registry.active_on(thread_id)
-    stopped = await ref.app.astop(
+    result = await ref.app.arequest_stop(
         thread_id=thread_id, mode=mode, reason=reason, requested_by="user", wait=wait
     )
-    return await _stop_result(ref, active.run_id if active is not None else None, stopped)
+    return await _stop_result(ref, None, result)

@@ -1,6 +1,6 @@
 """Process isolation for tools that must die on a stop: `isolation="process"`.
 
-Mechanism. `run_in_process` starts a Python child that calls `main()` of this module, with the
+Mechanism. `run_in_process` starts a Python child that calls `serve()` of this module, with the
 parent's `sys.path` (as `PYTHONPATH`). It writes one JSON request to the child's stdin: where the
 function lives (module and qualified name; a script's path when the tool lives in `__main__`) and
 the validated arguments as JSON. It reads one JSON reply from the child's stdout: `{"ok": text}` or
@@ -25,21 +25,31 @@ import runpy
 import subprocess
 import sys
 import traceback
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import Process
 
 from tether.errors import TetherError
 
-if TYPE_CHECKING:
-    from tether.tools.tool import Tool
+__all__ = ["ProcessTool", "ToolProcessError", "run_in_process", "serve"]
 
-__all__ = ["ToolProcessError", "run_in_process"]
+# The child's program: `tether.tools.tool.child_main`, which calls `serve()` with what runs a
+# `Tool`. Not `-m`: runpy warns when it runs a module that is already imported.
+_CHILD_MAIN = "from tether.tools.tool import child_main; child_main()"
 
-# The child's program. Not `-m tether.tools.process`: `tether.tools` imports this module, and runpy
-# warns when it runs a module that is already imported.
-_CHILD_MAIN = "from tether.tools.process import main; main()"
+
+class ProcessTool(Protocol):
+    """What `run_in_process` needs of a tool: its name and its module-level function."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fn(self) -> Callable[..., Any]: ...
+
+
 # Seconds a terminated child gets to exit before it is killed.
 KILL_AFTER = 1.0
 # Seconds reaping a killed child may take at most; SIGKILL cannot be refused, so this is generous.
@@ -70,7 +80,7 @@ class ToolProcessError(TetherError):
 
 
 async def run_in_process(
-    tool: Tool, arguments: dict[str, Any], *, kill_after: float = KILL_AFTER
+    tool: ProcessTool, arguments: dict[str, Any], *, kill_after: float = KILL_AFTER
 ) -> str:
     """Run `tool` with JSON `arguments` in a child process and return its result text.
 
@@ -117,7 +127,7 @@ async def _end(process: Process, kill_after: float) -> None:
             await process.aclose()
 
 
-def _request(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
+def _request(tool: ProcessTool, arguments: dict[str, Any]) -> dict[str, Any]:
     module = tool.fn.__module__
     main_path = None
     if module == "__main__":
@@ -171,17 +181,14 @@ def _locate(request: dict[str, Any]) -> Any:
     return obj
 
 
-def main() -> None:
-    """The child's entry point: read a request on stdin, write a reply on stdout."""
-    from tether.tools.tool import Tool
-
+def serve(run: Callable[[Any, dict[str, Any]], str]) -> None:
+    """The child's loop for one call: read a request on stdin, call `run(target, arguments)` on
+    the object it names, and write the reply on stdout."""
     out = sys.stdout
     sys.stdout = sys.stderr  # a print() in the tool must not corrupt the reply
     request = json.loads(sys.stdin.buffer.read())
     try:
-        target = _locate(request)
-        tool = target if isinstance(target, Tool) else Tool(target)
-        reply: dict[str, Any] = {"ok": tool.run_here(request["arguments"])}
+        reply: dict[str, Any] = {"ok": run(_locate(request), request["arguments"])}
     except Exception as exc:  # reported to the parent, which raises ToolProcessError
         reply = {
             "error": {

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tether.errors import UserError
 from tether.models.base import ToolSpec
+from tether.tools.process import run_in_process, serve
 
 __all__ = ["Isolation", "Tool", "ToolArgumentsError", "tool", "tool_result_text"]
 
@@ -204,8 +205,6 @@ class Tool:
               within a short deadline, and reaped before the cancellation propagates.
         """
         if self.isolation == "process":
-            from tether.tools.process import run_in_process
-
             return await run_in_process(self, self.json_arguments(arguments))
         kwargs = self.validate(arguments)
         if self.is_async:
@@ -360,3 +359,12 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
 def _quote(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _QUOTE_LIMIT else text[:_QUOTE_LIMIT] + "…"
+
+
+def child_main() -> None:
+    """The entry point of a process tool's child (`tether.tools.process`): run one call."""
+    serve(lambda target, arguments: _as_tool(target).run_here(arguments))
+
+
+def _as_tool(target: Any) -> Tool:
+    return target if isinstance(target, Tool) else Tool(target)
