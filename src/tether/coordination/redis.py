@@ -385,8 +385,10 @@ class RedisRunRegistry(RunRegistry):
         Cancelling the wait does not affect the run. Raises `CoordinationUnavailableError` when
         Redis cannot be reached.
         """
-        while await self.is_live(run_id):
-            event = self._ended.setdefault(run_id, anyio.Event())
+        while True:
+            event = self._ended.setdefault(run_id, anyio.Event())  # before the check: no gap
+            if not await self.is_live(run_id):
+                return
             with anyio.move_on_after(self.lease / 3):
                 await event.wait()
 
