@@ -8,6 +8,7 @@ key contracts with real `tether serve` processes.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -34,8 +35,10 @@ async def node(postgres_dsn: str, redis_url: str, redis_prefix: str) -> AsyncIte
     """Makes nodes (agents) on the test's schema and prefix; closes them at the end."""
     async with AsyncExitStack() as stack:
 
-        def make(*turns: Any, lease: float = 10.0, tools: Sequence[Any] = ()) -> Agent:
-            checkpointer = PostgresCheckpointer(postgres_dsn)
+        def make(
+            *turns: Any, lease: float = 10.0, tools: Sequence[Any] = (), dsn: str | None = None
+        ) -> Agent:
+            checkpointer = PostgresCheckpointer(dsn or postgres_dsn)
             registry = RedisRunRegistry(redis_url, prefix=redis_prefix, lease=lease)
             stack.push_async_callback(checkpointer.aclose)
             stack.push_async_callback(registry.aclose)
@@ -229,3 +232,33 @@ async def test_a_dead_workers_run_is_failed_worker_lost_with_its_streamed_output
     with anyio.fail_after(10):
         await again.wait()
     assert again.status == "completed"
+
+
+async def test_postgres_connections_killed_mid_run_leave_no_record_running(
+    node: Node, postgres_dsn: str
+) -> None:
+    """Every Postgres connection of the node is terminated while its run streams; the run still
+    ends, and its stored record is not left `running`."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = f"tether-kill-{secrets.token_hex(4)}"  # only our own connections are terminated
+    dsn = make_conninfo(postgres_dsn, application_name=name)
+    gate = Gate()
+    a = node(["before ", gate, "after"], dsn=dsn)
+    handle = await a.astart("hi", thread_id="pg1")
+    await started(handle, gate)
+    admin = {k: v for k, v in conninfo_to_dict(postgres_dsn).items() if k != "options"}
+    with psycopg.connect(make_conninfo(**admin), autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s",
+            (name,),
+        ).fetchone()
+    assert killed is not None and killed[0] >= 1
+    gate.release()
+    with anyio.fail_after(30):
+        await handle.wait()
+    record = await a.aget_run(handle.run_id)
+    assert record is not None and record.status == handle.status != "running"
+    assert a.registry.size() == 0
