@@ -44,7 +44,7 @@ from tether.messages import Message
 from tether.models import Finish, Model, ModelDelta, ModelSettings, TextDelta, ToolSpec
 from tether.stop import StopRequest
 
-TICK = 0.002  # seconds between tokens
+TICK = float(os.environ.get("BENCH_TICK", "0.002"))  # seconds between tokens
 
 
 class Ticking(Model):

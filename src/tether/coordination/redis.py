@@ -16,8 +16,8 @@ checkpointer) holds everything durable. Every process keeps its own runs' handle
   is reconnecting, still lands (within one heartbeat at worst). A stop for a run of this process is
   applied to its token directly, even while Redis is down; a stop for a run elsewhere that cannot
   reach Redis raises `CoordinationUnavailableError`, never silently returns False.
-- **Leases.** Every process heartbeats a lease key (`lease` seconds, refreshed every `lease / 3`)
-  and lists its live runs under its worker id. The same loop sweeps: a worker with live runs whose
+- **Leases.** Every process heartbeats a lease key (`lease` seconds, refreshed every `lease / 3`,
+  also while idle) and lists its live runs under its worker id. The same loop sweeps: a worker with live runs whose
   lease lapsed is dead; the first process to claim it marks its runs `failed` / `worker_lost`
   through `lost.py`, and releases their threads. A kill -9 is noticed within `lease + lease / 3`.
 - **Live events.** Each local run's events are pumped into a Redis Stream (`P:events:{run}`),
@@ -33,9 +33,11 @@ loop); its background tasks run in that loop's host task group until `aclose()`.
 
 Residual races: a worker that stalls longer than its lease (a long GC pause, or an outage of Redis
 for that long) is swept although alive; when it notices its lease was lost it stops its runs, but
-the sweeper's terminal event is the one the log keeps. A Redis restart between a stop being
-published and applied loses that intent only if the stopping process had not yet seen
-`REQUEST_STOP` succeed — in which case it raised `CoordinationUnavailableError`.
+the sweeper's terminal event is the one the log keeps. Redis (restarted empty) can lose a stop in
+two narrow windows: an intent accepted by Redis that the executing process had neither received
+by pub/sub nor read yet when Redis went down (the stop returned True, the run goes on); and a stop
+sent after Redis came back but before the executing process wrote its runs back (it answers
+False). Configure Redis with persistence (AOF) to close the first window.
 """
 
 from __future__ import annotations
@@ -306,7 +308,12 @@ class RedisRunRegistry(RunRegistry):
         if local is not None:
             if not local.token.request_stop(request):
                 return StopResult(accepted=False)
-            await self._publish_intent(local.run_id, request)
+            # Other processes must see the owner stopping (a `reject` then waits). While Redis
+            # looks down this goes to the background: the stop itself already took effect.
+            if self._subscribed.is_set():
+                await self._publish_intent(local.run_id, request)
+            elif self._tg is not None:
+                self._tg.start_soon(self._publish_intent, local.run_id, request)
             return StopResult(accepted=True, run_id=local.run_id, handle=local)
         if run_id is None and thread_id is None:
             return StopResult(accepted=False)
@@ -532,11 +539,11 @@ class RedisRunRegistry(RunRegistry):
             await anyio.sleep(self.lease / 3)
 
     async def _beat(self, client: aredis.Redis) -> None:
-        lease_key = self._key("lease", self.worker_id)
-        if self._runs:
-            renewed = await client.set(lease_key, "1", px=int(self.lease * 1000), xx=True)
-            if not renewed:
-                await self._on_lease_lost(client)
+        lease_key, lease_ms = self._key("lease", self.worker_id), int(self.lease * 1000)
+        # Renewed even while idle, so a live process is never swept (only a stalled one).
+        if not await client.set(lease_key, "1", px=lease_ms, xx=True):
+            await self._on_lease_lost(client)
+            await client.set(lease_key, "1", px=lease_ms)
         await self._apply_intents(client)
         for run, handle in list(self._unreleased.items()):
             await self._release_remote(client, run, handle.thread_id)
@@ -546,7 +553,7 @@ class RedisRunRegistry(RunRegistry):
     async def _on_lease_lost(self, client: aredis.Redis) -> None:
         """Our lease lapsed: either Redis restarted (write our runs back) or a sweeper took our
         runs for lost (stop them: their threads were handed on)."""
-        swept = await client.exists(self._key("swept", self.worker_id))
+        swept = await client.delete(self._key("swept", self.worker_id))
         for handle in list(self._runs.values()):
             if swept:
                 handle.token.request_stop(
