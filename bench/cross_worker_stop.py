@@ -44,6 +44,7 @@ from tether.messages import Message
 from tether.models import Finish, Model, ModelDelta, ModelSettings, TextDelta, ToolSpec
 from tether.stop import StopRequest
 
+SESSION = secrets.token_hex(4)  # every key this run of the bench makes starts with bench-SESSION-
 TICK = float(os.environ.get("BENCH_TICK", "0.002"))  # seconds between tokens
 
 
@@ -99,7 +100,48 @@ async def child(url: str, prefix: str, lease: float, runs: int) -> None:
     await app.registry.aclose()
 
 
+async def child_listener(url: str, channel: str) -> None:
+    """Print the age of every message published on `channel` (the raw pub/sub hop)."""
+    import redis.asyncio as aredis
+
+    client = aredis.Redis.from_url(url, decode_responses=True)
+    ages = []
+    async with client.pubsub() as pubsub:
+        await pubsub.subscribe(channel)
+        async for message in pubsub.listen():
+            if message["type"] == "subscribe":
+                print("ready", flush=True)
+            elif message["type"] == "message":
+                if message["data"] == "end":
+                    break
+                ages.append(time.time() - float(message["data"]))
+    print(json.dumps(ages), flush=True)
+    await client.aclose()
+
+
 # ---------------------------------------------------------------- process B
+
+
+async def raw_pubsub(url: str, n: int) -> list[float]:
+    """The floor: one redis-py pub/sub message from this process to another, n times."""
+    import redis.asyncio as aredis
+
+    channel = f"bench-{SESSION}-raw"
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--listen", url, channel], stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    await anyio.to_thread.run_sync(proc.stdout.readline)  # subscribed
+    client = aredis.Redis.from_url(url)
+    for _ in range(n):
+        await client.publish(channel, repr(time.time()))
+        await anyio.sleep(TICK)
+    await client.publish(channel, "end")
+    line = await anyio.to_thread.run_sync(proc.stdout.readline)
+    proc.wait()
+    await client.aclose()
+    ages: list[float] = json.loads(line)
+    return ages
 
 
 async def in_process_stops(n: int) -> list[float]:
@@ -115,7 +157,7 @@ async def in_process_stops(n: int) -> list[float]:
 
 
 async def cross_process(url: str, stops: int) -> dict[str, Any]:
-    prefix = f"bench-{secrets.token_hex(4)}"
+    prefix = f"bench-{SESSION}-{secrets.token_hex(4)}"
     registry = RedisRunRegistry(url, prefix=prefix)
     proc = await anyio.open_process(
         [sys.executable, __file__, "--child", url, prefix, "10", str(stops)],
@@ -167,7 +209,7 @@ async def cross_process(url: str, stops: int) -> dict[str, Any]:
 async def kill_trials(url: str, trials: int, lease: float) -> list[float]:
     out = []
     for _ in range(trials):
-        prefix = f"bench-kill-{secrets.token_hex(4)}"
+        prefix = f"bench-{SESSION}-kill-{secrets.token_hex(4)}"
         registry = RedisRunRegistry(url, prefix=prefix, lease=lease)
         proc = subprocess.Popen(
             [sys.executable, __file__, "--child", url, prefix, str(lease), "1"],
@@ -205,6 +247,8 @@ def ms(values: Sequence[float]) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
+    raw = await raw_pubsub(args.redis, args.stops)
+    print("raw redis-py pub/sub hop, B → A:         ", summary_ms(raw))
     local_stops = await in_process_stops(args.stops)
     print("stop, in-process (request → run_finished):", summary_ms(local_stops))
     cross = await cross_process(args.redis, args.stops)
@@ -214,7 +258,7 @@ async def main(args: argparse.Namespace) -> None:
     print("live event age, reader in B (Redis):    ", summary_ms(cross["remote"]))
     kills = await kill_trials(args.redis, args.kills, 2.0)
     print("kill -9 → released by a sweep (lease 2s):", summary_ms(kills))
-    await forget(args.redis, "bench-*")
+    await forget(args.redis, f"bench-{SESSION}-*")
     if args.write:
         date = time.strftime("%Y-%m-%d")
         text = f"""<!-- cross-worker-stop -->
@@ -227,6 +271,7 @@ Load average at the start: {os.getloadavg()[0]:.1f}.
 
 | what | figure |
 |---|---|
+| floor: one raw redis-py pub/sub message between two processes | {ms(raw)} |
 | stop in one process (request → `run_finished`), baseline | {ms(local_stops)} |
 | stop from process B → `run_finished` in process A | {ms(cross["one_way"])} |
 | stop from B → B sees the thread released (full round trip) | {ms(cross["round_trip"])} |
@@ -235,6 +280,10 @@ Load average at the start: {os.getloadavg()[0]:.1f}.
 | kill -9 → thread released by another process's sweep, lease 2 s ({args.kills} trials) | {ms(kills)} (target ≤ lease + 1 s = 3 s) |
 
 Targets from the issue: cross-process stop p99 ≤ 10 ms; live events p99 ≤ 5 ms over in-process.
+On this loaded machine they are **not met**; the first row shows why: a bare pub/sub message
+between two processes already has a p99 of several ms here, and a cross-process stop needs that
+hop (B → Redis → A) plus a script call and A's wake-up, where the in-process stop needs none.
+Re-measure on an idle machine before drawing conclusions.
 Event age is `time.time()` when the reader got the event minus the event's timestamp; the remote
 reader blocks on the run's Redis Stream (`XREAD BLOCK`) for new events, 5 reads per run.
 <!-- /cross-worker-stop -->
@@ -243,6 +292,9 @@ reader blocks on the run's Redis Stream (`XREAD BLOCK`) for new events, 5 reads 
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--listen":
+        asyncio.run(child_listener(sys.argv[2], sys.argv[3]))
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         url, prefix, lease, runs = sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
         asyncio.run(child(url, prefix, lease, runs))
