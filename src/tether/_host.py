@@ -49,7 +49,9 @@ async def current_host() -> Host:
     """The host of the running loop, started on first use."""
     loop = asyncio.get_running_loop()
     host = _hosts.get(loop)
-    if host is None:
+    if host is None or (host._task is not None and host._task.done()):
+        # None yet, or its supervisor ended (a bug let an error out of a run): start a fresh one
+        # rather than refuse every later run on this loop.
         host = Host()
         _hosts[loop] = host
         # The one bare task: the supervisor of every run on this loop (see the module docstring).

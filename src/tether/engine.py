@@ -27,6 +27,7 @@ although `stop()` returned True; the record still shows when the stop was reques
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -43,9 +44,17 @@ from anyio.abc import TaskStatus
 from ._host import current_host
 from .context import RunContext
 from .coordination.base import RunRegistry
-from .errors import NotFoundError, RunCancelledError, RunError, RunFailedError, UserError
+from .errors import (
+    NotFoundError,
+    RunCancelledError,
+    RunError,
+    RunFailedError,
+    StorageError,
+    UserError,
+)
 from .events import (
     CheckpointSaved,
+    Event,
     MessageEvent,
     RunFinished,
     RunStarted,
@@ -63,7 +72,9 @@ __all__ = ["COMMIT_DEADLINE", "Engine", "Execution", "Outcome", "Program", "Stop
 
 log = logging.getLogger("tether")
 
-COMMIT_DEADLINE = 5.0  # seconds the shielded commit of a finished run may take
+COMMIT_DEADLINE = 5.0  # seconds the shielded commit of a finished run may take, at least
+REPAIR_FIRST_DELAY = 0.5  # seconds before the first retry of a failed final commit
+REPAIR_MAX_DELAY = 30.0  # the longest wait between two retries
 WORKER_HOST = socket.gethostname()
 WORKER_ID = f"{WORKER_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -199,10 +210,20 @@ class Engine:
         self.app_name = app_name
         self._ready = False
         self._ready_lock = anyio.Lock()
+        # Seconds the shielded final commit of a run may take: at least the backend's own timeout,
+        # so that the backend gives up first and says why.
+        self.commit_deadline = max(COMMIT_DEADLINE, checkpointer.commit_timeout + 1.0)
+        # Runs whose final commit failed, by run id: the record and the events still to store.
+        # Emptied by `_flush_repairs` once storage takes them (never left `running`).
+        self._repairs: dict[str, tuple[RunRecord, list[Event]]] = {}
+        # True while a `_repair_loop` task is running (at most one per engine).
+        self._repairing = False
 
     async def ensure_ready(self) -> None:
         """Set up storage and recover runs lost by dead workers (once)."""
         if self._ready:
+            if self._repairs:
+                await self._flush_repairs()
             return
         async with self._ready_lock:
             if not self._ready:
@@ -261,6 +282,7 @@ class Engine:
         handle.token.bind(scope)
         outcome: Outcome | None = None
         failure: BaseException | None = None
+        shutdown = False
         try:
             with scope:
                 if not acquired:
@@ -269,12 +291,14 @@ class Engine:
                 if not scope.cancel_called:
                     outcome = await program.execute(ex)
         except anyio.get_cancelled_exc_class():
-            # Not our scope's cancellation (that one never escapes `with scope`): shutdown.
-            await self._finish(ex, program, None, None, shutdown=True)
+            # Not our scope's cancellation (that one never escapes `with scope`): shutdown. It is
+            # the one exception that leaves the run, after the run was ended below.
+            shutdown = True
             raise
         except Exception as exc:
             failure = exc
-        await self._finish(ex, program, outcome, failure, shutdown=False)
+        finally:
+            await self._finish(ex, program, outcome, failure, shutdown=shutdown)
 
     async def _begin(self, ex: Execution) -> None:
         handle = ex.handle
@@ -313,61 +337,204 @@ class Engine:
         *,
         shutdown: bool,
     ) -> None:
-        handle, token, record = ex.handle, ex.handle.token, ex.handle.record
-        with anyio.move_on_after(COMMIT_DEADLINE, shield=True):
-            status: TerminalStatus
-            reason: str | None = None
-            error: str | None = None
-            if shutdown:
-                status = "cancelled"
-                reason = "shutdown"
-            elif failure is not None:
-                status, error = "failed", f"{type(failure).__name__}: {failure}"
-            elif outcome is None or outcome.status == "cancelled":
-                status = "cancelled"
-            else:
-                status = outcome.status
-            req = token.request
-            if status == "cancelled":
-                reason = reason or (req.reason if req else None)
-                record.stop_mode = token.mode or "now"
-                record.stop_requested_by = (
-                    "shutdown" if shutdown else (req.requested_by if req else None)
-                )
-                record.stopped_at = time.time()
-            if req is not None:
-                record.stop_requested_at = req.requested_at
-                record.stop_reason = req.reason
-                record.stop_mode = record.stop_mode or req.mode
-                record.stop_requested_by = record.stop_requested_by or req.requested_by
-            checkpoint = None
-            if status == "cancelled" and ex.started:
-                checkpoint = self._stop_checkpoint(ex, program, token.mode or "now")
-            with token._lock:
-                token.finished = True  # from here on: no stop is accepted, no event is sent
-            record.status = status
-            record.error = error
-            record.finished_at = time.time()
-            final = RunFinished(
-                run_id=handle.run_id,
-                thread_id=handle.thread_id,
-                seq=len(handle.events),
-                ts=record.finished_at,
-                status=status,
-                reason=reason,
-                error=error,
+        """End the run: an error boundary in three parts (see docs/stop-contract.md).
+
+        1. Decide the outcome. User code that fails here (a reducer in `stopped_state()`, the
+           transcript repair) makes the run `failed`; the last good checkpoint stays the head.
+        2. Persist it, shielded, under `commit_deadline`. If that fails, the run still ends
+           `failed` in memory, and the stored record is repaired later (`_repair_soon`).
+        3. Close in memory, in a `finally` that always runs: release the thread, append exactly
+           one `run_finished`, set the result, wake every waiter.
+
+        Cancellation: runs shielded; the caller's cancellation is delivered after it returned.
+        """
+        final: RunFinished | None = None
+        try:
+            with anyio.CancelScope(shield=True):
+                final, checkpoint, failure = self._decide(ex, program, outcome, failure, shutdown)
+                if not await self._persist(ex, checkpoint, final):
+                    failure = StorageError(
+                        f"the end of run {ex.handle.run_id!r} (status {final.status!r}) could "
+                        f"not be stored within {self.commit_deadline}s; its record is repaired "
+                        "when storage answers again"
+                    )
+                    final = self._failed_final(ex, final, failure)
+                    await self._repair_soon()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close(ex, outcome, failure, final)
+
+    def _decide(
+        self,
+        ex: Execution,
+        program: Program,
+        outcome: Outcome | None,
+        failure: BaseException | None,
+        shutdown: bool,
+    ) -> tuple[RunFinished, Checkpoint | None, BaseException | None]:
+        """The run's terminal event, the checkpoint a stop commits, and the failure, if any.
+
+        Never raises for user code: a failure while building the stopped state fails the run.
+        """
+        token, record = ex.handle.token, ex.handle.record
+        reason: str | None = None
+        if shutdown:
+            status: TerminalStatus = "cancelled"
+            reason = "shutdown"
+        elif failure is not None:
+            status = "failed"
+        elif outcome is None or outcome.status == "cancelled":
+            status = "cancelled"
+        else:
+            status = outcome.status
+        req = token.request
+        if status == "cancelled":
+            reason = reason or (req.reason if req else None)
+            record.stop_mode = token.mode or "now"
+            record.stop_requested_by = (
+                "shutdown" if shutdown else (req.requested_by if req else None)
             )
+            record.stopped_at = time.time()
+        if req is not None:
+            record.stop_requested_at = req.requested_at
+            record.stop_reason = req.reason
+            record.stop_mode = record.stop_mode or req.mode
+            record.stop_requested_by = record.stop_requested_by or req.requested_by
+        checkpoint: Checkpoint | None = None
+        if status == "cancelled" and ex.started:
+            try:
+                checkpoint = self._stop_checkpoint(ex, program, token.mode or "now")
+            except Exception as exc:  # user code (a reducer) failed while the run was stopped
+                exc.add_note(f"while ending stopped run {ex.handle.run_id!r}")
+                status, failure, reason = "failed", exc, "stop_failed"
+        with token._lock:
+            token.finished = True  # from here on: no stop is accepted, no event is sent
+        error = None if failure is None else f"{type(failure).__name__}: {failure}"
+        record.status = status
+        record.error = error
+        record.finished_at = time.time()
+        final = RunFinished(
+            run_id=ex.handle.run_id,
+            thread_id=ex.handle.thread_id,
+            seq=len(ex.handle.events),
+            ts=record.finished_at,
+            status=status,
+            reason=reason,
+            error=error,
+        )
+        return final, checkpoint, failure
+
+    async def _persist(
+        self, ex: Execution, checkpoint: Checkpoint | None, final: RunFinished
+    ) -> bool:
+        """Commit the stop's checkpoint, the remaining events, `final` and the run record, under
+        `commit_deadline`. Returns False (and logs why) when storage failed or was too slow."""
+        events = [*ex.handle.events[ex.flushed :], final]
+        with anyio.move_on_after(self.commit_deadline) as deadline:
             try:
                 await self.checkpointer.commit(
-                    checkpoint=checkpoint, events=[*ex.unflushed(), final], run=record.model_copy()
+                    checkpoint=checkpoint, events=events, run=ex.handle.record.model_copy()
                 )
             except Exception:
-                log.exception("could not store the end of run %s", handle.run_id)
+                log.exception("could not store the end of run %s", ex.handle.run_id)
+                return False
+            ex.flushed = len(ex.handle.events)
+            await self._flush_repairs()
+            return True
+        if deadline.cancelled_caught:
+            log.error(
+                "storing the end of run %s took longer than %ss",
+                ex.handle.run_id,
+                self.commit_deadline,
+            )
+        return False
+
+    def _failed_final(
+        self, ex: Execution, final: RunFinished, failure: BaseException
+    ) -> RunFinished:
+        """`final`, turned into a failure because storing the run's end failed; queues a repair."""
+        record = ex.handle.record
+        record.status = "failed"
+        record.error = error = f"{type(failure).__name__}: {failure}"
+        failed = dataclasses.replace(final, status="failed", reason="storage_failed", error=error)
+        self._repairs[record.run_id] = (
+            record.model_copy(),
+            [*ex.handle.events[ex.flushed :], failed],
+        )
+        return failed
+
+    async def _repair_soon(self) -> None:
+        """Make sure a task retries the pending repairs until storage takes them."""
+        if not self._repairing:
+            self._repairing = True
+            host = await current_host()
+            host.tg.start_soon(self._repair_loop, name="tether-repair")
+
+    async def _repair_loop(self) -> None:
+        delay = REPAIR_FIRST_DELAY
+        try:
+            while self._repairs:
+                await anyio.sleep(delay)
+                await self._flush_repairs()
+                delay = min(delay * 2, REPAIR_MAX_DELAY)
+        finally:
+            self._repairing = False
+
+    async def _flush_repairs(self) -> None:
+        """Store the ends of runs whose final commit failed, as far as storage takes them now.
+
+        A repair writes what the failed commit did not: the events after the last stored one, and
+        the run record (`failed`). A run whose stored record already ended needs none.
+
+        Cancellation: stops between two runs; a repair is either stored or still pending.
+        """
+        for run_id, (record, events) in list(self._repairs.items()):
+            try:
+                with anyio.fail_after(self.commit_deadline):
+                    stored = await self.checkpointer.get_run(run_id)
+                    if stored is None or stored.is_active:
+                        logged = await self.checkpointer.read_events(run_id)
+                        last = logged[-1].seq if logged else -1
+                        await self.checkpointer.commit(
+                            events=[e for e in events if e.seq > last], run=record
+                        )
+            except Exception:
+                log.warning(
+                    "run %s: its record is still not stored; retrying", run_id, exc_info=True
+                )
+                return
+            self._repairs.pop(run_id, None)
+
+    async def _close(
+        self,
+        ex: Execution,
+        outcome: Outcome | None,
+        failure: BaseException | None,
+        final: RunFinished | None,
+    ) -> None:
+        """Close the run in memory; always runs, whatever happened before (part 3)."""
+        handle = ex.handle
+        try:
             await self.registry.release(handle)
+        finally:
+            if final is None:  # deciding the outcome itself broke: a bug, but the run must end
+                with handle.token._lock:
+                    handle.token.finished = True
+                handle.record.status = "failed"
+                final = RunFinished(
+                    run_id=handle.run_id,
+                    thread_id=handle.thread_id,
+                    seq=len(handle.events),
+                    ts=time.time(),
+                    status="failed",
+                    reason="internal_error",
+                )
             handle.events.append(final)
-            handle.values = outcome.values if outcome is not None else None
-            handle.error = _result_error(status, failure, handle.run_id, reason)
-        handle._finish()
+            handle.values = (
+                outcome.values if outcome is not None and final.status != "failed" else None
+            )
+            handle.error = _result_error(final.status, failure, handle.run_id, final.reason)
+            handle._finish()
 
     def _stop_checkpoint(self, ex: Execution, program: Program, mode: str) -> Checkpoint | None:
         """The checkpoint a stop commits, or None when the last checkpoint already is right.
@@ -402,16 +569,6 @@ class Engine:
             if stopped is None and not closed:
                 return None
             source, step = "stop", ex.step + 1
-        for message in closed:
-            if message.role == "tool" and message.tool_call_id is not None:
-                handle.emit(
-                    ToolCallFinished,
-                    tool_call_id=message.tool_call_id,
-                    name=message.name or "",
-                    status="cancelled",
-                    content=message.content,
-                )
-            handle.emit(MessageEvent, message=message)
         cp = Checkpoint(
             checkpoint_id=new_id(),
             thread_id=handle.thread_id,
@@ -422,6 +579,17 @@ class Engine:
             next=(),
             source=source,
         )
+        # Only now, when nothing of user code can fail any more, the events go out.
+        for message in closed:
+            if message.role == "tool" and message.tool_call_id is not None:
+                handle.emit(
+                    ToolCallFinished,
+                    tool_call_id=message.tool_call_id,
+                    name=message.name or "",
+                    status="cancelled",
+                    content=message.content,
+                )
+            handle.emit(MessageEvent, message=message)
         handle.emit(CheckpointSaved, checkpoint_id=cp.checkpoint_id, step=step)
         return cp
 
@@ -480,6 +648,8 @@ def _result_error(
             f"run {run_id!r} was stopped ({reason or 'no reason given'})", run_id=run_id
         )
     if failure is None:
+        if status == "failed":
+            return RunFailedError(f"run {run_id!r} failed ({reason})", run_id=run_id)
         return None
     if isinstance(failure, RunError | UserError):
         return failure

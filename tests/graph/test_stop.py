@@ -133,7 +133,7 @@ async def test_on_disconnect_continue_lets_the_run_finish_and_be_rejoined() -> N
     assert [e.seq for e in [e async for e in logged]] == [e.seq for e in events if e.seq > 3]
 
 
-async def test_outside_cancellation_propagates_and_is_recorded_as_shutdown() -> None:
+async def test_cancelling_the_caller_of_astart_leaves_the_background_run_running() -> None:
     app, gates = gated_app()
     with anyio.move_on_after(10) as watchdog:
         async with anyio.create_task_group() as tg:

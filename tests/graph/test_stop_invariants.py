@@ -8,14 +8,14 @@ run at a random point with a random mode, and checks S1–S7 afterwards.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import anyio
 from anyio.lowlevel import checkpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tether import MessageDeltaEvent, NodeStarted
+from tether import InMemoryCheckpointer, MessageDeltaEvent, NodeStarted, StateGraph
 from tether.events import Event
 
 from ._scenario import TOKENS, Probe, build, check_stop_record, check_terminal, check_transcript
@@ -161,3 +161,85 @@ def _count_deltas(events: list[Event]) -> int:
 )
 def test_stop_anywhere_keeps_the_contract(point: str, mode: str, k: int, by_thread: bool) -> None:
     anyio.run(scenario, point, mode, k, by_thread)
+
+
+class Picky(TypedDict, total=False):
+    text: Annotated[str, picky]
+
+
+def picky(old: str | None, new: str) -> str:
+    """A user reducer that raises for one value: user code that fails while a run is stopped."""
+    if new == "boom":
+        raise ValueError("reducer refuses boom")
+    return (old or "") + new
+
+
+async def faulty_scenario(point: str, mode: str, by_thread: bool) -> None:
+    """A stop whose ending runs a raising reducer: the run fails (or is cancelled, where no user
+    code runs at the end), the thread keeps its last good checkpoint and takes a new run."""
+    entered, gate = anyio.Event(), anyio.Event()
+    held, hold_gate = anyio.Event(), anyio.Event()
+
+    async def node(state: dict[str, Any]) -> Any:
+        text = state.get("text", "")
+        if text.endswith("go"):  # yields what the reducer refuses, then blocks
+            yield {"text": "boom"}
+            entered.set()
+            await gate.wait()
+            return
+        if text.endswith("hold"):  # holds the thread until released
+            held.set()
+            await hold_gate.wait()
+        yield {"text": "ok"}
+
+    g = StateGraph(Picky)
+    g.add_node("n", node)
+    g.set_entry_point("n")
+    app = g.compile(InMemoryCheckpointer())
+    with anyio.fail_after(20) as watchdog:
+        await app.ainvoke({"text": "a"}, thread_id="t")
+        blocker = None
+        if point == "before_start":  # a run holds the thread, so ours waits in the queue
+            blocker = await app.astart({"text": "hold"}, thread_id="t")
+            await held.wait()
+        handle = await app.astart({"text": "go"}, thread_id="t", multitask_strategy="enqueue")
+        # By thread id only once it holds the thread (before, the thread's stop goes to the holder).
+        by_thread = by_thread and point == "mid"
+        target = {"thread_id": "t"} if by_thread else {"run_id": handle.run_id}
+        if point == "mid":
+            await entered.wait()
+        head = await app.aget_state("t")  # the last good checkpoint (the run's input)
+        stopped = await app.astop(**target, mode=mode, wait=mode != "after_step")
+        gate.set()
+        hold_gate.set()
+        await handle.wait()
+        if blocker is not None:
+            await blocker.wait()
+        check_terminal(handle.events)  # S1
+        assert stopped is True  # S2
+        record = await app.aget_run(handle.run_id)
+        assert record is not None
+        if point == "mid" and mode in ("now", "after_step"):
+            assert record.status == "failed"
+            assert record.error is not None and "reducer refuses boom" in record.error
+            assert record.stop_requested_at is not None
+        else:
+            check_stop_record(record, mode=mode)  # S7
+        if point == "mid" and mode == "now":
+            assert (await app.aget_state("t")).checkpoint_id == head.checkpoint_id
+        assert app.registry.size() == 0  # S6
+        again = await app.ainvoke({"text": "!"}, thread_id="t")  # S5
+        assert again["text"].endswith("ok")
+    assert not watchdog.cancel_called
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    point=st.sampled_from(["before_start", "mid"]),
+    mode=st.sampled_from(["now", "after_step", "rollback"]),
+    by_thread=st.booleans(),
+)
+def test_user_code_failing_during_a_stop_fails_only_that_run(
+    point: str, mode: str, by_thread: bool
+) -> None:
+    anyio.run(faulty_scenario, point, mode, by_thread)

@@ -66,6 +66,10 @@ class Checkpoint:
 class Checkpointer(ABC):
     """Storage for threads, checkpoints, run records and event logs. See the module docstring."""
 
+    # Seconds a `commit()` may take before the backend itself gives up. The engine waits at least
+    # this long for a run's final commit, so the backend's own error is what gets reported.
+    commit_timeout: float = 5.0
+
     async def setup(self) -> None:  # noqa: B027  # optional hook: most backends need none
         """Create tables or run migrations; called once before first use. Idempotent."""
 

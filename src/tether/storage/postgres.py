@@ -180,6 +180,7 @@ class PostgresCheckpointer(Checkpointer):
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout
+        self.commit_timeout = timeout
         self._state_lock = threading.Lock()  # guards `_pools` and `_migrated`
         # one pool per event loop that used this checkpointer; removed when closed
         self._pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[_Conn]] = {}

@@ -196,6 +196,7 @@ class SqliteCheckpointer(Checkpointer):
         self.path = os.fspath(path)
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
+        self.commit_timeout = busy_timeout
         self._lock = threading.Lock()  # held for every use of `_conn`
         self._conn: sqlite3.Connection | None = None  # open from first use until `aclose()`
         self._heads = HeadCache(cache_threads)
