@@ -118,7 +118,7 @@ class RedisRunRegistry(RunRegistry):
         self._owners: dict[str, RunHandle] = {}
         # Runs whose release could not reach Redis; retried by the heartbeat until it succeeds.
         self._unreleased: dict[str, RunHandle] = {}
-        # Set and replaced on every `free` notification of the thread (waiters of acquire/wait).
+        # thread_id -> event that the next `free` notification of the thread pops and sets.
         self._freed: dict[str, anyio.Event] = {}
         self._ended: dict[str, anyio.Event] = {}  # run_id -> set when that run is released
         # Set while the subscription is up (stops published now reach us).
@@ -173,7 +173,7 @@ class RedisRunRegistry(RunRegistry):
     async def aclose(self) -> None:
         """Stop the background loops and close the client. Local runs keep their handles.
 
-        Cancelling it leaves the client closing in the background.
+        The close is shielded: cancelling `aclose()` does not interrupt it.
         """
         if self._stopper is not None:
             self._stopper.cancel()
