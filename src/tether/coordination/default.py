@@ -16,7 +16,8 @@ __all__ = ["default_registry"]
 
 def default_registry() -> RunRegistry:
     """`RedisRunRegistry` on `$TETHER_REDIS_URL` (key prefix `$TETHER_REDIS_PREFIX`, lease
-    `$TETHER_LEASE` seconds) when it is set, else a `LocalRunRegistry`."""
+    `$TETHER_LEASE` seconds) when it is set, else a `LocalRunRegistry`. With
+    `$TETHER_DATABASE_URL` too, the registry knows the run queue of `tether worker`."""
     url = os.environ.get("TETHER_REDIS_URL")
     if not url:
         from .local import LocalRunRegistry
@@ -34,4 +35,10 @@ def default_registry() -> RunRegistry:
     except ValueError:
         raise UserError(f"TETHER_LEASE={lease_text!r} is not a number of seconds") from None
     prefix = os.environ.get("TETHER_REDIS_PREFIX") or "tether"
-    return RedisRunRegistry(url, prefix=prefix, lease=lease)
+    run_queue = None
+    database_url = os.environ.get("TETHER_DATABASE_URL")
+    if database_url:  # stops and joins then reach runs queued for `tether worker`
+        from ..storage.run_queue import PostgresRunQueue
+
+        run_queue = PostgresRunQueue(database_url)
+    return RedisRunRegistry(url, prefix=prefix, lease=lease, run_queue=run_queue)

@@ -23,14 +23,17 @@ from ..events import (
     MessageDeltaEvent,
     MessageEvent,
     RunFinished,
+    TerminalStatus,
     ToolCallFinished,
 )
 from ..ids import new_id
 from ..messages import Message
+from ..run import RunRecord
+from ..stop import StopRequest
 from ..storage.base import Checkpoint, Checkpointer
 from ..transcript import repair_transcript
 
-__all__ = ["WORKER_LOST", "recover_lost_run"]
+__all__ = ["WORKER_LOST", "end_unstarted_run", "recover_lost_run"]
 
 WORKER_LOST = "worker_lost: the process running this run died"
 
@@ -141,3 +144,42 @@ def _partial_messages(events: Sequence[Event]) -> list[Message]:
         for message_id, parts in texts.items()
         if any(parts)
     ]
+
+
+async def end_unstarted_run(
+    checkpointer: Checkpointer,
+    run_id: str,
+    thread_id: str,
+    *,
+    stop: StopRequest | None = None,
+    error: str | None = None,
+) -> RunRecord:
+    """End a queued run that never started: `cancelled` by `stop`, else `failed` with `error`.
+
+    Writes its record and its one terminal event (seq 0) in one commit; returns the record.
+    Raises `StorageError` when storage fails. Cancelled, it writes nothing or everything.
+    """
+    record = await checkpointer.get_run(run_id) or RunRecord(run_id=run_id, thread_id=thread_id)
+    now = time.time()
+    status: TerminalStatus = "cancelled" if stop is not None else "failed"
+    record.status = status
+    record.finished_at = now
+    if stop is not None:
+        record.stop_requested_at = stop.requested_at
+        record.stopped_at = now
+        record.stop_mode = stop.mode
+        record.stop_reason = stop.reason
+        record.stop_requested_by = stop.requested_by
+    else:
+        record.error = error
+    final = RunFinished(
+        run_id=run_id,
+        thread_id=thread_id,
+        seq=0,
+        ts=now,
+        status=status,
+        reason=stop.reason if stop is not None else None,
+        error=record.error,
+    )
+    await checkpointer.commit(events=[final], run=record)
+    return record

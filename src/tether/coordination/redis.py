@@ -24,6 +24,12 @@ checkpointer) holds everything durable. Every process keeps its own runs' handle
   batched per wake-up, so a join on any process reads them live, in order and without gaps
   (`join()`), and the sweeper can recover what a dead worker streamed after its last commit.
   The stream expires `STREAM_TTL` seconds after the run's terminal event.
+- **Queued runs** (`run_queue`, a `PostgresRunQueue` that `tether worker` processes take from) are
+  live too: a stop that finds no registered run removes the run from the queue and ends it
+  `cancelled` before it ever ran (`lost.end_unstarted_run`), and `is_live` counts it, so a join
+  waits for it to start. A worker registers a run before it deletes its queue row, in the row's
+  transaction, and a stop looks at Redis, then the queue (waiting on a row being taken), then Redis
+  again, so a stop never falls between "queued" and "registered".
 - **Redis restarts** lose the keys; a process that reconnects writes its live runs back
   (`RESTORE`), so stops, admission and leases continue. Runs never wait on Redis to keep running:
   only admission of a new run and a stop of a run in another process need it.
@@ -48,7 +54,7 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis.asyncio as aredis
@@ -64,7 +70,10 @@ from ..stop import StopRequest
 from ..storage.base import Checkpointer
 from . import _scripts
 from .base import RunRegistry, StopResult
-from .lost import recover_lost_run
+from .lost import end_unstarted_run, recover_lost_run
+
+if TYPE_CHECKING:
+    from ..storage.run_queue import PostgresRunQueue
 
 __all__ = ["DEFAULT_LEASE", "STREAM_TTL", "RedisRunRegistry", "RemoteRunStream"]
 
@@ -86,6 +95,8 @@ class RedisRunRegistry(RunRegistry):
             checkpointer (`App` attaches it when not given). Without one, a sweep only frees the
             dead worker's threads.
         timeout: Seconds a single Redis command may take before it counts as unreachable.
+        run_queue: The queue of background runs for `tether worker` processes, so that stops
+            and joins reach runs still waiting there (see `tether.worker`).
     """
 
     def __init__(
@@ -96,6 +107,7 @@ class RedisRunRegistry(RunRegistry):
         lease: float = DEFAULT_LEASE,
         checkpointer: Checkpointer | None = None,
         timeout: float = 2.0,
+        run_queue: PostgresRunQueue | None = None,
     ) -> None:
         if lease <= 0:
             raise UserError(f"lease must be a number of seconds > 0, not {lease!r}")
@@ -105,6 +117,7 @@ class RedisRunRegistry(RunRegistry):
         self.prefix = prefix
         self.lease = lease
         self.checkpointer = checkpointer
+        self.run_queue = run_queue
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._timeout = timeout
         self._channel = f"{prefix}:signal"
@@ -317,14 +330,16 @@ class RedisRunRegistry(RunRegistry):
             return StopResult(accepted=True, run_id=local.run_id, handle=local)
         if run_id is None and thread_id is None:
             return StopResult(accepted=False)
-        client = await self._client()
-        try:
-            found = await self._stop_script(
-                args=[self.prefix, run_id or "", thread_id or "", _encode(request), self._channel],
-                client=client,
-            )
-        except RedisError as exc:
-            raise self._unavailable("deliver the stop", exc) from exc
+        found = await self._stop_remote(request, run_id, thread_id)
+        if not found and self.run_queue is not None:
+            queued = await self.run_queue.cancel(run_id=run_id, thread_id=thread_id)
+            if queued is not None:  # it never ran, and now never will
+                if self.checkpointer is not None:
+                    await end_unstarted_run(
+                        self.checkpointer, queued.run_id, queued.thread_id, stop=request
+                    )
+                return StopResult(accepted=True, run_id=queued.run_id)
+            found = await self._stop_remote(request, run_id, thread_id)  # a worker took it
         if not found:
             return StopResult(accepted=False)
         handle = self._runs.get(found)  # registered here meanwhile
@@ -333,6 +348,20 @@ class RedisRunRegistry(RunRegistry):
                 return StopResult(accepted=False)
             return StopResult(accepted=True, run_id=found, handle=handle)
         return StopResult(accepted=True, run_id=str(found))
+
+    async def _stop_remote(
+        self, request: StopRequest, run_id: str | None, thread_id: str | None
+    ) -> str | None:
+        """Record and publish the stop for the live run in Redis; its id, or None if none."""
+        client = await self._client()
+        try:
+            found = await self._stop_script(
+                args=[self.prefix, run_id or "", thread_id or "", _encode(request), self._channel],
+                client=client,
+            )
+        except RedisError as exc:
+            raise self._unavailable("deliver the stop", exc) from exc
+        return str(found) if found else None
 
     def _local_target(self, run_id: str | None, thread_id: str | None) -> RunHandle | None:
         if run_id is not None:
@@ -374,12 +403,19 @@ class RedisRunRegistry(RunRegistry):
     # ------------------------------------------------------------------ across processes
 
     async def is_live(self, run_id: str) -> bool:
-        """Whether the run is registered and not yet released, in any process.
+        """Whether the run is registered and not yet released, in any process, or queued.
 
-        Raises `CoordinationUnavailableError` when Redis cannot be reached.
+        Raises `CoordinationUnavailableError` when Redis cannot be reached, `StorageError` when
+        the run queue's database cannot.
         """
-        if run_id in self._runs:
+        if run_id in self._runs or await self._registered(run_id):
             return True
+        if self.run_queue is None:
+            return False
+        # Redis, the queue, Redis again: a worker registers a run before it leaves the queue.
+        return await self.run_queue.contains(run_id) or await self._registered(run_id)
+
+    async def _registered(self, run_id: str) -> bool:
         client = await self._client()
         try:
             return bool(await client.exists(self._key("run", run_id)))
