@@ -177,7 +177,7 @@ class Worker:
         names = list(self.apps)
         while True:
             try:
-                async with await self.queue.connect() as conn:
+                async with self.queue.connection() as conn:
                     while True:
                         await self._slots.acquire()
                         try:

@@ -18,16 +18,19 @@ Mechanism:
   never fall between "queued" and "running".
 
 Every method opens its own connection (a queue call is rare next to a run's commits; a worker's
-`take()` loop holds one connection, see `tether.worker`). Cancelled at an await, a method rolls its
-transaction back: the row stays where it was.
+`take()` loop holds one from `connection()`, see `tether.worker`). Cancelled at an await, a method
+rolls its transaction back (the row stays where it was) and closes its connection, shielded.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+
+import anyio
 
 try:
     import psycopg
@@ -88,8 +91,19 @@ class PostgresRunQueue:
     def __repr__(self) -> str:
         return "PostgresRunQueue(<dsn hidden>)"
 
-    async def connect(self) -> _Conn:
-        """A new connection with the table in place. Raises `StorageError` when unreachable."""
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[_Conn]:
+        """A new connection with the table in place, closed on exit even when cancelled (a
+        worker's `take()` loop holds one). Raises `StorageError` when the database is
+        unreachable."""
+        conn = await self._connect()
+        try:
+            yield conn
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+
+    async def _connect(self) -> _Conn:
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self.dsn, connect_timeout=max(1, int(self._connect_timeout))
@@ -102,15 +116,18 @@ class PostgresRunQueue:
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                     await conn.execute(_CREATE)
                     await conn.execute(_INDEX)
-            except psycopg.Error as exc:
-                await conn.close()
-                raise StorageError(f"could not create the run queue table: {exc}") from exc
+            except BaseException as exc:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+                if isinstance(exc, psycopg.Error):
+                    raise StorageError(f"could not create the run queue table: {exc}") from exc
+                raise
             self._ready = True
         return conn
 
     async def put(self, run: QueuedRun) -> None:
         """Queue `run`. Raises `StorageError` when the database fails (nothing was queued)."""
-        async with await self.connect() as conn:
+        async with self.connection() as conn:
             try:
                 async with conn.transaction():
                     await conn.execute(
@@ -164,7 +181,7 @@ class PostgresRunQueue:
         if run_id is not None and thread_id is not None:
             where += " AND thread_id = %s"
         params = [p for p in (run_id, thread_id) if p is not None]
-        async with await self.connect() as conn:
+        async with self.connection() as conn:
             try:
                 async with conn.transaction():
                     cur = await conn.execute(
@@ -180,7 +197,7 @@ class PostgresRunQueue:
 
     async def contains(self, run_id: str) -> bool:
         """Whether the run is queued (a worker that is taking it still counts)."""
-        async with await self.connect() as conn:
+        async with self.connection() as conn:
             try:
                 cur = await conn.execute(
                     "SELECT 1 FROM tether_run_queue WHERE run_id = %s", (run_id,)
@@ -191,7 +208,7 @@ class PostgresRunQueue:
 
     async def size(self) -> int:
         """How many runs are queued."""
-        async with await self.connect() as conn:
+        async with self.connection() as conn:
             try:
                 cur = await conn.execute("SELECT count(*) FROM tether_run_queue")
                 row = await cur.fetchone()
