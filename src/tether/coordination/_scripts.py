@@ -11,12 +11,13 @@ scripts compute some key names from values):
 - `P:lease:{worker}`  the worker's lease, a key that expires unless the worker heartbeats;
 - `P:workers`         set of workers that have live runs; `P:wruns:{worker}` their run ids;
 - `P:events:{run}`    stream of the run's events (field `e`: the event JSON), for joins elsewhere;
-- channel `P:signal`  `stop <run> <json>` and `free <thread> <run>` notifications.
+- `P:inbox:{run}`     list of JSON flow inputs (`Flow.asend`) not yet handed to the run;
+- channel `P:signal`  `stop <run> <json>`, `input <run>` and `free <thread> <run>` notifications.
 """
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "RELEASE", "REQUEST_STOP", "RESTORE"]
+__all__ = ["ACQUIRE", "DRAIN_INPUT", "RELEASE", "REQUEST_STOP", "RESTORE", "SEND_INPUT"]
 
 # KEYS: owner, queue. ARGV: prefix, run_id, strategy.
 # Returns {"acquired"}, {"busy", owner} (reject) or {"wait", blocker} (queued; blocker may be "").
@@ -53,13 +54,13 @@ end
 return {'wait', owner or head or ''}
 """
 
-# KEYS: owner, queue, run, truns, wruns, stops. ARGV: run_id, thread_id, channel.
+# KEYS: owner, queue, run, truns, wruns, stops, inbox. ARGV: run_id, thread_id, channel.
 # Frees the thread if the run held it, leaves the queue, forgets the run. Idempotent.
 RELEASE = """
 local run = ARGV[1]
 if redis.call('GET', KEYS[1]) == run then redis.call('DEL', KEYS[1]) end
 redis.call('LREM', KEYS[2], 0, run)
-redis.call('DEL', KEYS[3], KEYS[6])
+redis.call('DEL', KEYS[3], KEYS[6], KEYS[7])
 redis.call('SREM', KEYS[4], run)
 redis.call('SREM', KEYS[5], run)
 redis.call('PUBLISH', ARGV[3], 'free ' .. ARGV[2] .. ' ' .. run)
@@ -97,4 +98,20 @@ redis.call('SADD', KEYS[4], ARGV[3])
 redis.call('SET', KEYS[5], '1', 'PX', ARGV[4])
 if ARGV[5] == '1' then redis.call('SET', KEYS[6], ARGV[1], 'NX') end
 return 1
+"""
+
+# KEYS: run, inbox. ARGV: run_id, input JSON, channel.
+# Appends a flow input to the live run's inbox and tells the executing process; 0 if not live.
+SEND_INPUT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], 'input ' .. ARGV[1])
+return 1
+"""
+
+# KEYS: inbox. Pops every input waiting in the inbox, oldest first.
+DRAIN_INPUT = """
+local values = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return values
 """

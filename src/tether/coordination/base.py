@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 from ..handle import RunHandle, RunStream
 from ..run import MultitaskStrategy
@@ -116,3 +117,7 @@ class RunRegistry(ABC):
 
     async def wait_released(self, run_id: str) -> None:  # noqa: B027  # optional hook
         """Wait until a run of another process released its thread (returns at once here)."""
+
+    async def send_input(self, run_id: str, name: str, value: Any) -> bool:
+        """Deliver a flow input (`Flow.asend`) to a run of another process; False here."""
+        return False

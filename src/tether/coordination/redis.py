@@ -24,6 +24,10 @@ checkpointer) holds everything durable. Every process keeps its own runs' handle
   batched per wake-up, so a join on any process reads them live, in order and without gaps
   (`join()`), and the sweeper can recover what a dead worker streamed after its last commit.
   The stream expires `STREAM_TTL` seconds after the run's terminal event.
+- **Flow inputs** (`Flow.asend`) for a run elsewhere go to the run's inbox list in Redis
+  (`SEND_INPUT`, only while the run is live) with an `input` notification; the executing process
+  drains the list into the run's local inbox on the notification, on resync and on every
+  heartbeat, one drain at a time, so inputs arrive in the order they were sent.
 - **Queued runs** (`run_queue`, a `PostgresRunQueue` that `tether worker` processes take from) are
   live too: a stop that finds no registered run removes the run from the queue and ends it
   `cancelled` before it ever ran (`lost.end_unstarted_run`), and `is_live` counts it, so a join
@@ -66,6 +70,7 @@ from ..errors import CoordinationUnavailableError, ThreadBusyError, UserError
 from ..events import Event, RunFinished, event_from_json, event_json_bytes
 from ..handle import RunHandle, RunStream
 from ..run import MultitaskStrategy
+from ..serde import decode_value, encode_value
 from ..stop import StopRequest
 from ..storage.base import Checkpointer
 from . import _scripts
@@ -136,6 +141,8 @@ class RedisRunRegistry(RunRegistry):
         self._ended: dict[str, anyio.Event] = {}  # run_id -> set when that run is released
         # Set while the subscription is up (stops published now reach us).
         self._subscribed = anyio.Event()
+        # Serializes inbox drains, so inputs of one name reach a run in the order they were sent.
+        self._draining = anyio.Lock()
 
     def __repr__(self) -> str:
         return f"RedisRunRegistry({self.url!r}, prefix={self.prefix!r}, lease={self.lease!r})"
@@ -168,6 +175,8 @@ class RedisRunRegistry(RunRegistry):
                 self._release_script = client.register_script(_scripts.RELEASE)
                 self._stop_script = client.register_script(_scripts.REQUEST_STOP)
                 self._restore_script = client.register_script(_scripts.RESTORE)
+                self._send_script = client.register_script(_scripts.SEND_INPUT)
+                self._drain_script = client.register_script(_scripts.DRAIN_INPUT)
                 host = await current_host()
                 self._tg = host.tg
                 self._redis = client
@@ -306,6 +315,7 @@ class RedisRunRegistry(RunRegistry):
             self._key("truns", thread),
             self._key("wruns", worker or self.worker_id),
             self._key("stops", run),
+            self._key("inbox", run),
         ]
         await self._release_script(keys=keys, args=[run, thread, self._channel], client=client)
 
@@ -532,6 +542,10 @@ class RedisRunRegistry(RunRegistry):
             handle = self._runs.get(run)
             if handle is not None:
                 handle.token.request_stop(_decode(payload))
+        elif kind == "input":
+            handle = self._runs.get(rest)
+            if handle is not None and self._tg is not None:
+                self._tg.start_soon(self._drain_inputs, [handle])
         elif kind == "free":
             thread, _, run = rest.partition(" ")
             for waiters, name in ((self._freed, thread), (self._ended, run)):
@@ -561,6 +575,51 @@ class RedisRunRegistry(RunRegistry):
         for handle, requests in zip(runs, intents, strict=True):
             for payload in requests:
                 handle.token.request_stop(_decode(payload))
+        await self._drain_inputs(runs)
+
+    async def send_input(self, run_id: str, name: str, value: Any) -> bool:
+        """Put a flow input (`Flow.asend`) in the inbox of the live run `run_id`, wherever it
+        executes; the executing process hands it to the run's `send`. True when the run was live
+        (a run that ends before it reads its inbox drops the value, as a local run would).
+
+        Raises `UserError` for a value that is not JSON data or messages,
+        `CoordinationUnavailableError` when Redis cannot be reached (nothing was sent).
+        """
+        payload = json.dumps({"name": name, "value": encode_value(value, where="the input")})
+        client = await self._client()
+        keys = [self._key("run", run_id), self._key("inbox", run_id)]
+        try:
+            sent = await self._send_script(
+                keys=keys, args=[run_id, payload, self._channel], client=client
+            )
+        except RedisError as exc:
+            raise self._unavailable(f"send input to run {run_id!r}", exc) from exc
+        return bool(sent)
+
+    async def _drain_inputs(self, runs: list[RunHandle]) -> None:
+        """Hand the inputs waiting in the runs' inboxes to the runs (called on an `input`
+        notification, on resync and on every heartbeat, so none is left behind)."""
+        client = self._redis
+        if client is None:
+            return
+        async with self._draining:
+            for handle in runs:
+                send = getattr(handle, "send", None)  # a FlowRun; other runs take no input
+                if send is None:
+                    continue
+                try:
+                    payloads = await self._drain_script(
+                        keys=[self._key("inbox", handle.run_id)], client=client
+                    )
+                except RedisError as exc:
+                    log.warning("could not read the inputs of run %s: %s", handle.run_id, exc)
+                    return
+                for payload in payloads:
+                    try:
+                        data = json.loads(payload)
+                        send(data["name"], decode_value(data["value"]))
+                    except Exception:  # a malformed input must not take the registry down
+                        log.exception("run %s: could not deliver input %r", handle.run_id, payload)
 
     async def _heartbeat(self) -> None:
         """Every `lease / 3`: renew the lease, re-read stop intents, retry owed releases, sweep."""
