@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import anyio
 import anyio.from_thread
@@ -59,6 +59,9 @@ from .events import (
 from .handle import RunHandle
 from .ids import new_id
 from .messages import Message
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 __all__ = ["cli", "load_target", "main"]
 
@@ -353,7 +356,7 @@ def worker(
     console.print("[dim]worker stopped[/]")
 
 
-async def _work(pool: Any) -> None:
+async def _work(pool: Worker) -> None:
     """Run the worker until SIGINT or SIGTERM, then stop its runs and close its clients."""
     try:
         async with anyio.create_task_group() as tg:

@@ -119,5 +119,8 @@ class RunRegistry(ABC):
         """Wait until a run of another process released its thread (returns at once here)."""
 
     async def send_input(self, run_id: str, name: str, value: Any) -> bool:
-        """Deliver a flow input (`Flow.asend`) to a run of another process; False here."""
+        """Deliver a flow input (`Flow.asend`) to a run of another process; False here.
+
+        Cancellation: the value may or may not have been sent.
+        """
         return False

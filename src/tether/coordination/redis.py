@@ -482,13 +482,23 @@ class RedisRunRegistry(RunRegistry):
     # ------------------------------------------------------------------ background loops
 
     async def _pump(self, handle: RunHandle) -> None:
-        """Copy the run's events into its Redis Stream as they come, until its terminal event."""
+        """Copy the run's events into its Redis Stream as they come, until its terminal event.
+
+        A run that was released without ever ending (its start failed, e.g. `ThreadBusyError`)
+        sends nothing more: the pump gives up once it was released and stayed silent for
+        `max(lease / 3, 2 * timeout)` seconds (a run that ends appends its terminal event right
+        after its release, which takes at most `timeout`).
+        """
         key = self._key("events", handle.run_id)
         sent = 0
         tries_after_end = 0  # once the run ended, give up after a few failed tries
         while True:
             while len(handle.events) <= sent and not handle.done:
-                await handle.wait_for_events(sent)
+                with anyio.move_on_after(max(self.lease / 3, 2 * self._timeout)) as idle:
+                    await handle.wait_for_events(sent)
+                silent = len(handle.events) <= sent and not handle.done
+                if idle.cancelled_caught and silent and handle.run_id not in self._runs:
+                    return
             batch = handle.events[sent:]
             if not batch and handle.done:
                 return
@@ -584,6 +594,7 @@ class RedisRunRegistry(RunRegistry):
 
         Raises `UserError` for a value that is not JSON data or messages,
         `CoordinationUnavailableError` when Redis cannot be reached (nothing was sent).
+        Cancellation: the value may or may not have been sent.
         """
         payload = json.dumps({"name": name, "value": encode_value(value, where="the input")})
         client = await self._client()

@@ -126,7 +126,10 @@ class PostgresRunQueue:
         return conn
 
     async def put(self, run: QueuedRun) -> None:
-        """Queue `run`. Raises `StorageError` when the database fails (nothing was queued)."""
+        """Queue `run`. Raises `StorageError` when the database fails (nothing was queued).
+
+        Cancellation: the run is queued fully or not at all.
+        """
         async with self.connection() as conn:
             try:
                 async with conn.transaction():
@@ -149,22 +152,35 @@ class PostgresRunQueue:
         The row is deleted in the same transaction, after `start` returned; if `start` raises, the
         transaction rolls back and the run stays queued. Raises `StorageError` when the database
         fails.
+
+        Cancellation: shielded, so a run `start` started is never left queued as well; the
+        cancellation is delivered once the take committed (or rolled back).
         """
         try:
-            async with conn.transaction():
-                cur = await conn.execute(
-                    f"SELECT {_COLUMNS} FROM tether_run_queue WHERE coalesce(app, '') = ANY(%s) "
-                    "ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 1",
-                    (list(apps),),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    return False
-                run = _row(row)
-                await start(run)
-                await conn.execute("DELETE FROM tether_run_queue WHERE run_id = %s", (run.run_id,))
+            with anyio.CancelScope(shield=True):
+                took = await self._take(conn, start, apps)
         except psycopg.Error as exc:
             raise StorageError(f"could not take a run from the queue: {exc}") from exc
+        return took
+
+    async def _take(
+        self,
+        conn: _Conn,
+        start: Callable[[QueuedRun], Awaitable[None]],
+        apps: Sequence[str],
+    ) -> bool:
+        async with conn.transaction():
+            cur = await conn.execute(
+                f"SELECT {_COLUMNS} FROM tether_run_queue WHERE coalesce(app, '') = ANY(%s) "
+                "ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 1",
+                (list(apps),),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return False
+            run = _row(row)
+            await start(run)
+            await conn.execute("DELETE FROM tether_run_queue WHERE run_id = %s", (run.run_id,))
         return True
 
     async def cancel(
@@ -174,6 +190,8 @@ class PostgresRunQueue:
 
         Returns it, or None when no such run is queued (a worker took it, or it never was). Waits
         while a worker is taking it. Raises `StorageError` when the database fails.
+
+        Cancellation: the run is removed fully or not at all.
         """
         if run_id is None and thread_id is None:
             return None
@@ -196,7 +214,8 @@ class PostgresRunQueue:
         return None if row is None else _row(row)
 
     async def contains(self, run_id: str) -> bool:
-        """Whether the run is queued (a worker that is taking it still counts)."""
+        """Whether the run is queued (a worker that is taking it still counts). Cancellation only
+        stops the read."""
         async with self.connection() as conn:
             try:
                 cur = await conn.execute(
@@ -207,7 +226,7 @@ class PostgresRunQueue:
                 raise StorageError(f"could not read the run queue: {exc}") from exc
 
     async def size(self) -> int:
-        """How many runs are queued."""
+        """How many runs are queued. Cancellation only stops the read."""
         async with self.connection() as conn:
             try:
                 cur = await conn.execute("SELECT count(*) FROM tether_run_queue")
