@@ -147,19 +147,20 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._slots = anyio.Semaphore(concurrency)
         self._tg: TaskGroup | None = None
+        self._running: dict[str, RunHandle] = {}  # the runs this worker took, until they end
 
     def __repr__(self) -> str:
         return f"Worker({sorted(self.apps)!r}, concurrency={self.concurrency!r})"
 
     def local_runs(self) -> list[RunHandle]:
-        """The runs executing in this process, of every app."""
-        return [h for app in self.apps.values() for h in app.registry.local_runs()]
+        """The runs this worker took and that have not ended yet."""
+        return list(self._running.values())
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Take and execute queued runs until cancelled; reconnects after database failures.
 
-        Cancelled, it stops taking runs, stops the runs executing here (`requested_by=
-        "shutdown"`, their partial output saved) and waits for them up to `SHUTDOWN_GRACE`
+        Cancelled, it stops taking runs, stops the runs it took (`requested_by="shutdown"`,
+        their partial output saved) and waits for them up to `SHUTDOWN_GRACE`
         seconds, shielded; then the cancellation propagates.
         """
         for app in self.apps.values():
@@ -210,12 +211,14 @@ class Worker:
             self._slots.release()
             return
         assert self._tg is not None
+        self._running[handle.run_id] = handle
         self._tg.start_soon(self._hold_slot, handle, name=f"tether-worker-{job.run_id}")
 
     async def _hold_slot(self, handle: RunHandle) -> None:
         try:
             await handle.wait()
         finally:
+            self._running.pop(handle.run_id, None)
             self._slots.release()
 
     async def _stop_local_runs(self) -> None:
