@@ -346,7 +346,13 @@ def worker(
         )
     _scale_out_env(database_url, redis_url)
     logging.basicConfig(level=log_level.upper())
-    from .worker import Worker
+    try:
+        from .worker import Worker
+    except ImportError as exc:
+        raise _fail(
+            f"tether worker needs the postgres and redis extras ({exc}): "
+            "pip install 'tether[postgres,redis]'"
+        ) from None
 
     try:
         pool = Worker(_load(target), concurrency=concurrency)

@@ -199,3 +199,23 @@ async def test_two_workers_never_take_the_same_run(api: Server, env: dict[str, s
     assert {executed_by(env, r) for _, r in runs} <= {one.pid, two.pid}
     assert all(r["status"] == "completed" for r in records)
     assert queued(env) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["worker", "tests/cluster/_queued.py:agent"], "tether worker needs --database-url"),
+        (["serve", "tests/cluster/_queued.py:agent", "--run-queue"], "--run-queue needs"),
+    ],
+)
+def test_worker_and_run_queue_without_postgres_and_redis_are_refused_clearly(
+    args: list[str], message: str
+) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TETHER_DATABASE_URL", "TETHER_REDIS_URL")
+    }
+    done = subprocess.run(
+        [TETHER, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert message in " ".join(done.stderr.split())

@@ -27,7 +27,7 @@ class ServerContext:
     catalog: Catalog
     keys: ApiKeys | None  # None: auth is off
     max_body_bytes: int
-    queue_background_runs: bool = False  # POST .../runs queues for `tether worker` (issue 11)
+    queue_background_runs: bool = False  # POST .../runs queues runs for `tether worker`
 
 
 def server_context(conn: HTTPConnection) -> ServerContext:
