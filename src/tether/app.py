@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 from . import _portal
 from .coordination.base import RunRegistry, StopResult
-from .coordination.local import LocalRunRegistry
 from .engine import Engine, Program
 from .errors import NotFoundError, ThreadBusyError, UserError
 from .events import Event
@@ -73,7 +72,11 @@ class App:
             checkpointer = default_checkpointer()
         self.name = name
         self.checkpointer = checkpointer
-        self.registry = registry or LocalRunRegistry()
+        if registry is None:
+            from .coordination.default import default_registry
+
+            registry = default_registry()
+        self.registry = registry
         self.engine = Engine(checkpointer=checkpointer, registry=self.registry, app_name=name)
 
     def _sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -313,11 +316,14 @@ class App:
         _check_type("run_id", run_id, str)
         _check_type("after_seq", after_seq, int)
 
-        async def find() -> RunHandle | list[Event]:
+        async def find() -> RunHandle | RunStream | list[Event]:
             handle = self.registry.local(run_id)
             if handle is not None:
                 return handle
             await self.engine.ensure_ready()
+            remote = await self.registry.join(run_id, after_seq)  # active in another process
+            if remote is not None:
+                return remote
             events = await self.checkpointer.read_events(run_id)
             if not events and await self.checkpointer.get_run(run_id) is None:
                 raise NotFoundError(f"no run {run_id!r}; list a thread's runs with list_runs()")
@@ -356,6 +362,8 @@ class App:
         result = await self.registry.request_stop(req, run_id=run_id, thread_id=thread_id)
         if wait and result.handle is not None:
             await result.handle.wait()
+        elif wait and result.run_id is not None:  # the run executes in another process
+            await self.registry.wait_released(result.run_id)
         return result
 
     async def astop(

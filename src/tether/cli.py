@@ -3,6 +3,8 @@
     tether serve myproject.agents:app --port 8000 --db ./threads.db --auth-file keys.txt
     tether demo                       # SmolLM2 in-process, UI at http://127.0.0.1:8000
     tether chat [module:attr]         # terminal chat; Ctrl+C stops the answer, not the program
+    tether worker myproject.agents:app --database-url postgresql://... --redis-url redis://...
+                                      # execute background runs queued by `serve --run-queue`
 
 A target `module:attr` (or `path/to/file.py:attr`) names an `App` (a graph, agent or flow), a dict of
 apps by name, or a zero-argument function that returns either. The current directory is importable.
@@ -24,6 +26,7 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import signal
 import socket
@@ -32,7 +35,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import anyio
 import anyio.from_thread
@@ -59,6 +62,9 @@ from .events import (
 from .handle import RunHandle
 from .ids import new_id
 from .messages import Message
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 __all__ = ["cli", "load_target", "main"]
 
@@ -183,7 +189,13 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _serve(
-    apps: App | dict[str, App], host: str, port: int, auth_file: Path | None, log: str
+    apps: App | dict[str, App],
+    host: str,
+    port: int,
+    auth_file: Path | None,
+    log: str,
+    sock: socket.socket | None = None,
+    run_queue: bool = False,
 ) -> None:
     _require("tether serve", "server")
     import uvicorn
@@ -191,14 +203,14 @@ def _serve(
     from .server import create_app, tune_gc
 
     try:
-        api = create_app(apps, api_keys=auth_file)
+        api = create_app(apps, api_keys=auth_file, queue_background_runs=run_queue)
     except UserError as exc:
         raise _fail(str(exc)) from None
-    sock = _bind(host, port)
+    sock = sock or _bind(host, port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{sock.getsockname()[1]}"
     names = ", ".join(api.state.tether.catalog.names)
-    console.print(f"[bold green]✓ ready[/] serving [bold]{names}[/]")
+    console.print(f"[bold green]✓ ready[/] serving [bold]{names}[/] (pid {os.getpid()})")
     console.print(f"  Chat UI   [link={url}]{url}[/link]")
     console.print(f"  API docs  {url}/docs")
     console.print(f"  OpenAI    {url}/v1  (model = app name)")
@@ -220,6 +232,21 @@ def _serve(
 
 HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TETHER_DATABASE_URL",
+        help="Postgres URL for apps that use the default storage (instead of SQLite).",
+    ),
+]
+RedisUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TETHER_REDIS_URL",
+        help="Redis URL for apps that use the default run registry: stops, joins and thread "
+        "policies then work across processes.",
+    ),
+]
 
 
 @cli.command()
@@ -237,15 +264,153 @@ def serve(
         typer.Option(help="API key file: one key per line, optionally a name after it."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    database_url: DatabaseUrlOpt = None,
+    redis_url: RedisUrlOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="Server processes sharing the port (more than 1 needs Redis)."),
+    ] = 1,
+    run_queue: Annotated[
+        bool,
+        typer.Option(
+            "--run-queue",
+            help="Queue background runs (POST /threads/{id}/runs) for `tether worker` "
+            "processes instead of executing them here (needs --database-url and --redis-url).",
+        ),
+    ] = False,
 ) -> None:
     """Serve apps over HTTP: REST, SSE, WebSocket, OpenAI-compatible, and the chat UI at /."""
     if db is not None:
         os.environ["TETHER_DB"] = str(db)  # read by the default checkpointer when apps are built
+    _scale_out_env(database_url, redis_url)
+    if workers > 1 and not redis_url:
+        raise _fail(
+            f"--workers {workers} needs --redis-url (or TETHER_REDIS_URL): without Redis a stop "
+            "sent to one process cannot reach a run in another"
+        )
+    if run_queue and not (database_url and redis_url):
+        raise _fail(
+            "--run-queue needs --database-url and --redis-url (or TETHER_DATABASE_URL and "
+            "TETHER_REDIS_URL): the queue lives in Postgres, its runs are coordinated by Redis"
+        )
+    if workers == 1:
+        _serve(_load(target), host, port, auth_file, log_level, run_queue=run_queue)
+        return
+    _serve_forked(target, host, port, auth_file, log_level, workers, run_queue)
+
+
+def _scale_out_env(database_url: str | None, redis_url: str | None) -> None:
+    """Read by the default checkpointer and registry when the target builds its apps."""
+    if database_url:
+        os.environ["TETHER_DATABASE_URL"] = database_url
+    if redis_url:
+        os.environ["TETHER_REDIS_URL"] = redis_url
+
+
+def _load(target: str) -> App | dict[str, App]:
     try:
-        apps = load_target(target)
+        return load_target(target)
     except UserError as exc:
         raise _fail(str(exc)) from None
-    _serve(apps, host, port, auth_file, log_level)
+
+
+def _serve_forked(
+    target: str,
+    host: str,
+    port: int,
+    auth_file: Path | None,
+    log: str,
+    workers: int,
+    run_queue: bool,
+) -> None:
+    """Bind once, fork `workers` processes that each import the target and serve the socket (the
+    kernel spreads connections), and stop them all on Ctrl+C or SIGTERM."""
+    sock = _bind(host, port)
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the child: its own event loop, apps and Redis registry
+            code = 0
+            try:
+                _serve(_load(target), host, port, auth_file, log, sock, run_queue)
+            except typer.Exit as exc:
+                code = exc.exit_code
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        while True:
+            try:
+                os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+
+
+# ---------------------------------------------------------------- worker
+
+
+@cli.command()
+def worker(
+    target: Annotated[
+        str, typer.Argument(help="module:attr of an App, a dict of Apps, or a factory.")
+    ],
+    database_url: DatabaseUrlOpt = None,
+    redis_url: RedisUrlOpt = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Runs executed at once.")] = 10,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "warning",
+) -> None:
+    """Execute background runs that `tether serve --run-queue` queued in Postgres."""
+    if not database_url or not redis_url:
+        raise _fail(
+            "tether worker needs --database-url and --redis-url (or TETHER_DATABASE_URL and "
+            "TETHER_REDIS_URL): it takes runs from the Postgres queue and coordinates them in Redis"
+        )
+    _scale_out_env(database_url, redis_url)
+    logging.basicConfig(level=log_level.upper())
+    try:
+        from .worker import Worker
+    except ImportError as exc:
+        raise _fail(
+            f"tether worker needs the postgres and redis extras ({exc}): "
+            "pip install 'tether[postgres,redis]'"
+        ) from None
+
+    try:
+        pool = Worker(_load(target), concurrency=concurrency)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    anyio.run(_work, pool)
+    console.print("[dim]worker stopped[/]")
+
+
+async def _work(pool: Worker) -> None:
+    """Run the worker until SIGINT or SIGTERM, then stop its runs and close its clients."""
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(pool.run)
+            console.print(
+                f"[bold green]✓ ready[/] worker for [bold]{', '.join(pool.apps) or 'default'}[/] "
+                f"(pid {os.getpid()}, {pool.concurrency} at once)"
+            )
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            for app in pool.apps.values():
+                await app.registry.aclose()
+                await app.checkpointer.aclose()
 
 
 def _load_demo(db: str | None, feature: str) -> App:

@@ -220,6 +220,7 @@ class Engine:
     ) -> None:
         self.checkpointer = checkpointer
         self.registry = registry
+        registry.attach(checkpointer)
         self.app_name = app_name
         self._ready = False
         self._ready_lock = anyio.Lock()
@@ -244,11 +245,14 @@ class Engine:
                 await self.recover_lost_runs()
                 self._ready = True
 
-    async def start(self, program: Program, options: RunOptions) -> RunHandle:
+    async def start(
+        self, program: Program, options: RunOptions, *, run_id: str | None = None
+    ) -> RunHandle:
         """Register a run of `program` and start it in the background; returns its handle.
 
         The handle is the program's own type (`Program.make_handle`). Raises `ThreadBusyError` at
-        once when the thread is busy and the strategy is `reject`.
+        once when the thread is busy and the strategy is `reject`. `run_id` is given by a worker
+        that executes a queued run (its id was handed out when it was queued); else a new one.
 
         Cancellation: cancelling this call before it returns cancels nothing that started.
         """
@@ -260,7 +264,7 @@ class Engine:
             )
         await self.ensure_ready()
         record = RunRecord(
-            run_id=new_id(),
+            run_id=run_id or new_id(),
             thread_id=options.thread_id or new_id(),
             app=self.app_name,
             multitask_strategy=strategy,

@@ -282,11 +282,13 @@ class RunStream(AbandonableStream):
         after_seq: int = -1,
         on_disconnect: OnDisconnect = "cancel",
         events: list[Event] | None = None,
-        join: Callable[[], Awaitable[RunHandle | list[Event]]] | None = None,
+        join: Callable[[], Awaitable[RunHandle | RunStream | list[Event]]] | None = None,
     ) -> None:
         self._start = start
-        # A re-join not resolved yet: finds the live handle, or the finished run's logged events.
+        # A re-join not resolved yet: finds the live handle, a stream of a run that executes in
+        # another process, or the finished run's logged events.
         self._join = join
+        self._remote: RunStream | None = None  # set when the re-join found a remote run
         self.handle = handle
         self._cursor = after_seq + 1
         self._on_disconnect = on_disconnect
@@ -296,6 +298,8 @@ class RunStream(AbandonableStream):
     @property
     def run_id(self) -> str | None:
         """The run id once the run has started."""
+        if self._remote is not None:
+            return self._remote.run_id
         return self.handle.run_id if self.handle else None
 
     async def start(self) -> RunHandle:
@@ -312,6 +316,8 @@ class RunStream(AbandonableStream):
             self._join = None
             if isinstance(found, RunHandle):
                 self.handle = found
+            elif isinstance(found, RunStream):
+                self._remote = found
             else:
                 self._logged = found
         return self
@@ -333,6 +339,8 @@ class RunStream(AbandonableStream):
             raise StopAsyncIteration
         if self._join is not None:
             await self._resolve()
+        if self._remote is not None:
+            return await self._next_remote(self._remote)
         if self._logged is not None:
             return self._next_logged()
         handle = self.handle or await self.start()
@@ -344,6 +352,16 @@ class RunStream(AbandonableStream):
             raise
         event = handle.events[self._cursor]
         self._cursor += 1
+        if isinstance(event, RunFinished):
+            self._finished = True
+        return event
+
+    async def _next_remote(self, remote: RunStream) -> Event:
+        try:
+            event = await remote.__anext__()
+        except StopAsyncIteration:
+            self._finished = True
+            raise
         if isinstance(event, RunFinished):
             self._finished = True
         return event

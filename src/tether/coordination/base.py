@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
-from ..handle import RunHandle
+from ..handle import RunHandle, RunStream
 from ..run import MultitaskStrategy
 from ..stop import StopRequest
+from ..storage.base import Checkpointer
 
 __all__ = ["RunRegistry", "StopResult"]
 
@@ -103,3 +105,22 @@ class RunRegistry(ABC):
 
         Cancellation: what was closed stays closed.
         """
+
+    # Cross-process hooks; the in-process defaults do nothing (every run is local).
+
+    def attach(self, checkpointer: Checkpointer) -> None:  # noqa: B027  # optional hook
+        """Called by the engine with its checkpointer (a backend may record lost runs there)."""
+
+    async def join(self, run_id: str, after_seq: int) -> RunStream | None:
+        """A live stream of a run that executes in another process, or None."""
+        return None
+
+    async def wait_released(self, run_id: str) -> None:  # noqa: B027  # optional hook
+        """Wait until a run of another process released its thread (returns at once here)."""
+
+    async def send_input(self, run_id: str, name: str, value: Any) -> bool:
+        """Deliver a flow input (`Flow.asend`) to a run of another process; False here.
+
+        Cancellation: the value may or may not have been sent.
+        """
+        return False

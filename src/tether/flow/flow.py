@@ -33,7 +33,7 @@ from ..app import App, RunOptions
 from ..errors import UserError
 from .chain import Chain, Handler, HandlerFn, Wiring
 from .handle import RuntimeStream, SyncRuntimeStream
-from .inbox import Inbox
+from .inbox import Inbox, _check_name
 from .program import START, FlowProgram, FlowRun
 
 if TYPE_CHECKING:
@@ -214,7 +214,8 @@ class Flow(App):
         """Send `value` under `name` to the run `run_id` of this flow, for `data.wait_for(name)`.
 
         Safe from any thread. Returns True if the run accepted it, False if the run is unknown to
-        this process or has ended. `FlowRun.send` and `RuntimeStream.send` do the same.
+        this process or has ended. `FlowRun.send` and `RuntimeStream.send` do the same. For a run
+        in another process (a Redis registry), use `asend`.
         """
         handle = self.registry.local(run_id)
         return (
@@ -222,3 +223,14 @@ class Flow(App):
             and handle.program.wiring is self.wiring
             and handle.send(name, value)
         )
+
+    async def asend(self, run_id: str, name: str, value: Any = None) -> bool:
+        """`send`, reaching the run also in another process through the registry (Redis): the
+        value must then be JSON data or messages, and True means the run was live.
+
+        Cancellation: the value may or may not have been sent.
+        """
+        _check_name(name)
+        if self.registry.local(run_id) is not None:
+            return self.send(run_id, name, value)
+        return await self.registry.send_input(run_id, name, value)

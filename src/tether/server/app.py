@@ -59,6 +59,7 @@ def create_app(
     cors_origins: Sequence[str] = (),
     ui: bool = True,
     title: str = "tether",
+    queue_background_runs: bool = False,
 ) -> FastAPI:
     """Build the FastAPI app that serves `apps` (graphs, agents, flows — any `App`).
 
@@ -72,6 +73,9 @@ def create_app(
         cors_origins: Origins allowed to call the API from a browser (the bundled UI needs none).
         ui: Serve the web chat UI at `/`.
         title: The OpenAPI title.
+        queue_background_runs: Background runs (`POST /threads/{id}/runs`) go to the run queue
+            of `tether worker` processes instead of executing here (`tether.worker`; every app
+            needs a run queue).
 
     Returns:
         The FastAPI app; its OpenAPI docs are at `/docs`.
@@ -79,8 +83,16 @@ def create_app(
     if max_body_bytes < 1024:
         raise UserError(f"max_body_bytes must be at least 1024, not {max_body_bytes!r}")
     catalog = Catalog(apps)
+    if queue_background_runs:
+        from ..worker import run_queue_of
+
+        for app in catalog.apps.values():
+            run_queue_of(app)  # UserError now, not at the first request
     ctx = ServerContext(
-        catalog=catalog, keys=load_api_keys(api_keys), max_body_bytes=max_body_bytes
+        catalog=catalog,
+        keys=load_api_keys(api_keys),
+        max_body_bytes=max_body_bytes,
+        queue_background_runs=queue_background_runs,
     )
 
     @asynccontextmanager

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from ..handle import RunHandle
+from ..run import RunRecord
 from .auth import ApiKeys, Principal, principal_of
 from .catalog import Catalog, ThreadRef
 from .inputs import header_value
@@ -27,6 +28,7 @@ class ServerContext:
     catalog: Catalog
     keys: ApiKeys | None  # None: auth is off
     max_body_bytes: int
+    queue_background_runs: bool = False  # POST .../runs queues runs for `tether worker`
 
 
 def server_context(conn: HTTPConnection) -> ServerContext:
@@ -58,7 +60,7 @@ def clean_config(config: dict[str, Any]) -> dict[str, Any] | None:
     return cleaned or None
 
 
-def run_headers(ref: ThreadRef, handle: RunHandle) -> dict[str, str]:
+def run_headers(ref: ThreadRef, handle: RunHandle | RunRecord) -> dict[str, str]:
     """Headers that tell a client which run a response is about before any event arrives."""
     return {
         "X-Tether-Run-Id": header_value(handle.run_id),

@@ -19,6 +19,7 @@ The shape is the OpenAI one, so OpenAI clients raise their usual exceptions with
 | 422    | `invalid_request`   | a body that does not match the schema, or is not JSON         |
 | 500    | `internal_error`    | a bug; the message does not leak internals (and the response  |
 |        |                     | says `Connection: close`)                                     |
+| 503    | `coordination_unavailable` | the run registry (Redis) is unreachable: a stop or a new run could not be delivered; retry |
 
 The size bound is enforced by `BodyLimitMiddleware` while the body is read: it counts the bytes that
 actually arrive (a lying or missing `Content-Length` does not help a client), and fails the request
@@ -40,7 +41,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import NotFoundError, ThreadBusyError, UserError
+from ..errors import CoordinationUnavailableError, NotFoundError, ThreadBusyError, UserError
 
 __all__ = [
     "ERROR_RESPONSES",
@@ -242,6 +243,10 @@ async def _on_busy(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return _json(503, error_body(503, str(exc), type="coordination_unavailable"))
+
+
 async def _on_user_error(request: Request, exc: Exception) -> JSONResponse:
     return _json(400, error_body(400, str(exc)))
 
@@ -266,6 +271,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ThreadBusyError, _on_busy)
     app.add_exception_handler(NotFoundError, _on_not_found)
     app.add_exception_handler(UserError, _on_user_error)
+    app.add_exception_handler(CoordinationUnavailableError, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

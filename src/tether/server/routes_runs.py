@@ -59,9 +59,26 @@ async def create_run(
     """Start a run and answer at once with its record (`status` is `pending` or `running`).
 
     The run is not tied to this request; follow it with `GET .../runs/{run_id}/stream`. 409 when
-    the thread is busy and `multitask_strategy` is `reject`.
+    the thread is busy and `multitask_strategy` is `reject`. On a server that queues background
+    runs for `tether worker` processes, the record is `pending` and the strategy applies when a
+    worker starts the run (a busy `reject` run then ends `failed`).
     """
     ref, value = await _prepare(ctx, caller, thread_id, body)
+    if ctx.queue_background_runs:
+        from ..worker import enqueue_run
+
+        record = await ctx.catalog.start_run(
+            ref,
+            enqueue_run(
+                ref.app,
+                value,
+                clean_config(body.config),
+                thread_id=ref.thread_id,
+                multitask_strategy=body.multitask_strategy,
+                metadata=body.metadata,
+            ),
+        )
+        return JSONResponse(run_json(record), headers=run_headers(ref, record))
     handle = await ctx.catalog.start_run(
         ref,
         ref.app.astart(

@@ -1,0 +1,117 @@
+"""The Lua scripts of `RedisRunRegistry`: each one is a single atomic step on the Redis server.
+
+Keys, all under the registry's prefix `P` (one Redis server; not Redis Cluster, because the
+scripts compute some key names from values):
+- `P:run:{run}`       hash `thread`, `worker`: the run is live (registered, not yet released);
+- `P:stops:{run}`     list of JSON stop requests: the durable stop intent, read by the executing
+                      worker when it registers, when it reconnects, and on every heartbeat;
+- `P:owner:{thread}`  the run id that holds the thread;
+- `P:queue:{thread}`  list of run ids waiting for the thread, in turn order;
+- `P:truns:{thread}`  set of the thread's live runs (a stop by thread id before admission);
+- `P:lease:{worker}`  the worker's lease, a key that expires unless the worker heartbeats;
+- `P:workers`         set of workers that have live runs; `P:wruns:{worker}` their run ids;
+- `P:events:{run}`    stream of the run's events (field `e`: the event JSON), for joins elsewhere;
+- `P:inbox:{run}`     list of JSON flow inputs (`Flow.asend`) not yet handed to the run;
+- channel `P:signal`  `stop <run> <json>`, `input <run>` and `free <thread> <run>` notifications.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACQUIRE", "DRAIN_INPUT", "RELEASE", "REQUEST_STOP", "RESTORE", "SEND_INPUT"]
+
+# KEYS: owner, queue. ARGV: prefix, run_id, strategy.
+# Returns {"acquired"}, {"busy", owner} (reject) or {"wait", blocker} (queued; blocker may be "").
+# An owner or queue head whose run key is gone (released by a sweeper, or lost when Redis
+# restarted) no longer blocks anyone.
+ACQUIRE = """
+local prefix, run, strategy = ARGV[1], ARGV[2], ARGV[3]
+local owner = redis.call('GET', KEYS[1])
+if owner == run then return {'acquired'} end
+if owner and redis.call('EXISTS', prefix .. ':run:' .. owner) == 0 then
+  redis.call('DEL', KEYS[1])
+  owner = false
+end
+local head = redis.call('LINDEX', KEYS[2], 0)
+while head and head ~= run and redis.call('EXISTS', prefix .. ':run:' .. head) == 0 do
+  redis.call('LPOP', KEYS[2])
+  head = redis.call('LINDEX', KEYS[2], 0)
+end
+if not owner and (not head or head == run) then
+  redis.call('SET', KEYS[1], run)
+  if head == run then redis.call('LPOP', KEYS[2]) end
+  return {'acquired'}
+end
+if owner and strategy == 'reject' and redis.call('EXISTS', prefix .. ':stops:' .. owner) == 0 then
+  return {'busy', owner}
+end
+if not redis.call('LPOS', KEYS[2], run) then
+  if strategy == 'interrupt' or strategy == 'rollback' then
+    redis.call('LPUSH', KEYS[2], run)
+  else
+    redis.call('RPUSH', KEYS[2], run)
+  end
+end
+return {'wait', owner or head or ''}
+"""
+
+# KEYS: owner, queue, run, truns, wruns, stops, inbox. ARGV: run_id, thread_id, channel.
+# Frees the thread if the run held it, leaves the queue, forgets the run. Idempotent.
+RELEASE = """
+local run = ARGV[1]
+if redis.call('GET', KEYS[1]) == run then redis.call('DEL', KEYS[1]) end
+redis.call('LREM', KEYS[2], 0, run)
+redis.call('DEL', KEYS[3], KEYS[6], KEYS[7])
+redis.call('SREM', KEYS[4], run)
+redis.call('SREM', KEYS[5], run)
+redis.call('PUBLISH', ARGV[3], 'free ' .. ARGV[2] .. ' ' .. run)
+return 1
+"""
+
+# KEYS: none. ARGV: prefix, run_id ("" for by-thread), thread_id ("" for any), request JSON, channel.
+# Finds the live run (by id, else the thread's owner, its queue head, or any registered run of the
+# thread), appends the request to its durable stop intent, publishes it. Returns the run id, or
+# false when no live run matches.
+REQUEST_STOP = """
+local prefix, run, thread = ARGV[1], ARGV[2], ARGV[3]
+if run == '' then
+  run = redis.call('GET', prefix .. ':owner:' .. thread)
+  if not run then run = redis.call('LINDEX', prefix .. ':queue:' .. thread, 0) end
+  if not run then run = redis.call('SRANDMEMBER', prefix .. ':truns:' .. thread) end
+  if not run then return false end
+end
+local found = redis.call('HGET', prefix .. ':run:' .. run, 'thread')
+if not found then return false end
+if thread ~= '' and found ~= thread then return false end
+redis.call('RPUSH', prefix .. ':stops:' .. run, ARGV[4])
+redis.call('PUBLISH', ARGV[5], 'stop ' .. run .. ' ' .. ARGV[4])
+return run
+"""
+
+# KEYS: run, truns, wruns, workers, lease, owner. ARGV: run_id, thread_id, worker, lease_ms, holds.
+# Makes a live local run known to Redis again (after a Redis restart lost it); registers a new run
+# the same way. `holds` = "1" re-takes the thread slot if nobody took it meanwhile.
+RESTORE = """
+redis.call('HSET', KEYS[1], 'thread', ARGV[2], 'worker', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('SET', KEYS[5], '1', 'PX', ARGV[4])
+if ARGV[5] == '1' then redis.call('SET', KEYS[6], ARGV[1], 'NX') end
+return 1
+"""
+
+# KEYS: run, inbox. ARGV: run_id, input JSON, channel.
+# Appends a flow input to the live run's inbox and tells the executing process; 0 if not live.
+SEND_INPUT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], 'input ' .. ARGV[1])
+return 1
+"""
+
+# KEYS: inbox. Pops every input waiting in the inbox, oldest first.
+DRAIN_INPUT = """
+local values = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return values
+"""
