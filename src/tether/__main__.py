@@ -23,6 +23,7 @@ __all__ = ["COMMAND_EXTRAS", "main", "needed_extras"]
 COMMAND_EXTRAS: Final[dict[str, tuple[str, ...]]] = {
     "serve": ("server",),
     "demo": ("server", "local"),
+    "worker": ("server", "postgres", "redis"),
     "chat": ("server",),  # and `local` without a target: the demo agent (see `needed_extras`)
 }
 """The extras each command needs; any other command (or `--help`) needs `server`."""
