@@ -62,7 +62,7 @@ async def run_child(
     *,
     segment: str,
     path: str,
-    on_stopped: Callable[[dict[str, Any]], None],
+    on_stopped: Callable[[dict[str, Any], bool], None],
 ) -> dict[str, Any]:
     """Run `app` on `input` as a child of the run of `ctx`; return its final state values.
 
@@ -72,8 +72,10 @@ async def run_child(
         ctx: The parent node's (or tool's) run context.
         segment: The child thread's last part (see `child_thread_id`).
         path: This level's segment of the forwarded events' `path`.
-        on_stopped: Called with the child's stopped state values when the parent is stopped (or
-            otherwise cancelled) while the child runs, before the cancellation propagates.
+        on_stopped: Called when the parent is stopped (or otherwise cancelled) while it waits
+            for the child, before the cancellation propagates, with the child's final state
+            values and whether the child had completed all the same (the stop came too late
+            for it).
 
     Raises:
         RunFailedError: the child failed.
@@ -85,7 +87,8 @@ async def run_child(
     `on_stopped`; then the cancellation propagates.
     """
     thread_id = child_thread_id(ctx.thread_id, ctx.run_id, segment)
-    handle = await app.astart(input, thread_id=thread_id)
+    with anyio.CancelScope(shield=True):  # a stop now lands below, where the child is stopped
+        handle = await app.astart(input, thread_id=thread_id)
     try:
         async for event in handle.events_after(-1, on_disconnect="continue"):
             _forward(event, ctx, path)
@@ -93,14 +96,19 @@ async def run_child(
         with anyio.CancelScope(shield=True):
             _stop_like_parent(handle, ctx)
             await handle.wait()
-            on_stopped((await app.aget_state(thread_id)).values)
+            values = (await app.aget_state(thread_id)).values
+            on_stopped(values, handle.status == "completed")
         raise
+    # No await from here on: a stop that lands after the child's end would lose its result.
     if handle.status == "interrupted":
         raise ChildInterruptedError(
             f"the child run {handle.run_id!r} on thread {thread_id!r} paused (interrupted); "
             "interrupts inside subgraphs and agent tools are not supported, raise them in the parent"
         )
-    return await handle.result()
+    if handle.error is not None:
+        raise handle.error
+    assert handle.values is not None  # the stream ended with the child's terminal event
+    return handle.values
 
 
 def _forward(event: Event, ctx: RunContext, path: str) -> None:

@@ -8,12 +8,14 @@ last answer.
 A `now` stop of the parent stops the child at once. The child's partial answer is stored `stopped`
 on the child's thread, and the parent's tool call is answered with a tool message of status
 `cancelled` whose text carries that partial answer (with a `tool_call_finished` event saying
-`cancelled`), so the parent's transcript stays valid and shows what the sub-agent had produced.
+`cancelled`), so the parent's transcript stays valid and shows what the sub-agent had produced. (If
+the child had just completed when the stop arrived, the call is answered `complete` with its
+answer instead.)
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..children import child_thread_id, run_child
 from ..context import RunContext
@@ -94,15 +96,19 @@ class AgentTool(Tool):
         """
         task = self.validate(call.arguments)["input"]
 
-        def answer_cancelled(values: dict[str, Any]) -> None:
-            content = STOPPED_SUBAGENT_RESULT.format(name=self.name) + _last_answer(values)
+        def answer_stopped(values: dict[str, Any], completed: bool) -> None:
+            answer = _last_answer(values)
+            content = (
+                answer if completed else STOPPED_SUBAGENT_RESULT.format(name=self.name) + answer
+            )
+            status: Literal["complete", "cancelled"] = "complete" if completed else "cancelled"
             thread_id = child_thread_id(ctx.thread_id, ctx.run_id, _segment(call))
             ctx._keep(
                 Message.tool(
                     content,
                     tool_call_id=call.id,
                     name=call.name,
-                    status="cancelled",
+                    status=status,
                     metadata={"thread_id": thread_id},
                 )
             )
@@ -112,7 +118,7 @@ class AgentTool(Tool):
                     node=ctx.node,
                     tool_call_id=call.id,
                     name=call.name,
-                    status="cancelled",
+                    status=status,
                     content=content,
                 )
 
@@ -122,8 +128,10 @@ class AgentTool(Tool):
             ctx,
             segment=_segment(call),
             path=f"{self.name}:{call.id}",
-            on_stopped=answer_cancelled,
+            on_stopped=answer_stopped,
         )
+        if ctx._stopping():  # the stop arrived as the child completed: keep its answer
+            answer_stopped(values, True)
         return _last_answer(values)
 
 

@@ -40,7 +40,7 @@ def subgraph_node(
             ctx,
             segment=f"{name}.{ctx.step}",
             path=name,
-            on_stopped=lambda stopped: ctx._keep(update(stopped)),
+            on_stopped=lambda stopped, _completed: ctx._keep(update(stopped)),
         )
         return update(values)
 
