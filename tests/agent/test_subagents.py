@@ -161,3 +161,20 @@ def test_nameless_compiled_graph_needs_a_node_name() -> None:
     nameless = Agent(ScriptedModel("x"), checkpointer=InMemoryCheckpointer())
     with pytest.raises(UserError, match="needs a name"):
         StateGraph().add_node(nameless)
+
+
+async def test_a_failing_sub_agent_answers_its_call_as_an_error() -> None:
+    child = researcher(ScriptedModel())  # no turns: the child's model call fails
+    parent = boss(child, [ToolCallStep("researcher", {"input": "dig"})], "Sorry.")
+    events = await collect(parent.arun("go", thread_id="t"))
+    assert check_terminal(events).status == "completed"
+    result = next(m for m in await parent.aget_messages("t") if m.role == "tool")
+    assert result.metadata == {"error": True}
+    assert result.content.startswith("Error: ") and "no turn left" in result.content
+
+
+async def test_a_failing_subgraph_fails_the_parent_run() -> None:
+    parent = graph_with(researcher(ScriptedModel()))
+    events = await collect(parent.astream("question", thread_id="g"))
+    final = check_terminal(events)
+    assert final.status == "failed" and final.error is not None
