@@ -178,3 +178,18 @@ async def test_a_failing_subgraph_fails_the_parent_run() -> None:
     events = await collect(parent.astream("question", thread_id="g"))
     final = check_terminal(events)
     assert final.status == "failed" and final.error is not None
+
+
+async def test_protocol_streams_carry_only_the_parent_answer() -> None:
+    pytest.importorskip("ag_ui")
+    from tether.server.ag_ui import AGUIStream
+    from tether.server.ai_sdk import UIMessageStream
+
+    child = researcher(ScriptedModel(["Found ", "x."]))
+    parent = boss(child, [ToolCallStep("researcher", {"input": "find x"})], "It is x.")
+    events = await collect(parent.arun("what is x?", thread_id="t"))
+    assert any(e.path for e in events)
+    for stream in (UIMessageStream("t", "r"), AGUIStream("t", "r")):
+        text = b"".join(chunk for event in events for chunk in stream.translate(event))
+        assert b"It is x." in text
+        assert text.count(b"Found ") == 1  # the tool's result only, never the child's deltas
