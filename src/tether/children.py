@@ -128,8 +128,8 @@ def _stop_like_parent(child: RunHandle, ctx: RunContext) -> None:
     """Stop `child` with the parent's stop request (or `now`, by `shutdown`, without one)."""
     parent = ctx._handle
     request = parent.token.request if parent is not None else None
-    if request is None:
+    if parent is None or request is None:
         child.request_stop(mode="now", reason="the parent run ended", requested_by="shutdown")
         return
-    mode = "rollback" if request.mode == "rollback" else "now"
+    mode = "rollback" if parent.token.mode == "rollback" else "now"  # after_step escalated
     child.request_stop(mode=mode, reason=request.reason, requested_by=request.requested_by)

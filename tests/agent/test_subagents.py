@@ -193,3 +193,22 @@ async def test_protocol_streams_carry_only_the_parent_answer() -> None:
         text = b"".join(chunk for event in events for chunk in stream.translate(event))
         assert b"It is x." in text
         assert text.count(b"Found ") == 1  # the tool's result only, never the child's deltas
+
+
+def test_nested_children_stream_with_the_whole_path_through_the_sync_api() -> None:
+    child = researcher(ScriptedModel(["Deep."]))
+    middle = Agent(
+        ScriptedModel([ToolCallStep("researcher", {"input": "dig"})], "Middle done."),
+        name="middle",
+        tools=[child.as_tool()],
+        checkpointer=InMemoryCheckpointer(),
+    )
+    parent = graph_with(middle)
+    events = list(parent.stream("question", thread_id="n"))
+    assert check_terminal(events).status == "completed"
+    paths = {e.path for e in events if e.type == "message_delta"}
+    assert paths == {("inner",), ("inner", "researcher:call_0_0")}
+    deep = [e for e in events if e.path == ("inner", "researcher:call_0_0")]
+    assert [e.content for e in deep if e.type == "message_delta"] == ["Deep."]
+    values = parent.get_state("n").values
+    assert [m.content for m in values["messages"]][-2:] == ["Middle done.", "after 4"]
