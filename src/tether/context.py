@@ -57,6 +57,12 @@ class RunContext:
             return
         self._on_loop(sink, item)
 
+    def _keep(self, item: Any) -> None:
+        """`send`, even while a `now` stop is being applied: a node that is being cancelled keeps
+        what its child run produced (`tether.children`). Must be called on the run's loop."""
+        if self._sink is not None:
+            self._sink(item)
+
     def _stopping(self) -> bool:
         token = self._handle.token if self._handle is not None else None
         return token is not None and token.mode in ("now", "rollback")

@@ -6,6 +6,13 @@ dataclasses rather than frozen ones because a frozen dataclass costs three times
 and a run builds one per token.)
 All carry `run_id`, `thread_id`, `seq` (0, 1, 2, … within a run), `ts` (Unix time) and `node` where
 there is one. The last event of every run is exactly one `RunFinished`, and nothing follows it.
+
+`path` says where an event comes from: `()` for the run's own events; for an event of a child run (a
+subgraph node, or an agent called as a tool; see `tether.children`) the segments that lead to it from
+this run, outermost first: a subgraph node's name, or `"<tool name>:<tool call id>"` for an agent
+tool. A forwarded event keeps its type, shape and `node` (the child's node), and gets this run's
+`run_id`, `thread_id` and `seq`. A child's `run_started`, `checkpoint` and `run_finished` events are
+not forwarded, so `run_finished` still ends exactly one run.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ class _Base:
     seq: int
     ts: float
     node: str | None = None
+    path: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, kw_only=True)

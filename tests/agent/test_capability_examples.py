@@ -76,3 +76,18 @@ def test_structured_output_example_with_smollm2_validates_through_the_grammar(
         asyncio.run(model.aclose())
     assert isinstance(first, example.City)  # the values are SmolLM2's; the shape is the schema's
     assert second is None
+
+
+def test_subagents_example_stops_the_researcher_and_keeps_its_partial_answer() -> None:
+    example = load("subagents")
+    stopped, graph_messages = asyncio.run(example.main())
+    partial = stopped["partial"]
+    assert (partial.status, partial.content) == ("stopped", "Dragons hoard gold ")
+    result = next(m for m in stopped["messages"] if m.role == "tool")
+    assert result.status == "cancelled" and result.content.endswith(": Dragons hoard gold ")
+    assert stopped["messages"][-1].content.startswith("The research was cut short")
+    assert [m.content for m in graph_messages] == [
+        "What do dragons hoard?",
+        "Dragons hoard gold.",
+        "Summary: Dragons hoard gold.",
+    ]

@@ -69,6 +69,7 @@ from .output import (
     retry_message,
     validate,
 )
+from .subagent import AgentTool
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -287,6 +288,18 @@ class Agent(CompiledGraph):
             raise UserError("this agent has no output_type; pass Agent(..., output_type=YourModel)")
         return self.output_type
 
+    def as_tool(self, *, name: str | None = None, description: str | None = None) -> AgentTool:
+        """This agent as a tool of another agent (a sub-agent); see `tether.agent.subagent`.
+
+        Args:
+            name: The tool's name for the model; by default the agent's `name`.
+            description: What the agent does, for the model; by default its `description`.
+
+        Raises:
+            UserError: there is no name or no description to use.
+        """
+        return AgentTool(self, name=name, description=description)
+
     # nodes
     def _prompt(self, messages: Sequence[Message]) -> list[Message]:
         prompt = repair_transcript(messages)
@@ -390,7 +403,10 @@ class Agent(CompiledGraph):
             content = f"Error: there is no tool {call.name!r}; the tools are {sorted(self.tools)!r}"
         else:
             try:
-                content = await found.run(call.arguments, ctx=ctx)
+                if isinstance(found, AgentTool):
+                    content = await found.run_call(call, ctx)
+                else:
+                    content = await found.run(call.arguments, ctx=ctx)
             except Exception as exc:  # the model sees the failure and may retry or explain it
                 status = "error"
                 content = f"Error: {type(exc).__name__}: {exc}"

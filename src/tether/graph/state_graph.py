@@ -9,6 +9,7 @@ from ..errors import UserError
 from ..state import StateSchema
 from .compiled import CompiledGraph
 from .nodes import Node
+from .subgraph import subgraph_node
 from .topology import END, START, Router, Topology
 
 if TYPE_CHECKING:
@@ -38,16 +39,30 @@ class StateGraph:
     def add_node(
         self, name: str | Callable[..., Any], fn: Callable[..., Any] | None = None
     ) -> StateGraph:
-        """Add a node; `add_node(fn)` names it after the function."""
+        """Add a node; `add_node(fn)` names it after the function.
+
+        `fn` may be a compiled graph or an agent (a subgraph): it then runs as a child run on its
+        own thread, with its events streamed under the node's name (see `tether.graph.subgraph`);
+        `add_node(app)` names it after `app.name`.
+        """
         if fn is None:
-            if not callable(name):
+            if isinstance(name, CompiledGraph):
+                if not name.name:
+                    raise UserError(
+                        "add_node(app) needs a name: give the app one, or add_node('name', app)"
+                    )
+                fn, name = name, name.name
+            elif not callable(name):
                 raise UserError(f"add_node({name!r}) needs a function as well")
-            fn, name = name, getattr(name, "__name__", repr(name))
+            else:
+                fn, name = name, getattr(name, "__name__", repr(name))
         assert isinstance(name, str)
         if name in (START, END) or not name:
             raise UserError(f"{name!r} is reserved and cannot name a node")
         if name in self.nodes:
             raise UserError(f"a node named {name!r} already exists")
+        if isinstance(fn, CompiledGraph):
+            fn = subgraph_node(name, fn, self.schema)
         self.nodes[name] = Node.of(name, fn)
         return self
 

@@ -104,6 +104,8 @@ class AGUIStream:
         return _encode(RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id))
 
     def translate(self, event: Event) -> Iterable[bytes]:
+        if event.path:  # a child run's event (sub-agent, subgraph): not this run's answer
+            return
         if isinstance(event, MessageDeltaEvent):
             if event.role == "assistant" and event.content:
                 if event.message_id not in self._open_text:

@@ -116,6 +116,8 @@ class UIMessageStream:
         )
 
     def translate(self, event: Event) -> Iterable[bytes]:
+        if event.path:  # a child run's event (sub-agent, subgraph): not this run's answer
+            return
         if isinstance(event, MessageDeltaEvent):
             if event.role == "assistant" and event.content:
                 if event.message_id not in self._open_text:

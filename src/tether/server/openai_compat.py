@@ -146,6 +146,8 @@ class _ChunkSource:
         )
 
     def _encode(self, event: Event) -> list[bytes]:
+        if event.path:  # a child run's event (sub-agent, subgraph): not this run's answer
+            return []
         if isinstance(event, MessageDeltaEvent):
             if event.role == "assistant" and event.content:
                 self._streamed.add(event.message_id)
@@ -176,7 +178,7 @@ async def _collect(stream: RunStream) -> tuple[str, RunFinished]:
     """Read a run to its end; the assistant text it produced, and its terminal event."""
     parts: list[str] = []
     async for event in stream:
-        if isinstance(event, MessageEvent) and event.message.role == "assistant":
+        if isinstance(event, MessageEvent) and event.message.role == "assistant" and not event.path:
             if event.message.content:
                 parts.append(event.message.content)
         elif isinstance(event, RunFinished):

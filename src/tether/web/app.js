@@ -185,6 +185,7 @@ function applyEvent(ev) {
   const live = ui.live;
   if (!live || ev.seq <= live.seq) return; // replayed after a reconnect
   live.seq = ev.seq;
+  if (ev.path && ev.path.length) return; // a child run's event (sub-agent, subgraph)
   switch (ev.type) {
     case "run_started":
       setBusy(true);
