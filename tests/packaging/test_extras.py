@@ -56,7 +56,8 @@ def test_an_installed_extra_passes_and_an_unknown_one_is_a_bug() -> None:
     [
         ([], "the tether command", ("server",)),
         (["--help"], "the tether command", ("server",)),
-        (["worker"], "the tether command", ("server",)),
+        (["frobnicate"], "the tether command", ("server",)),
+        (["worker", "app:api"], "tether worker", ("server", "postgres", "redis")),
         (["serve", "app:api"], "tether serve", ("server",)),
         (["demo", "--port", "9000"], "tether demo", ("server", "local")),
         (["chat"], "tether chat", ("server", "local")),
