@@ -8,6 +8,7 @@ runs started through the async API execute on the caller's loop. `stop()` works 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -16,13 +17,14 @@ from . import _portal
 from .coordination.base import RunRegistry, StopResult
 from .coordination.local import LocalRunRegistry
 from .engine import Engine, Program
-from .errors import NotFoundError, ThreadBusyError, UserError
+from .errors import CheckpointConflictError, NotFoundError, ThreadBusyError, UserError
 from .events import Event
 from .handle import RunHandle, RunStream, SyncRunStream
 from .ids import new_id
 from .run import RunOptions, RunRecord
 from .stop import StopRequest, check_mode
 from .storage.base import Checkpoint, Checkpointer, ThreadInfo
+from .transcript import repair_transcript
 
 __all__ = ["App", "RunOptions", "StateSnapshot"]
 
@@ -356,7 +358,66 @@ class App:
         result = await self.registry.request_stop(req, run_id=run_id, thread_id=thread_id)
         if wait and result.handle is not None:
             await result.handle.wait()
+        if not result.accepted:
+            paused = await self._cancel_interrupt(req, run_id=run_id, thread_id=thread_id)
+            if paused is not None:
+                return StopResult(accepted=True, run_id=paused)
         return result
+
+    async def _cancel_interrupt(
+        self, req: StopRequest, *, run_id: str | None, thread_id: str | None
+    ) -> str | None:
+        """A stop of a run paused by `interrupt()` (waiting for a person, e.g. a tool approval).
+
+        The run's record turns `cancelled` with the stop recorded (its event stream already ended
+        `interrupted` when it paused); the thread's head moves to a checkpoint where every pending
+        tool call is answered `cancelled` and nothing is left to resume, so the thread continues
+        with a new message. Returns the run's id, or None if nothing was paused there.
+
+        Cancellation: the write is atomic; cancelled, the run stays paused.
+        """
+        await self.engine.ensure_ready()
+        if run_id is not None:
+            record = await self.checkpointer.get_run(run_id)
+        elif thread_id is not None:
+            latest = await self.checkpointer.list_runs(thread_id, limit=1)
+            record = latest[0] if latest else None
+        else:
+            return None
+        if record is None or record.status != "interrupted" or record.interrupt is None:
+            return None
+        head = await self.checkpointer.get_checkpoint(record.thread_id)
+        if head is None or head.run_id != record.run_id or "interrupt" not in head.metadata:
+            return None
+        values = dict(head.values)
+        if isinstance(values.get("messages"), list):
+            values["messages"] = repair_transcript(values["messages"])
+        checkpoint = Checkpoint(
+            checkpoint_id=new_id(),
+            thread_id=record.thread_id,
+            parent_id=head.checkpoint_id,
+            run_id=record.run_id,
+            step=head.step,
+            values=values,
+            source="stop",
+            metadata={"interrupt_cancelled": head.metadata["interrupt"].get("id")},
+        )
+        now = time.time()
+        stopped = record.model_copy(
+            update={
+                "status": "cancelled",
+                "stop_mode": req.mode,
+                "stop_reason": req.reason,
+                "stop_requested_by": req.requested_by,
+                "stop_requested_at": now,
+                "stopped_at": now,
+            }
+        )
+        try:
+            await self.checkpointer.commit(checkpoint=checkpoint, run=stopped)
+        except CheckpointConflictError:
+            return None  # a new run moved the thread on first: nothing is paused any more
+        return record.run_id
 
     async def astop(
         self,

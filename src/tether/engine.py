@@ -95,6 +95,7 @@ class Outcome:
 
     status: Literal["completed", "interrupted", "cancelled"]  # cancelled: an after_step stop
     values: dict[str, Any] = field(default_factory=dict)
+    interrupt: dict[str, Any] | None = None  # an `interrupt()` pause: its payload (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +424,8 @@ class Engine:
         with token._lock:
             token.finished = True  # from here on: no stop is accepted, no event is sent
         error = None if failure is None else public_error(failure)
+        interrupt = outcome.interrupt if outcome is not None and status == "interrupted" else None
+        record.interrupt = interrupt
         record.status = status
         record.error = error
         record.finished_at = time.time()
@@ -434,6 +437,7 @@ class Engine:
             status=status,
             reason=reason,
             error=error,
+            interrupt=interrupt,
         )
         return final, checkpoint, failure
 
