@@ -371,25 +371,41 @@ class App:
 
         The run's record turns `cancelled` with the stop recorded (its event stream already ended
         `interrupted` when it paused); the thread's head moves to a checkpoint where every pending
-        tool call is answered `cancelled` and nothing is left to resume, so the thread continues
-        with a new message. Returns the run's id, or None if nothing was paused there.
+        tool call is answered `cancelled` and nothing is left to resume (with `rollback`: the state
+        from before the run), so the thread continues with a new message. Returns the run's id, or
+        None if nothing was paused there.
 
         Cancellation: the write is atomic; cancelled, the run stays paused.
         """
         await self.engine.ensure_ready()
         if run_id is not None:
-            record = await self.checkpointer.get_run(run_id)
-        elif thread_id is not None:
-            latest = await self.checkpointer.list_runs(thread_id, limit=1)
-            record = latest[0] if latest else None
-        else:
+            asked = await self.checkpointer.get_run(run_id)
+            if asked is None:
+                return None
+            thread_id = asked.thread_id
+        if thread_id is None:
             return None
-        if record is None or record.status != "interrupted" or record.interrupt is None:
+        head = await self.checkpointer.get_checkpoint(thread_id)
+        pause = head.metadata.get("interrupt") if head is not None else None
+        if head is None or not isinstance(pause, dict) or not isinstance(pause.get("run_id"), str):
             return None
-        head = await self.checkpointer.get_checkpoint(record.thread_id)
-        if head is None or head.run_id != record.run_id or "interrupt" not in head.metadata:
+        if run_id is not None and run_id != pause["run_id"]:
+            return None
+        record = await self.checkpointer.get_run(pause["run_id"])
+        if record is None or record.status != "interrupted":
             return None
         values = dict(head.values)
+        if req.mode == "rollback":  # the state from before the paused run
+            base: Checkpoint | None = head
+            for inside in (False, True):  # back to the paused run's checkpoints, then past them
+                while base is not None and (base.run_id == record.run_id) is inside:
+                    parent = base.parent_id
+                    base = (
+                        await self.checkpointer.get_checkpoint(thread_id, parent)
+                        if parent
+                        else None
+                    )
+            values = dict(base.values) if base is not None else self._empty_values()
         if isinstance(values.get("messages"), list):
             values["messages"] = repair_transcript(values["messages"])
         checkpoint = Checkpoint(
@@ -400,7 +416,7 @@ class App:
             step=head.step,
             values=values,
             source="stop",
-            metadata={"interrupt_cancelled": head.metadata["interrupt"].get("id")},
+            metadata={"interrupt_cancelled": pause.get("id")},
         )
         now = time.time()
         stopped = record.model_copy(

@@ -593,8 +593,10 @@ class Engine:
             run_id=handle.run_id,
             step=step,
             values=values,
-            next=(),
+            # A rollback restores the base whole: a run paused by interrupt() stays paused.
+            next=ex.base.next if mode == "rollback" and ex.base else (),
             source=source,
+            metadata=dict(ex.base.metadata) if mode == "rollback" and ex.base else {},
         )
         # Only now, when nothing of user code can fail any more, the events go out.
         for message in closed:

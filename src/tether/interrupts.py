@@ -30,13 +30,15 @@ __all__ = ["GraphInterrupt", "Interrupt", "interrupt"]
 class Interrupt:
     """A pending question to a person: its JSON `value`, where it was asked, and its id.
 
-    `resumes` holds the answers the node already received (replayed on the next resume).
+    `resumes` holds the answers the node already received (replayed on the next resume);
+    `run_id` is the run that paused.
     """
 
     value: Any
     node: str | None = None
     id: str = field(default_factory=new_id)
     resumes: tuple[Any, ...] = ()
+    run_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form kept in the checkpoint and the run record."""
@@ -45,6 +47,7 @@ class Interrupt:
             "node": self.node,
             "value": self.value,
             "resumes": list(self.resumes),
+            "run_id": self.run_id,
         }
 
     @classmethod
@@ -54,6 +57,7 @@ class Interrupt:
             node=data.get("node"),
             id=str(data.get("id") or new_id()),
             resumes=tuple(data.get("resumes") or ()),
+            run_id=data.get("run_id"),
         )
 
 

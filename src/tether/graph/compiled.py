@@ -9,6 +9,7 @@ ones that did not, marked `stopped`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -133,6 +134,7 @@ class GraphProgram(Program):
                     raise
                 # The step is not applied: its nodes run again, from their start, on resume.
                 self.outputs = None
+                paused = dataclasses.replace(paused, run_id=ex.handle.run_id)
                 await self._commit(
                     ex, values, step, frontier, "interrupt", {"interrupt": paused.to_json()}
                 )
