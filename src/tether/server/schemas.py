@@ -215,4 +215,6 @@ def thread_json(
         out["values"] = jsonable(values)
         out["next"] = list(state.next)
         out["checkpoint_id"] = state.checkpoint_id
+        # The question an `interrupt()` waits on (answer it with `command: {"resume": ...}`).
+        out["interrupt"] = jsonable(state.metadata.get("interrupt"))
     return out
