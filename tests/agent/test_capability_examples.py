@@ -76,3 +76,10 @@ def test_structured_output_example_with_smollm2_validates_through_the_grammar(
         asyncio.run(model.aclose())
     assert isinstance(first, example.City)  # the values are SmolLM2's; the shape is the schema's
     assert second is None
+
+
+def test_tool_approval_example_edits_then_a_stop_cancels_the_waiting_call() -> None:
+    example = load("tool_approval")
+    ledger, statuses = asyncio.run(example.main())
+    assert ledger == [50]  # the edited amount, once; the second transfer never ran
+    assert statuses == ["complete", "cancelled"]
