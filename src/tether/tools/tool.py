@@ -83,6 +83,8 @@ class Tool:
             tool is not defined at module level.
     """
 
+    requires_approval: bool = False  # (subclasses that skip __init__, like MCP tools, get this)
+
     def __init__(
         self,
         fn: Callable[..., Any],
