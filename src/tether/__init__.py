@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .agent import Agent, OutputValidationError, ToolsIgnoredWarning, create_agent
 from .app import App, StateSnapshot
-from .commands import Resume
+from .commands import Command, Resume
 from .context import RunContext
 from .coordination import LocalRunRegistry, RunRegistry, StopResult
 from .errors import (
@@ -39,6 +39,7 @@ from .events import (
 from .flow import Flow, FlowData, FlowRun, RuntimeStream, SyncRuntimeStream
 from .graph import END, START, CompiledGraph, StateGraph
 from .handle import RunHandle, RunStream, SyncRunStream
+from .interrupts import GraphInterrupt, Interrupt, interrupt
 from .messages import Message, MessageDelta, ToolCall, ToolCallDelta, add_messages
 from .run import RunRecord
 from .state import AgentState, MessagesState
@@ -65,6 +66,7 @@ __all__ = [
     "CheckpointConflictError",
     "CheckpointSaved",
     "Checkpointer",
+    "Command",
     "CompiledGraph",
     "CoordinationUnavailableError",
     "CorruptRecordError",
@@ -73,8 +75,10 @@ __all__ = [
     "Flow",
     "FlowData",
     "FlowRun",
+    "GraphInterrupt",
     "GraphRecursionError",
     "InMemoryCheckpointer",
+    "Interrupt",
     "LocalRunRegistry",
     "Message",
     "MessageDelta",
@@ -120,6 +124,7 @@ __all__ = [
     "__version__",
     "add_messages",
     "create_agent",
+    "interrupt",
     "repair_transcript",
     "tool",
 ]

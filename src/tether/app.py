@@ -8,6 +8,7 @@ runs started through the async API execute on the caller's loop. `stop()` works 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -15,13 +16,14 @@ from typing import Any, TypeVar
 from . import _portal
 from .coordination.base import RunRegistry, StopResult
 from .engine import Engine, Program
-from .errors import NotFoundError, ThreadBusyError, UserError
+from .errors import CheckpointConflictError, NotFoundError, ThreadBusyError, UserError
 from .events import Event
 from .handle import RunHandle, RunStream, SyncRunStream
 from .ids import new_id
 from .run import RunOptions, RunRecord
 from .stop import StopRequest, check_mode
 from .storage.base import Checkpoint, Checkpointer, ThreadInfo
+from .transcript import repair_transcript
 
 __all__ = ["App", "RunOptions", "StateSnapshot"]
 
@@ -364,7 +366,82 @@ class App:
             await result.handle.wait()
         elif wait and result.run_id is not None:  # the run executes in another process
             await self.registry.wait_released(result.run_id)
+        if not result.accepted:
+            paused = await self._cancel_interrupt(req, run_id=run_id, thread_id=thread_id)
+            if paused is not None:
+                return StopResult(accepted=True, run_id=paused)
         return result
+
+    async def _cancel_interrupt(
+        self, req: StopRequest, *, run_id: str | None, thread_id: str | None
+    ) -> str | None:
+        """A stop of a run paused by `interrupt()` (waiting for a person, e.g. a tool approval).
+
+        The run's record turns `cancelled` with the stop recorded (its event stream already ended
+        `interrupted` when it paused); the thread's head moves to a checkpoint where every pending
+        tool call is answered `cancelled` and nothing is left to resume (with `rollback`: the state
+        from before the run), so the thread continues with a new message. Returns the run's id, or
+        None if nothing was paused there.
+
+        Cancellation: the write is atomic; cancelled, the run stays paused.
+        """
+        await self.engine.ensure_ready()
+        if run_id is not None:
+            asked = await self.checkpointer.get_run(run_id)
+            if asked is None:
+                return None
+            thread_id = asked.thread_id
+        if thread_id is None:
+            return None
+        head = await self.checkpointer.get_checkpoint(thread_id)
+        pause = head.metadata.get("interrupt") if head is not None else None
+        if head is None or not isinstance(pause, dict) or not isinstance(pause.get("run_id"), str):
+            return None
+        if run_id is not None and run_id != pause["run_id"]:
+            return None
+        record = await self.checkpointer.get_run(pause["run_id"])
+        if record is None or record.status != "interrupted":
+            return None
+        values = dict(head.values)
+        if req.mode == "rollback":  # the state from before the paused run
+            base: Checkpoint | None = head
+            for inside in (False, True):  # back to the paused run's checkpoints, then past them
+                while base is not None and (base.run_id == record.run_id) is inside:
+                    parent = base.parent_id
+                    base = (
+                        await self.checkpointer.get_checkpoint(thread_id, parent)
+                        if parent
+                        else None
+                    )
+            values = dict(base.values) if base is not None else self._empty_values()
+        if isinstance(values.get("messages"), list):
+            values["messages"] = repair_transcript(values["messages"])
+        checkpoint = Checkpoint(
+            checkpoint_id=new_id(),
+            thread_id=record.thread_id,
+            parent_id=head.checkpoint_id,
+            run_id=record.run_id,
+            step=head.step,
+            values=values,
+            source="stop",
+            metadata={"interrupt_cancelled": pause.get("id")},
+        )
+        now = time.time()
+        stopped = record.model_copy(
+            update={
+                "status": "cancelled",
+                "stop_mode": req.mode,
+                "stop_reason": req.reason,
+                "stop_requested_by": req.requested_by,
+                "stop_requested_at": now,
+                "stopped_at": now,
+            }
+        )
+        try:
+            await self.checkpointer.commit(checkpoint=checkpoint, run=stopped)
+        except CheckpointConflictError:
+            return None  # a new run moved the thread on first: nothing is paused any more
+        return record.run_id
 
     async def astop(
         self,

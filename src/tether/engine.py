@@ -95,6 +95,7 @@ class Outcome:
 
     status: Literal["completed", "interrupted", "cancelled"]  # cancelled: an after_step stop
     values: dict[str, Any] = field(default_factory=dict)
+    interrupt: dict[str, Any] | None = None  # an `interrupt()` pause: its payload (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +428,8 @@ class Engine:
         with token._lock:
             token.finished = True  # from here on: no stop is accepted, no event is sent
         error = None if failure is None else public_error(failure)
+        interrupt = outcome.interrupt if outcome is not None and status == "interrupted" else None
+        record.interrupt = interrupt
         record.status = status
         record.error = error
         record.finished_at = time.time()
@@ -438,6 +441,7 @@ class Engine:
             status=status,
             reason=reason,
             error=error,
+            interrupt=interrupt,
         )
         return final, checkpoint, failure
 
@@ -605,8 +609,10 @@ class Engine:
             run_id=handle.run_id,
             step=step,
             values=values,
-            next=(),
+            # A rollback restores the base whole: a run paused by interrupt() stays paused.
+            next=ex.base.next if mode == "rollback" and ex.base else (),
             source=source,
+            metadata=dict(ex.base.metadata) if mode == "rollback" and ex.base else {},
         )
         # Only now, when nothing of user code can fail any more, the events go out.
         for message in closed:

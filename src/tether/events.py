@@ -166,11 +166,13 @@ class RunFinished(_Base):
 
     `status` is `completed`, `cancelled` (stopped), `failed` or `interrupted` (a deliberate pause).
     `reason` is the stop reason, or `"timeout"` for a consumer timeout; `error` describes a failure.
+    `interrupt` is the payload of an `interrupt()` pause (`{"id", "node", "value", ...}`).
     """
 
     status: TerminalStatus
     reason: str | None = None
     error: str | None = None
+    interrupt: dict[str, Any] | None = None
     type: Literal["run_finished"] = field(default="run_finished", init=False)
 
 

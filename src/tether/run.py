@@ -42,6 +42,8 @@ class RunRecord(BaseModel):
     worker: str | None = None  # "host:pid:boot" of the process executing it, for crash recovery
     heartbeat_at: float | None = None  # last time that worker proved it was alive
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # An `interrupt()` pause: {"id", "node", "value", "resumes"}; None for any other end.
+    interrupt: dict[str, Any] | None = None
 
     @property
     def is_active(self) -> bool:

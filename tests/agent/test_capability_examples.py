@@ -91,3 +91,10 @@ def test_subagents_example_stops_the_researcher_and_keeps_its_partial_answer() -
         "Dragons hoard gold.",
         "Summary: Dragons hoard gold.",
     ]
+
+
+def test_tool_approval_example_edits_then_a_stop_cancels_the_waiting_call() -> None:
+    example = load("tool_approval")
+    ledger, statuses = asyncio.run(example.main())
+    assert ledger == [50]  # the edited amount, once; the second transfer never ran
+    assert statuses == ["complete", "cancelled"]

@@ -96,7 +96,8 @@ class ControlledModel(Model):
 
 
 def chat_agent(model: Model, checkpointer: Any) -> App:
-    """An agent with one tool, `lookup`, that blocks on the model's gate `tool`."""
+    """An agent with two tools: `lookup`, that blocks on the model's gate `tool`, and `send`,
+    that requires approval."""
 
     @tool
     async def lookup(query: str) -> str:
@@ -104,7 +105,12 @@ def chat_agent(model: Model, checkpointer: Any) -> App:
         await model.gate("tool").wait()  # type: ignore[attr-defined]
         return f"found: {query}"
 
-    return Agent(model, tools=[lookup], name="chat", checkpointer=checkpointer)
+    @tool(requires_approval=True)
+    def send(to: str) -> str:
+        """Send a message (the run pauses until a person approves)."""
+        return f"sent to {to}"
+
+    return Agent(model, tools=[lookup, send], name="chat", checkpointer=checkpointer)
 
 
 def _checkpointer() -> Any:

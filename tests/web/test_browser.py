@@ -198,6 +198,49 @@ def test_tool_cards_show_live_status_and_continue_resumes(server: Server, page: 
     page.screenshot(path=str(ARTIFACTS / "ui-9-continued.png"))
 
 
+def test_approval_card_approves_and_rejects_a_tool_call(server: Server, page: object) -> None:
+    from playwright.sync_api import Page
+
+    assert isinstance(page, Page)
+    page.goto(server.url)
+    box = page.get_by_role("textbox", name="Message")
+    assistant = page.locator("article.msg-assistant")
+    approval = page.get_by_role("group", name="Tool approval")
+    tool_card = page.locator(".tool-card").last
+
+    # The run pauses before `send`: the card names the call; nothing ran yet.
+    control(server, "POST", "/script", json={"turns": [['@tool:send:{"to": "ada"}'], ["Sent."]]})
+    box.fill("Message Ada")
+    box.press("Enter")
+    expect(approval).to_be_visible()
+    expect(approval.locator(".tool-name")).to_have_text("send")
+    expect(approval.locator(".tool-args")).to_contain_text('"to": "ada"')
+    expect(tool_card).to_have_attribute("data-status", "awaiting approval")
+    page.screenshot(path=str(ARTIFACTS / "ui-10-approval.png"))
+
+    # Approve: the call runs, the answer follows, the card goes away.
+    approval.get_by_role("button", name="Approve").click()
+    expect(assistant.last.locator(".text")).to_have_text("Sent.")
+    expect(approval).to_have_count(0)
+    expect(tool_card).to_have_attribute("data-status", "done")
+    tool_card.locator("summary").click()
+    expect(tool_card.locator(".tool-result")).to_have_text("sent to ada")
+
+    # Reject: the call never runs; the model is told the user said no.
+    control(server, "POST", "/script", json={"turns": [['@tool:send:{"to": "bob"}'], ["OK."]]})
+    box.fill("Message Bob")
+    box.press("Enter")
+    expect(approval).to_be_visible()
+    expect(approval.locator(".tool-args")).to_contain_text('"to": "bob"')
+    approval.get_by_role("button", name="Reject").click()
+    expect(assistant.last.locator(".text")).to_have_text("OK.")
+    expect(approval).to_have_count(0)
+    expect(tool_card).to_have_attribute("data-status", "rejected")
+    tool_card.locator("summary").click()
+    expect(tool_card.locator(".tool-result")).to_contain_text("Rejected")
+    page.screenshot(path=str(ARTIFACTS / "ui-11-rejected.png"))
+
+
 def test_api_key_is_asked_for_and_used() -> None:
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")

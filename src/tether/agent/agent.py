@@ -41,6 +41,7 @@ from ..graph.compiled import CompiledGraph, GraphProgram
 from ..graph.state_graph import END, StateGraph
 from ..handle import RunStream, SyncRunStream
 from ..ids import new_id
+from ..interrupts import GraphInterrupt
 from ..messages import Message, MessageBuilder, MessageDelta, ToolCall
 from ..models.base import (
     CONTINUE_PROMPT,
@@ -60,6 +61,7 @@ from ..tools.tool import Tool
 from ..tools.tool import tool as make_tool
 from ..tracing import AgentTracing, TracedProgram, otel_available
 from ..transcript import repair_transcript
+from .approval import Decision, ask_approval
 from .output import (
     OutputValidationError,
     PartialOutput,
@@ -370,7 +372,17 @@ class Agent(CompiledGraph):
 
     async def _tools_node(self, state: dict[str, Any], ctx: RunContext) -> None:
         """Run the last answer's tool calls; each result is kept the moment it is ready."""
-        calls = state["messages"][-1].tool_calls
+        # Tools that require approval: one interrupt() asks about all of them before any runs.
+        decisions = ask_approval(state["messages"][-1].tool_calls, self.tools)
+        calls: list[ToolCall] = []
+        for call in state["messages"][-1].tool_calls:
+            decision = decisions.get(call.id)
+            if decision is not None and decision.action == "reject":
+                self._reject(call, decision, ctx)
+            elif decision is not None and decision.arguments is not None:
+                calls.append(call.model_copy(update={"arguments": json.dumps(decision.arguments)}))
+            else:
+                calls.append(call)
         with self._span(ctx, "node tools", {"tether.node": "tools"}) as node_span:
             if self.parallel_tool_calls and len(calls) > 1:
                 async with anyio.create_task_group() as tg:
@@ -379,6 +391,19 @@ class Agent(CompiledGraph):
             else:
                 for call in calls:
                     await self._call_tool(call, ctx, node_span)
+
+    def _reject(self, call: ToolCall, decision: Decision, ctx: RunContext) -> None:
+        """Answer a call the person rejected, without running it."""
+        ctx.emit_event(
+            ToolCallStarted, tool_call_id=call.id, name=call.name, arguments=call.arguments
+        )
+        content = decision.result_text()
+        ctx.send(
+            Message.tool(content, tool_call_id=call.id, name=call.name, metadata={"rejected": True})
+        )
+        ctx.emit_event(
+            ToolCallFinished, tool_call_id=call.id, name=call.name, status="error", content=content
+        )
 
     async def _call_tool(self, call: ToolCall, ctx: RunContext, parent: Span | None) -> None:
         attributes = {
@@ -407,6 +432,8 @@ class Agent(CompiledGraph):
                     content = await found.run_call(call, ctx)
                 else:
                     content = await found.run(call.arguments, ctx=ctx)
+            except GraphInterrupt:
+                raise  # the tool asked a person (interrupt()): the run pauses
             except Exception as exc:  # the model sees the failure and may retry or explain it
                 status = "error"
                 content = f"Error: {type(exc).__name__}: {exc}"

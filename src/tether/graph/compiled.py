@@ -9,13 +9,16 @@ ones that did not, marked `stopped`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ..app import App, RunOptions
+from ..commands import Command
 from ..engine import Execution, Outcome, Program, StoppedState
 from ..errors import GraphRecursionError, UserError
+from ..interrupts import GraphInterrupt, Interrupt
 from ..state import coerce_input
 from .nodes import NodeOutput, run_node
 from .topology import START, Topology
@@ -52,6 +55,8 @@ class CompiledGraph(App):
         limit = options.config.get("recursion_limit", self.recursion_limit)
         if not isinstance(limit, int) or limit < 1:
             raise UserError(f"recursion_limit must be an int >= 1, not {limit!r}")
+        if isinstance(input, Command):
+            return GraphProgram(self, None, limit, command=input)
         return GraphProgram(self, input, limit)
 
     def _empty_values(self) -> dict[str, Any]:
@@ -64,10 +69,21 @@ class CompiledGraph(App):
 class GraphProgram(Program):
     """One run of a compiled graph."""
 
-    def __init__(self, app: CompiledGraph, input: Any, limit: int, *, resume: bool = False) -> None:
+    def __init__(
+        self,
+        app: CompiledGraph,
+        input: Any,
+        limit: int,
+        *,
+        resume: bool = False,
+        command: Command | None = None,
+    ) -> None:
         self.app = app
         self.input = input
         self.limit = limit
+        self.command = command  # `Command(resume=...)`: answers the thread's pending interrupt
+        # The answers the interrupted node replays in the first step: {node: answers}.
+        self.resumes: dict[str | None, tuple[Any, ...]] = {}
         self.resume = (
             resume  # the run continues a stopped answer (`Resume()`); nodes see ctx.resume
         )
@@ -82,6 +98,9 @@ class GraphProgram(Program):
         resuming = self.input is None
         if resuming:
             frontier = list(base.next) if base else []
+            if self.command is not None:
+                pending = _pending_interrupt(base, ex.handle.thread_id)
+                self.resumes = {pending.node: (*pending.resumes, self.command.resume)}
         else:
             values = schema.apply(values, [("input", coerce_input(schema, self.input))])
             frontier = await app.topology.next_nodes([START], values)
@@ -107,7 +126,20 @@ class GraphProgram(Program):
                     run_id=ex.handle.run_id,
                 )
             self.outputs = {name: NodeOutput(name) for name in frontier}
-            await self._run_step(ex, frontier, values, step)
+            try:
+                await self._run_step(ex, frontier, values, step)
+            except Exception as exc:
+                paused = _interrupt_in(exc)
+                if paused is None:
+                    raise
+                # The step is not applied: its nodes run again, from their start, on resume.
+                self.outputs = None
+                paused = dataclasses.replace(paused, run_id=ex.handle.run_id)
+                await self._commit(
+                    ex, values, step, frontier, "interrupt", {"interrupt": paused.to_json()}
+                )
+                return Outcome("interrupted", values, interrupt=paused.to_json())
+            self.resumes = {}
             updates = [
                 (name, out.update(schema, stopped=False)[0]) for name, out in self.outputs.items()
             ]
@@ -122,11 +154,17 @@ class GraphProgram(Program):
         return Outcome("completed", values)
 
     async def _commit(
-        self, ex: Execution, values: dict[str, Any], step: int, frontier: list[str], source: str
+        self,
+        ex: Execution,
+        values: dict[str, Any],
+        step: int,
+        frontier: list[str],
+        source: str,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         # Shielded: a stop during the (sub-millisecond) write must not leave it half-known.
         with anyio.CancelScope(shield=True):
-            await ex.commit(values, step=step, next=frontier, source=source)
+            await ex.commit(values, step=step, next=frontier, source=source, metadata=metadata)
 
     async def _run_step(
         self, ex: Execution, frontier: list[str], values: dict[str, Any], step: int
@@ -142,6 +180,7 @@ class GraphProgram(Program):
                 ex.handle,
                 self.outputs[name],
                 app.schema,
+                self.resumes.get(name, ()),
             )
             return
         try:
@@ -155,6 +194,7 @@ class GraphProgram(Program):
                         ex.handle,
                         self.outputs[name],
                         app.schema,
+                        self.resumes.get(name, ()),
                     )
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
@@ -170,6 +210,29 @@ class GraphProgram(Program):
             closed.extend(stopped)
         values = schema.apply(self.values, updates)
         return StoppedState(values, closed)
+
+
+def _pending_interrupt(base: Any, thread_id: str) -> Interrupt:
+    """The interrupt a `Command(resume=...)` answers: the one the thread's head is paused at."""
+    data = base.metadata.get("interrupt") if base is not None else None
+    if not isinstance(data, dict):
+        raise UserError(
+            f"thread {thread_id!r} is not paused by interrupt(), so Command(resume=...) has "
+            "nothing to answer; send a new input instead"
+        )
+    return Interrupt.from_json(data)
+
+
+def _interrupt_in(exc: BaseException) -> Interrupt | None:
+    """The `interrupt()` that `exc` carries, looking into exception groups (parallel nodes)."""
+    if isinstance(exc, GraphInterrupt):
+        return exc.interrupt
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _interrupt_in(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

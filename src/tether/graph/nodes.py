@@ -34,6 +34,7 @@ from ..errors import UserError
 from ..events import MessageDeltaEvent, MessageEvent, NodeFinished, NodeStarted
 from ..handle import RunHandle
 from ..ids import new_id
+from ..interrupts import node_call
 from ..messages import Message, MessageBuilder, MessageDelta
 from ..state import StateSchema
 
@@ -116,8 +117,24 @@ async def run_node(
     handle: RunHandle,
     out: NodeOutput,
     schema: StateSchema,
+    resumes: tuple[Any, ...] = (),
 ) -> None:
-    """Call `node` and collect its output into `out`; see the module docstring for stops."""
+    """Call `node` and collect its output into `out`; see the module docstring for stops.
+
+    `resumes` are the answers its `interrupt()` calls return (`tether.interrupts`).
+    """
+    with node_call(node.name, resumes):
+        await _run_node(node, state, ctx, handle, out, schema)
+
+
+async def _run_node(
+    node: Node,
+    state: dict[str, Any],
+    ctx: RunContext,
+    handle: RunHandle,
+    out: NodeOutput,
+    schema: StateSchema,
+) -> None:
     handle.emit(NodeStarted, node=node.name, step=ctx.step)
     out.existing = state.get("messages") if schema.has_messages else None
     ctx = replace(ctx, _sink=lambda item: _collect(item, out, handle, schema))

@@ -18,11 +18,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic_core import to_jsonable_python
 
 from ..app import StateSnapshot
-from ..commands import Resume
+from ..commands import Command, Resume
 from ..messages import Message
 from ..run import RunRecord
 from .auth import OWNER_KEY
@@ -42,6 +42,18 @@ __all__ = [
 ]
 
 Strategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+
+
+class CommandBody(BaseModel):
+    """`command` of a run body: `{"resume": <answer>}` answers the thread's `interrupt()`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resume: JsonValue = Field(
+        description='The person\'s answer (any JSON); for a tool approval: `"approve"`, '
+        '`"reject"`, `{"action": "reject", "reason": "..."}`, '
+        '`{"action": "edit", "arguments": {...}}`, or an object of tool call id to one of these.'
+    )
 
 
 class RunCreate(BaseModel):
@@ -72,6 +84,11 @@ class RunCreate(BaseModel):
         description="Continue the stopped assistant answer where it ended (the UI's Continue). "
         "Agents implement it; do not send `input` with it.",
     )
+    command: CommandBody | None = Field(
+        default=None,
+        description='`{"resume": <answer>}` continues a run paused by `interrupt()` (thread '
+        "status `interrupted`, the question in the run's `interrupt`); do not send `input` with it.",
+    )
     metadata: JsonObject = Field(default_factory=dict, description="Stored on the run record.")
     config: JsonObject = Field(
         default_factory=dict, description='Run config, e.g. `{"recursion_limit": 50}`.'
@@ -92,7 +109,13 @@ class ThreadCreate(BaseModel):
 
 
 def run_input(body: RunCreate) -> Any:
-    """The run input for the app: a state update with `Message`s, `Resume()`, or None."""
+    """The run input for the app: a state update with `Message`s, `Resume()`, `Command`, or None."""
+    if body.command is not None:
+        if body.input is not None or body.resume:
+            raise ApiError(
+                422, "send command (an answer to an interrupt) alone, without input or resume"
+            )
+        return Command(resume=body.command.resume)
     if body.resume:
         if body.input is not None:
             raise ApiError(
@@ -192,4 +215,6 @@ def thread_json(
         out["values"] = jsonable(values)
         out["next"] = list(state.next)
         out["checkpoint_id"] = state.checkpoint_id
+        # The question an `interrupt()` waits on (answer it with `command: {"resume": ...}`).
+        out["interrupt"] = jsonable(state.metadata.get("interrupt"))
     return out

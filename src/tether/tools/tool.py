@@ -75,11 +75,15 @@ class Tool:
         isolation: `"thread"` (default): sync functions run in a worker thread, abandoned on a
             stop. `"process"`: the function runs in a child process that is killed on a stop; it
             must be defined at module level, and its arguments and result must be JSON.
+        requires_approval: An agent pauses its run before calling this tool, until a person
+            approves, rejects or edits the call (see `tether.agent.approval`).
 
     Raises:
         UserError: a parameter is `*args`/`**kwargs`, the isolation is unknown, or a process
             tool is not defined at module level.
     """
+
+    requires_approval: bool = False  # (subclasses that skip __init__, like MCP tools, get this)
 
     def __init__(
         self,
@@ -88,6 +92,7 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         isolation: Isolation = "thread",
+        requires_approval: bool = False,
     ) -> None:
         if not callable(fn):
             raise UserError(f"a tool wraps a function, not {fn!r}")
@@ -100,6 +105,9 @@ class Tool:
                 f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'; pass name=..."
             )
         self.isolation: Isolation = isolation
+        if not isinstance(requires_approval, bool):
+            raise UserError(f"requires_approval must be True or False, not {requires_approval!r}")
+        self.requires_approval = requires_approval
         summary, param_docs = _parse_docstring(inspect.getdoc(fn) or "")
         self.description = description if description is not None else summary
         self._signature = inspect.signature(fn)
@@ -246,6 +254,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     isolation: Isolation = "thread",
+    requires_approval: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -256,8 +265,11 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     isolation: Isolation = "thread",
+    requires_approval: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a `Tool` from a typed function: `@tool` or `@tool(name=..., isolation=...)`.
+
+    `@tool(requires_approval=True)` makes an agent ask a person before each call.
 
     Example:
         ```python
@@ -272,10 +284,22 @@ def tool(
         ```
     """
     if fn is not None:
-        return Tool(fn, name=name, description=description, isolation=isolation)
+        return Tool(
+            fn,
+            name=name,
+            description=description,
+            isolation=isolation,
+            requires_approval=requires_approval,
+        )
 
     def decorate(fn: Callable[..., Any]) -> Tool:
-        return Tool(fn, name=name, description=description, isolation=isolation)
+        return Tool(
+            fn,
+            name=name,
+            description=description,
+            isolation=isolation,
+            requires_approval=requires_approval,
+        )
 
     return decorate
 

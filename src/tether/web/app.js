@@ -521,6 +521,8 @@ function renderThread(thread) {
   const messages = thread.messages ?? [];
   ui.completeIds = new Set(messages.filter((m) => m.status === "complete").map((m) => m.id));
   const results = new Map(messages.filter((m) => m.role === "tool").map((m) => [m.tool_call_id, m]));
+  const approval = pendingApproval(thread);
+  const waiting = new Set((approval?.tool_calls ?? []).map((c) => c.id));
   let lastAssistant = null;
   for (const msg of messages) {
     if (msg.role === "system" || msg.role === "tool") continue;
@@ -529,7 +531,13 @@ function renderThread(thread) {
       lastAssistant = { el, msg };
       for (const call of msg.tool_calls ?? []) {
         const result = results.get(call.id);
-        const status = result ? (TOOL_STATUS[result.status] ?? "done") : "running";
+        const status = result
+          ? result.metadata?.rejected
+            ? "rejected"
+            : (TOOL_STATUS[result.status] ?? "done")
+          : waiting.has(call.id)
+            ? "awaiting approval"
+            : "running";
         placeTool(call.id, {
           name: call.name,
           arguments: call.arguments,
@@ -545,9 +553,50 @@ function renderThread(thread) {
   if (lastAssistant && lastAssistant.msg.status === "stopped" && !thread.active_run_id) {
     addContinue(lastAssistant.el);
   }
+  if (approval) els.messages.append(approvalCard(approval));
   els.empty.hidden = messages.length > 0;
   const note = ui.notes.get(thread.thread_id);
   if (note) els.messages.append(h("p", { class: "error-note", role: "alert", text: note }));
+}
+
+// A run paused for tool approval (`@tool(requires_approval=True)`): the thread's `interrupt`.
+function pendingApproval(thread) {
+  const value = thread.interrupt?.value;
+  if (thread.active_run_id || value?.type !== "tool_approval") return null;
+  return value;
+}
+
+function approvalCard(approval) {
+  const decide = (decision) => startRun({ command: { resume: decision } });
+  return h(
+    "section",
+    { class: "approval-card", role: "group", "aria-label": "Tool approval" },
+    h("p", { class: "approval-title", text: "The agent wants to run:" }),
+    ...approval.tool_calls.map((call) =>
+      h(
+        "div",
+        { class: "approval-call", "data-tool-call-id": call.id },
+        h("span", { class: "tool-name", text: call.name }),
+        h("pre", { class: "tool-args", text: JSON.stringify(call.arguments, null, 2) }),
+      ),
+    ),
+    h(
+      "div",
+      { class: "approval-actions" },
+      h("button", {
+        type: "button",
+        class: "btn approve-btn",
+        text: "Approve",
+        onclick: () => decide("approve"),
+      }),
+      h("button", {
+        type: "button",
+        class: "btn btn-ghost reject-btn",
+        text: "Reject",
+        onclick: () => decide("reject"),
+      }),
+    ),
+  );
 }
 
 function overlayLive() {

@@ -1,0 +1,121 @@
+"""Human-in-the-loop over HTTP: the pause in the run, the events and the thread; the resume body;
+a stop while waiting for approval."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from tests.core.test_transcript import assert_valid_openai_transcript
+from tether import Agent, InMemoryCheckpointer, Message, tool
+from tether.server import create_app
+from tether.testing import ScriptedModel, ToolCallStep
+
+pytestmark = pytest.mark.anyio
+WATCHDOG = 10
+HI = {"input": {"messages": [{"role": "user", "content": "email ada"}]}}
+
+
+def served() -> tuple[httpx.AsyncClient, list[str]]:
+    sent: list[str] = []
+
+    @tool(requires_approval=True)
+    def send_email(to: str) -> str:
+        """Send an email."""
+        sent.append(to)
+        return f"sent to {to}"
+
+    model = ScriptedModel(
+        [ToolCallStep("send_email", {"to": "ada"}, id="c1")], default_reply="Done."
+    )
+    agent = Agent(model, tools=[send_email], checkpointer=InMemoryCheckpointer(), name="mail")
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(create_app(agent)), base_url="http://tether"
+    )
+    return client, sent
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line.removeprefix("data:").strip())
+        for line in text.splitlines()
+        if line.startswith("data:")
+    ]
+
+
+async def test_the_pause_is_visible_in_the_stream_the_run_and_the_thread_and_a_resume_body_continues() -> (
+    None
+):
+    client, sent = served()
+    async with client:
+        with anyio.fail_after(WATCHDOG):
+            r = await client.post("/threads/t/runs/stream", json=HI)
+        final = sse_events(r.text)[-1]
+        assert final["type"] == "run_finished" and final["status"] == "interrupted"
+        question = final["interrupt"]["value"]
+        assert question["type"] == "tool_approval"
+        assert question["tool_calls"] == [
+            {"id": "c1", "name": "send_email", "arguments": {"to": "ada"}}
+        ]
+        run = (await client.get(f"/threads/t/runs/{final['run_id']}")).json()
+        assert run["status"] == "interrupted" and run["interrupt"] == final["interrupt"]
+        thread = (await client.get("/threads/t")).json()
+        assert thread["status"] == "interrupted"
+        assert thread["interrupt"]["id"] == final["interrupt"]["id"]
+        assert sent == []
+
+        r = await client.post("/threads/t/runs/wait", json={"command": {"resume": "nope"}})
+        assert r.status_code == 200 and r.json()["run"]["status"] == "failed"
+        assert (await client.get("/threads/t")).json()["status"] == "error"  # still paused:
+        assert (await client.get("/threads/t")).json()["interrupt"]["id"] == final["interrupt"][
+            "id"
+        ]
+        r = await client.post(
+            "/threads/t/runs/wait",
+            json={"command": {"resume": {"action": "edit", "arguments": {"to": "bob"}}}},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["run"]["status"] == "completed"
+        assert sent == ["bob"]
+        thread = (await client.get("/threads/t")).json()
+        assert thread["interrupt"] is None and thread["status"] == "idle"
+        assert thread["messages"][-1]["content"] == "Done."
+
+
+async def test_a_resume_body_with_input_too_is_refused_and_changes_nothing() -> None:
+    client, sent = served()
+    async with client:
+        await client.post("/threads/t/runs/wait", json=HI)
+        r = await client.post("/threads/t/runs/wait", json={**HI, "command": {"resume": "approve"}})
+        assert r.status_code == 422
+        assert "command" in r.json()["error"]["message"]
+        assert (await client.get("/threads/t")).json()["status"] == "interrupted"
+        assert sent == []
+
+
+async def test_a_stop_while_waiting_for_approval_cancels_it_and_the_thread_continues() -> None:
+    client, sent = served()
+    async with client:
+        r = await client.post("/threads/t/runs/wait", json=HI)
+        run_id = r.json()["run"]["run_id"]
+        r = await client.post("/threads/t/stop", params={"reason": "no"})
+        assert r.json()["stopped"] is True
+        run = (await client.get(f"/threads/t/runs/{run_id}")).json()
+        assert run["status"] == "cancelled" and run["stop_reason"] == "no"
+        thread = (await client.get("/threads/t")).json()
+        assert thread["interrupt"] is None
+        messages = [Message.model_validate(m) for m in thread["messages"]]
+        assert_valid_openai_transcript(messages)
+        assert messages[-1].status == "cancelled"
+        r = await client.post("/threads/t/stop")
+        assert r.json()["stopped"] is False
+        r = await client.post(
+            "/threads/t/runs/wait",
+            json={"input": {"messages": [{"role": "user", "content": "never mind"}]}},
+        )
+        assert r.json()["run"]["status"] == "completed"
+        assert sent == []
