@@ -56,7 +56,7 @@ def test_the_pairs_include_the_ones_users_reach_for() -> None:
 
 def forever_agent(**kwargs: Any) -> Agent:
     # Two replies that never end: a test may start a second run on the thread and stop it too.
-    model = ScriptedModel([stream_forever(), stream_forever()], default_reply="Next.")
+    model = ScriptedModel([stream_forever()], [stream_forever()], default_reply="Next.")
     return Agent(model, checkpointer=InMemoryCheckpointer(), **kwargs)
 
 
