@@ -74,7 +74,7 @@ from .failures import public_error
 from .handle import RunHandle
 from .ids import new_id
 from .messages import Message
-from .run import RunOptions, RunRecord
+from .run import RunOptions, RunRecord, check_strategy
 from .storage.base import Checkpoint, Checkpointer, ThreadInfo
 from .transcript import repair_transcript
 
@@ -257,12 +257,7 @@ class Engine:
 
         Cancellation: cancelling this call before it returns cancels nothing that started.
         """
-        strategy = options.multitask_strategy
-        if strategy not in ("reject", "interrupt", "rollback", "enqueue"):
-            raise UserError(
-                f"multitask_strategy {strategy!r} is not one of 'reject', 'interrupt', "
-                "'rollback', 'enqueue'"
-            )
+        strategy = check_strategy(options.multitask_strategy)
         await self.ensure_ready()
         record = RunRecord(
             run_id=run_id or new_id(),

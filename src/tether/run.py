@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import UserError
 from .events import RunStatus
 
-__all__ = ["MultitaskStrategy", "OnDisconnect", "RunOptions", "RunRecord"]
+__all__ = ["MultitaskStrategy", "OnDisconnect", "RunOptions", "RunRecord", "check_strategy"]
 
 MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+
+
+def check_strategy(strategy: str) -> MultitaskStrategy:
+    """Return `strategy` if it is a multitask strategy, else raise a `UserError` listing them."""
+    if strategy not in get_args(MultitaskStrategy):
+        raise UserError(
+            f"multitask_strategy {strategy!r} is not one of 'reject', 'interrupt', "
+            "'rollback', 'enqueue'"
+        )
+    return strategy  # type: ignore[return-value]  # narrowed by the membership test above
+
+
 OnDisconnect = Literal["cancel", "continue"]
 
 

@@ -37,7 +37,7 @@ from .coordination.redis import RedisRunRegistry
 from .errors import StorageError, TetherError, ThreadBusyError, UserError
 from .handle import RunHandle
 from .ids import new_id
-from .run import RunOptions, RunRecord
+from .run import RunOptions, RunRecord, check_strategy
 from .serde import decode_value, encode_value
 from .storage.run_queue import PostgresRunQueue, QueuedRun
 
@@ -46,7 +46,6 @@ __all__ = ["SHUTDOWN_GRACE", "Worker", "enqueue_run", "run_queue_of"]
 log = logging.getLogger("tether.worker")
 
 SHUTDOWN_GRACE = 5.0  # seconds a stopping worker waits for its stopped runs to save their output
-_STRATEGIES = ("reject", "interrupt", "rollback", "enqueue")
 
 
 def run_queue_of(app: App) -> PostgresRunQueue:
@@ -81,11 +80,7 @@ async def enqueue_run(
     may not have been queued.
     """
     queue = run_queue_of(app)
-    if multitask_strategy not in _STRATEGIES:
-        raise UserError(
-            f"multitask_strategy {multitask_strategy!r} is not one of 'reject', 'interrupt', "
-            "'rollback', 'enqueue'"
-        )
+    check_strategy(multitask_strategy)
     options = app._options(
         config,
         thread_id,
