@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio.from_thread
 
-__all__ = ["RunLoop"]
+__all__ = ["RunLoop", "in_event_loop"]
 
 
 class RunLoop:
@@ -99,3 +99,12 @@ class RunLoop:
             if loop is None or loop.is_closed() or not loop.is_running():
                 return
             raise
+
+
+def in_event_loop() -> bool:
+    """Whether the calling thread runs an event loop (where a blocking wait would freeze it)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

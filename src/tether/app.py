@@ -7,13 +7,13 @@ runs started through the async API execute on the caller's loop. `stop()` works 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import _portal
+from ._loop import in_event_loop
 from .coordination.base import RunRegistry, StopResult
 from .engine import Engine, Program
 from .errors import CheckpointConflictError, NotFoundError, ThreadBusyError, UserError
@@ -493,7 +493,7 @@ class App:
         wait: bool = True,
     ) -> bool:
         """Sync `astop`, safe from any thread. Inside a running event loop it does not wait."""
-        if _in_event_loop():
+        if in_event_loop():
             wait = False
         return self._sync(
             lambda: self.astop(
@@ -560,7 +560,7 @@ class App:
         wait: bool = True,
     ) -> bool:
         """Sync `acancel_run`; safe from any thread. Inside a running event loop it does not wait."""
-        if _in_event_loop():
+        if in_event_loop():
             wait = False
         return self._sync(
             lambda: self.acancel_run(
@@ -758,11 +758,3 @@ def _stop_request(
         raise TypeError(f"grace must be a number of seconds or None, not {grace!r}")
     req = StopRequest(mode=check_mode(mode), reason=reason, grace=grace, requested_by=requested_by)
     return req, run_id, thread_id
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

@@ -12,7 +12,6 @@ stop with `requested_by="disconnect"`, unless it was opened with `on_disconnect=
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
@@ -22,6 +21,7 @@ from typing import Any, Protocol, Self, TypeVar
 import anyio
 
 from . import _portal
+from ._loop import in_event_loop
 from .events import Event, MessageDeltaEvent, RunFinished, RunStatus
 from .run import OnDisconnect, RunRecord
 from .stop import StopRequest, StopToken
@@ -182,7 +182,7 @@ class RunHandle:
         stopped = self.request_stop(
             mode=mode, reason=reason, grace=grace, requested_by=requested_by
         )
-        if stopped and wait and not _in_event_loop():
+        if stopped and wait and not in_event_loop():
             self._done.wait()
         return stopped
 
@@ -224,14 +224,6 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id} thread={self.thread_id} status={self.status}>"
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 class AbandonableStream:
