@@ -396,16 +396,16 @@ def worker(
 async def _work(pool: Worker) -> None:
     """Run the worker until SIGINT or SIGTERM, then stop its runs and close its clients."""
     try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(pool.run)
-            console.print(
-                f"[bold green]✓ ready[/] worker for [bold]{', '.join(pool.apps) or 'default'}[/] "
-                f"(pid {os.getpid()}, {pool.concurrency} at once)"
-            )
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tg:
+                await tg.start(pool.run)
+                console.print(
+                    f"[bold green]✓ ready[/] worker for [bold]{', '.join(pool.apps) or 'default'}"
+                    f"[/] (pid {os.getpid()}, {pool.concurrency} at once)"
+                )
                 async for _ in signals:
                     break
-            tg.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             for app in pool.apps.values():

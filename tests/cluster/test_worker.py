@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,14 +69,23 @@ def api(env: dict[str, str]) -> Iterator[Server]:
 
 @contextmanager
 def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """A `tether worker` process; stopped with SIGTERM (its exit code is left to the test)."""
+    """A `tether worker` process, yielded once it printed that it is ready (its signal handlers
+    are installed then); stopped with SIGTERM (its exit code is left to the test)."""
     proc = subprocess.Popen(
         [TETHER, "worker", "tests/cluster/_queued.py:agent", "--concurrency", "4"],
         cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
+        env={**os.environ, **env, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
     )
     try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if b"ready" in line:
+                break
+        else:
+            pytest.fail(f"the worker exited before it was ready (code {proc.wait()})")
+        # Drain the rest so the worker never blocks on a full pipe.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
