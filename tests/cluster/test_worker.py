@@ -77,15 +77,16 @@ def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         env={**os.environ, **env, "COLUMNS": "200"},
         stdout=subprocess.PIPE,
     )
+    assert proc.stdout is not None
+    # Drain what follows "ready" so the worker never blocks on a full pipe.
+    drain = threading.Thread(target=proc.stdout.read, daemon=True)
     try:
-        assert proc.stdout is not None
         for line in proc.stdout:
             if b"ready" in line:
                 break
         else:
             pytest.fail(f"the worker exited before it was ready (code {proc.wait()})")
-        # Drain the rest so the worker never blocks on a full pipe.
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        drain.start()
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -94,6 +95,9 @@ def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if drain.is_alive():
+            drain.join()
+        proc.stdout.close()
 
 
 async def enqueue(c: httpx.AsyncClient, api: Server, thread: str, text: str) -> str:
