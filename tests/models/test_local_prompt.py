@@ -138,3 +138,27 @@ def test_parser_without_a_call_branch_passes_call_like_text_through() -> None:
     parser = ToolCallParser(calls=False)
     assert parser.feed(CALL_OPEN) == [TextDelta(CALL_OPEN)]
     assert not parser.is_call
+
+
+def test_grammar_bounds_free_form_string_arguments_so_every_call_closes() -> None:
+    pytest.importorskip("llama_cpp")
+    from tether.models.local_prompt import STRING_LIMIT, _bounded, answer_grammar
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "query": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "mode": {"type": "string", "enum": ["a", "b"]},
+            "code": {"type": "string", "maxLength": 3},
+        },
+    }
+    props = _bounded(schema)["properties"]
+    assert props["query"]["maxLength"] == STRING_LIMIT
+    assert props["tags"]["items"]["maxLength"] == STRING_LIMIT
+    assert "maxLength" not in props["mode"] and props["code"]["maxLength"] == 3
+    assert "maxLength" not in schema["properties"]["query"]  # the tool's own schema is untouched
+    grammar = answer_grammar([SEARCH], "required", None)
+    assert grammar is not None
+    query = next(line for line in grammar.splitlines() if "query ::=" in line)
+    assert query.count("char") == STRING_LIMIT  # at most STRING_LIMIT characters, then the quote

@@ -15,7 +15,9 @@ Grammar. With tools, generation is constrained by a llama.cpp GBNF grammar built
 JSON schemas: a call is `<tool_call>`, a JSON object whose `name` is one of the tools and whose
 `arguments` fit that tool's schema, then `</tool_call>`. `tool_choice="auto"` also allows a plain
 text answer (any text that does not start with `<`), so the model chooses between the two with its
-first token; `"required"` (or a tool's name) allows only a call. One call per answer.
+first token; `"required"` (or a tool's name) allows only a call. One call per answer. A string
+argument whose schema sets no `maxLength` is bounded to `STRING_LIMIT` (100) characters, so that a
+small model that loops inside a string still closes its call.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def answer_grammar(
         variants = [
             {
                 "type": "object",
-                "properties": {"name": {"const": t.name}, "arguments": t.parameters},
+                "properties": {"name": {"const": t.name}, "arguments": _bounded(t.parameters)},
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
             }
@@ -136,6 +138,26 @@ def answer_grammar(
         rules.append("tether-text ::= [^<] [^\\x00]*")
         branches.append("tether-text")
     return "\n".join([f"root ::= {' | '.join(branches)}", *rules])
+
+
+STRING_LIMIT = 100
+"""The most characters a tool-call string argument may have when its schema sets no `maxLength`.
+
+Greedy decoding of a small model can loop inside a string ("query.query.query…"); a bound makes
+every call close, so a call is never lost to `max_tokens`."""
+
+
+def _bounded(schema: Any) -> Any:
+    """`schema` with `maxLength: STRING_LIMIT` on every free-form string it holds."""
+    if isinstance(schema, list):
+        return [_bounded(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {key: _bounded(value) for key, value in schema.items()}
+    free = not {"maxLength", "enum", "const", "pattern", "format"} & out.keys()
+    if out.get("type") == "string" and free:
+        out["maxLength"] = STRING_LIMIT
+    return out
 
 
 def _schema_rules(schema: Mapping[str, Any], name: str, order: list[str]) -> str:
