@@ -4,8 +4,9 @@ Each operation of tether's public API is written once, async (`astart`, `astream
 Its sync twin (`start`, `stream`, `stop`, …) is made from it here, never written by hand:
 
 - it has the async method's parameters: the `ParamSpec` makes mypy check a call to the twin as it
-  checks a call to the async method, and `functools.wraps` makes `inspect.signature` (and so
-  `help()` and the test of every pair, `tests/core/test_api_faces.py`) show the same signature;
+  checks a call to the async method, and `functools.update_wrapper` makes `inspect.signature`
+  (and so `help()` and the test of every pair, `tests/core/test_api_faces.py`) show the same
+  parameters;
 - its docstring is the async method's, under one line that says how the twin runs it;
 - it looks the async method up by name on the instance when called, so a subclass that overrides
   `astart` gets a `start` that runs its override. A subclass that narrows the return type of its
@@ -17,7 +18,8 @@ Two kinds of twin, written in the class body after the async method:
 
 - `start = SyncTwin(astart)`, for a coroutine method: the twin runs `await self.astart(...)` on
   tether's background loop (`_portal`) and returns its result (or raises its error), from any
-  thread but that loop's own. A sync call cannot be cancelled: it returns when the coroutine does.
+  thread but that loop's own (there it raises `UserError`: use the async method). A sync call
+  cannot be cancelled: it returns when the coroutine does.
 - `stream = SyncStreamTwin(astream, SyncRunStream)`, for a method that returns an async stream
   object at once: the twin calls it in the caller's thread and wraps the stream for sync iteration;
   each `next()` then runs on the background loop.
