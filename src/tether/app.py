@@ -1,33 +1,35 @@
 """`App`: the run API that graphs, agents and flows share.
 
-Every method is written once, async; the sync twin (`stream`, `invoke`, `stop`, …) runs it on
-tether's background loop (`_portal.py`). Runs started through the sync API execute on that loop;
-runs started through the async API execute on the caller's loop. `stop()` works from any thread.
+Every method is written once, async; its sync twin (`stream`, `invoke`, `stop`, …) is generated
+from it (`_twin.py`) and runs it on tether's background loop (`_portal.py`). Runs started through
+the sync API execute on that loop; runs started through the async API execute on the caller's
+loop. `stop()` works from any thread.
+
+The calls that start a run take one shared bundle of keyword options, `StartOptions` (and
+`StreamOptions` for the streaming ones, in `run.py`), resolved once into a `RunOptions`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Unpack
 
 from . import _portal
-from ._loop import in_event_loop
+from ._twin import SyncStreamTwin, SyncTwin
 from .coordination.base import RunRegistry, StopResult
 from .engine import Engine, Program
 from .errors import CheckpointConflictError, NotFoundError, ThreadBusyError, UserError
 from .events import Event
 from .handle import RunHandle, RunStream, SyncRunStream
 from .ids import new_id
-from .run import RunOptions, RunRecord
+from .run import RunOptions, RunRecord, StartOptions, StreamOptions, thread_id_of
 from .stop import StopRequest, check_mode
 from .storage.base import Checkpoint, Checkpointer, ThreadInfo
 from .transcript import repair_transcript
 
 __all__ = ["App", "RunOptions", "StateSnapshot"]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,18 +46,6 @@ class StateSnapshot:
     source: str | None = None
     created_at: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _thread_id_of(config: Mapping[str, Any] | None) -> str | None:
-    if not config:
-        return None
-    nested = config.get("configurable")
-    value = config.get("thread_id") or (
-        nested.get("thread_id") if isinstance(nested, Mapping) else None
-    )
-    if value is not None and not isinstance(value, str):
-        raise UserError(f"thread_id must be a string, not {value!r}")
-    return value
 
 
 class App:
@@ -81,10 +71,9 @@ class App:
         self.registry = registry
         self.engine = Engine(checkpointer=checkpointer, registry=self.registry, app_name=name)
 
-    def _sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run an async method on the sync API's background loop."""
+    def _use_portal(self) -> None:
+        """Before a sync twin uses tether's background loop: close the storage there at exit."""
         _portal.close_at_exit(self.checkpointer, self.checkpointer.aclose)
-        return _portal.call(fn, *args)
 
     # subclasses
     def _program(self, input: Any, options: RunOptions) -> Program:
@@ -98,45 +87,6 @@ class App:
         return {**values, **update}
 
     # starting runs
-    def _options(
-        self,
-        config: Mapping[str, Any] | None,
-        thread_id: str | None,
-        multitask_strategy: str,
-        on_disconnect: str,
-        checkpoint_id: str | None,
-        metadata: Mapping[str, Any] | None,
-        thread_metadata: Mapping[str, Any] | None = None,
-    ) -> RunOptions:
-        if config is not None and not isinstance(config, Mapping):
-            raise UserError(
-                f"config must be a mapping such as {{'thread_id': ...}}, not {config!r}"
-            )
-        for name, value in (("metadata", metadata), ("thread_metadata", thread_metadata)):
-            if value is not None and not isinstance(value, Mapping):
-                raise TypeError(f"{name} must be a mapping, not {value!r}")
-        if checkpoint_id is not None and not isinstance(checkpoint_id, str):
-            raise TypeError(f"checkpoint_id must be a string, not {checkpoint_id!r}")
-        if not isinstance(multitask_strategy, str):
-            raise TypeError(f"multitask_strategy must be a string, not {multitask_strategy!r}")
-        if on_disconnect not in ("cancel", "continue"):
-            raise UserError(f"on_disconnect {on_disconnect!r} is not 'cancel' or 'continue'")
-        cfg = dict(config or {})
-        tid = thread_id if thread_id is not None else _thread_id_of(cfg)
-        if tid is not None and (not isinstance(tid, str) or not tid or len(tid) > 200):
-            raise UserError(
-                f"thread_id must be a non-empty string of at most 200 characters, not {tid!r}"
-            )
-        return RunOptions(
-            thread_id=tid,
-            config=cfg,
-            multitask_strategy=multitask_strategy,  # type: ignore[arg-type]  # checked by Engine.start
-            on_disconnect=on_disconnect,  # type: ignore[arg-type]  # checked above
-            checkpoint_id=checkpoint_id or cfg.get("checkpoint_id"),
-            metadata=dict(metadata or {}),
-            thread_metadata=dict(thread_metadata or {}),
-        )
-
     async def _start(self, input: Any, options: RunOptions) -> RunHandle:
         return await self.engine.start(self._program(input, options), options)
 
@@ -144,137 +94,63 @@ class App:
         self,
         input: Any = None,
         config: Mapping[str, Any] | None = None,
-        *,
-        thread_id: str | None = None,
-        multitask_strategy: str = "reject",
-        checkpoint_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        thread_metadata: Mapping[str, Any] | None = None,
+        **options: Unpack[StartOptions],
     ) -> RunHandle:
         """Start a run in the background and return its handle at once.
 
-        `input=None` continues the thread from its last checkpoint. Raises `ThreadBusyError` when
-        the thread is busy and `multitask_strategy="reject"`. Cancelling this call before it returns
-        cancels nothing that started.
-        """
-        options = self._options(
-            config,
-            thread_id,
-            multitask_strategy,
-            "continue",
-            checkpoint_id,
-            metadata,
-            thread_metadata,
-        )
-        return await self._start(input, options)
+        Args:
+            input: The run's input; `None` continues the thread from its last checkpoint.
+            config: A config mapping, e.g. `{"thread_id": ..., "recursion_limit": ...}`.
+            **options: `thread_id`, `multitask_strategy`, `checkpoint_id`, `metadata`,
+                `thread_metadata` (see `StartOptions`).
 
-    def start(
-        self,
-        input: Any = None,
-        config: Mapping[str, Any] | None = None,
-        *,
-        thread_id: str | None = None,
-        multitask_strategy: str = "reject",
-        checkpoint_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        thread_metadata: Mapping[str, Any] | None = None,
-    ) -> RunHandle:
-        """Sync `astart`: the run executes on tether's background loop."""
-        options = self._options(
-            config,
-            thread_id,
-            multitask_strategy,
-            "continue",
-            checkpoint_id,
-            metadata,
-            thread_metadata,
+        Raises:
+            ThreadBusyError: the thread is busy and `multitask_strategy="reject"`.
+            TypeError, UserError: an unknown keyword, or a bad argument (naming it).
+
+        Cancelling this call before it returns cancels nothing that started.
+        """
+        return await self._start(
+            input, RunOptions.resolve("astart", config, options, on_disconnect="continue")
         )
-        return self._sync(self._start, input, options)
+
+    start = SyncTwin(astart)
 
     def astream(
         self,
         input: Any = None,
         config: Mapping[str, Any] | None = None,
-        *,
-        thread_id: str | None = None,
-        multitask_strategy: str = "reject",
-        on_disconnect: str = "cancel",
-        checkpoint_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        thread_metadata: Mapping[str, Any] | None = None,
+        **options: Unpack[StreamOptions],
     ) -> RunStream:
         """Start a run and iterate its typed events; the last is `run_finished`.
 
-        The run starts on the first iteration. If the consumer stops iterating early (closes the
-        stream, drops it, or is cancelled), the run is stopped with `requested_by="disconnect"`
-        unless `on_disconnect="continue"`.
+        Takes the arguments of `astart`, and `on_disconnect` (see `StreamOptions`). The run starts
+        on the first iteration. If the consumer stops iterating early (closes the stream, drops
+        it, or is cancelled), the run is stopped with `requested_by="disconnect"` unless
+        `on_disconnect="continue"`. Bad arguments raise here, before any iteration.
         """
-        options = self._options(
-            config,
-            thread_id,
-            multitask_strategy,
-            on_disconnect,
-            checkpoint_id,
-            metadata,
-            thread_metadata,
-        )
+        resolved = RunOptions.resolve("astream", config, options, on_disconnect=None)
         return RunStream(
-            start=lambda: self._start(input, options),
-            on_disconnect=options.on_disconnect,
+            start=lambda: self._start(input, resolved),
+            on_disconnect=resolved.on_disconnect,
         )
 
-    def stream(
-        self,
-        input: Any = None,
-        config: Mapping[str, Any] | None = None,
-        *,
-        thread_id: str | None = None,
-        multitask_strategy: str = "reject",
-        on_disconnect: str = "cancel",
-        checkpoint_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        thread_metadata: Mapping[str, Any] | None = None,
-    ) -> SyncRunStream[Event]:
-        """Sync `astream`: iterate from any thread; stop it from any other with `stop()`."""
-        stream = self.astream(
-            input,
-            config,
-            thread_id=thread_id,
-            multitask_strategy=multitask_strategy,
-            on_disconnect=on_disconnect,
-            checkpoint_id=checkpoint_id,
-            metadata=metadata,
-            thread_metadata=thread_metadata,
-        )
-        _portal.close_at_exit(self.checkpointer, self.checkpointer.aclose)
-        return SyncRunStream(stream)
+    stream = SyncStreamTwin(astream, SyncRunStream[Event])
 
     async def ainvoke(
         self,
         input: Any = None,
         config: Mapping[str, Any] | None = None,
-        *,
-        thread_id: str | None = None,
-        multitask_strategy: str = "reject",
-        checkpoint_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        thread_metadata: Mapping[str, Any] | None = None,
+        **options: Unpack[StartOptions],
     ) -> dict[str, Any]:
-        """Run to the end and return the final state values.
+        """Run to the end and return the final state values. Takes the arguments of `astart`.
 
         Raises `RunCancelledError` if the run was stopped, `RunFailedError` if user code raised.
         If this call is cancelled, the run is stopped (`requested_by="disconnect"`).
         """
-        options = self._options(
-            config,
-            thread_id,
-            multitask_strategy,
-            "cancel",
-            checkpoint_id,
-            metadata,
-            thread_metadata,
+        handle = await self._start(
+            input, RunOptions.resolve("ainvoke", config, options, on_disconnect="cancel")
         )
-        handle = await self._start(input, options)
         try:
             return await handle.result()
         except BaseException:
@@ -282,29 +158,7 @@ class App:
                 handle.request_stop(requested_by="disconnect", reason="the caller was cancelled")
             raise
 
-    def invoke(
-        self,
-        input: Any = None,
-        config: Mapping[str, Any] | None = None,
-        *,
-        thread_id: str | None = None,
-        multitask_strategy: str = "reject",
-        checkpoint_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        thread_metadata: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Sync `ainvoke`."""
-        return self._sync(
-            lambda: self.ainvoke(
-                input,
-                config,
-                thread_id=thread_id,
-                multitask_strategy=multitask_strategy,
-                checkpoint_id=checkpoint_id,
-                metadata=metadata,
-                thread_metadata=thread_metadata,
-            )
-        )
+    invoke = SyncTwin(ainvoke)
 
     def ajoin(self, run_id: str, *, after_seq: int = -1) -> RunStream:
         """Re-join a run's event stream after `after_seq`: live if it is active here, else from
@@ -333,11 +187,7 @@ class App:
 
         return RunStream(join=find, after_seq=after_seq, on_disconnect="continue")
 
-    def join(self, run_id: str, *, after_seq: int = -1) -> SyncRunStream[Event]:
-        """Sync `ajoin`: iterate a run's events from any thread; closing it never stops the run."""
-        stream = self.ajoin(run_id, after_seq=after_seq)
-        _portal.close_at_exit(self.checkpointer, self.checkpointer.aclose)
-        return SyncRunStream(stream)
+    join = SyncStreamTwin(ajoin, SyncRunStream[Event])
 
     # stopping runs
     async def arequest_stop(
@@ -479,34 +329,7 @@ class App:
         )
         return result.accepted
 
-    def stop(
-        self,
-        config: Mapping[str, Any] | None = None,
-        /,
-        *,
-        thread_id: str | None = None,
-        run_id: str | None = None,
-        mode: str = "now",
-        reason: str | None = None,
-        grace: float | None = None,
-        requested_by: str = "user",
-        wait: bool = True,
-    ) -> bool:
-        """Sync `astop`, safe from any thread. Inside a running event loop it does not wait."""
-        if in_event_loop():
-            wait = False
-        return self._sync(
-            lambda: self.astop(
-                config,
-                thread_id=thread_id,
-                run_id=run_id,
-                mode=mode,
-                reason=reason,
-                grace=grace,
-                requested_by=requested_by,
-                wait=wait,
-            )
-        )
+    stop = SyncTwin(astop, in_a_loop={"wait": False})
 
     async def acancel_run(
         self,
@@ -546,34 +369,7 @@ class App:
             wait=wait,
         )
 
-    def cancel_run(
-        self,
-        run: str | Mapping[str, Any] | None = None,
-        /,
-        *,
-        thread_id: str | None = None,
-        run_id: str | None = None,
-        mode: str = "now",
-        reason: str | None = None,
-        grace: float | None = None,
-        requested_by: str = "user",
-        wait: bool = True,
-    ) -> bool:
-        """Sync `acancel_run`; safe from any thread. Inside a running event loop it does not wait."""
-        if in_event_loop():
-            wait = False
-        return self._sync(
-            lambda: self.acancel_run(
-                run,
-                thread_id=thread_id,
-                run_id=run_id,
-                mode=mode,
-                reason=reason,
-                grace=grace,
-                requested_by=requested_by,
-                wait=wait,
-            )
-        )
+    cancel_run = SyncTwin(acancel_run, in_a_loop={"wait": False})
 
     # inspecting
     async def aget_state(
@@ -589,9 +385,7 @@ class App:
             return StateSnapshot(thread_id=thread_id, values=self._empty_values())
         return _snapshot(cp)
 
-    def get_state(self, thread_id: str, *, checkpoint_id: str | None = None) -> StateSnapshot:
-        """Sync `aget_state`."""
-        return self._sync(lambda: self.aget_state(thread_id, checkpoint_id=checkpoint_id))
+    get_state = SyncTwin(aget_state)
 
     async def aget_state_history(
         self, thread_id: str, *, limit: int | None = None
@@ -603,9 +397,7 @@ class App:
             _snapshot(cp) for cp in await self.checkpointer.list_checkpoints(thread_id, limit=limit)
         ]
 
-    def get_state_history(self, thread_id: str, *, limit: int | None = None) -> list[StateSnapshot]:
-        """Sync `aget_state_history`."""
-        return self._sync(lambda: self.aget_state_history(thread_id, limit=limit))
+    get_state_history = SyncTwin(aget_state_history)
 
     async def aget_run(self, run_id: str) -> RunRecord | None:
         """The run record (live when the run is active here), or None."""
@@ -616,9 +408,7 @@ class App:
         await self.engine.ensure_ready()
         return await self.checkpointer.get_run(run_id)
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        """Sync `aget_run`."""
-        return self._sync(lambda: self.aget_run(run_id))
+    get_run = SyncTwin(aget_run)
 
     async def alist_runs(self, thread_id: str, *, limit: int = 100) -> list[RunRecord]:
         """The thread's runs, newest first."""
@@ -627,9 +417,7 @@ class App:
         runs = await self.checkpointer.list_runs(thread_id, limit=limit)
         return [_live(self.registry, r) for r in runs]
 
-    def list_runs(self, thread_id: str, *, limit: int = 100) -> list[RunRecord]:
-        """Sync `alist_runs`."""
-        return self._sync(lambda: self.alist_runs(thread_id, limit=limit))
+    list_runs = SyncTwin(alist_runs)
 
     # threads
     async def alist_threads(
@@ -644,11 +432,7 @@ class App:
             metadata=dict(metadata) if metadata else None, limit=limit
         )
 
-    def list_threads(
-        self, *, metadata: Mapping[str, Any] | None = None, limit: int = 100
-    ) -> list[ThreadInfo]:
-        """Sync `alist_threads`."""
-        return self._sync(lambda: self.alist_threads(metadata=metadata, limit=limit))
+    list_threads = SyncTwin(alist_threads)
 
     async def adelete_thread(self, thread_id: str) -> bool:
         """Stop the thread's active run (waiting for it), then delete the thread with its
@@ -661,9 +445,7 @@ class App:
         await self.engine.ensure_ready()
         return await self.checkpointer.delete_thread(thread_id)
 
-    def delete_thread(self, thread_id: str) -> bool:
-        """Sync `adelete_thread`."""
-        return self._sync(lambda: self.adelete_thread(thread_id))
+    delete_thread = SyncTwin(adelete_thread)
 
     async def aupdate_state(self, thread_id: str, values: Mapping[str, Any]) -> StateSnapshot:
         """Write `values` into the thread's state as a new checkpoint (source `"update"`), the way
@@ -697,9 +479,7 @@ class App:
         await self.checkpointer.commit(checkpoint=cp)
         return _snapshot(cp)
 
-    def update_state(self, thread_id: str, values: Mapping[str, Any]) -> StateSnapshot:
-        """Sync `aupdate_state`."""
-        return self._sync(lambda: self.aupdate_state(thread_id, values))
+    update_state = SyncTwin(aupdate_state)
 
 
 def _check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
@@ -746,7 +526,7 @@ def _stop_request(
             f"stop() takes a config mapping such as {{'thread_id': ...}} as its positional "
             f"argument, not {config!r}; pass ids by keyword: stop(thread_id=...) or stop(run_id=...)"
         )
-    thread_id = thread_id or _thread_id_of(config)
+    thread_id = thread_id or thread_id_of(config)
     if run_id is None and config:
         run_id = config.get("run_id")
     for name, value in (("thread_id", thread_id), ("run_id", run_id), ("reason", reason)):

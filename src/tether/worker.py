@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -37,7 +37,7 @@ from .coordination.redis import RedisRunRegistry
 from .errors import StorageError, TetherError, ThreadBusyError, UserError
 from .handle import RunHandle
 from .ids import new_id
-from .run import RunOptions, RunRecord, check_strategy
+from .run import RunOptions, RunRecord, StartOptions
 from .serde import decode_value, encode_value
 from .storage.run_queue import PostgresRunQueue, QueuedRun
 
@@ -64,42 +64,28 @@ async def enqueue_run(
     app: App,
     input: Any = None,
     config: Mapping[str, Any] | None = None,
-    *,
-    thread_id: str | None = None,
-    multitask_strategy: str = "reject",
-    checkpoint_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    thread_metadata: Mapping[str, Any] | None = None,
+    **options: Unpack[StartOptions],
 ) -> RunRecord:
     """Queue a background run of `app` for a `tether worker`; returns its `pending` record.
 
-    The arguments are those of `App.astart`. The run can be read, joined and stopped at once from
+    The arguments are those of `App.astart` (see `StartOptions`). The run can be read, joined and stopped at once from
     any process (`app.aget_run`, `app.ajoin`, `app.astop`). Raises `UserError` for bad arguments,
     an input that cannot be stored as JSON, or an app without a run queue; `StorageError` when
     the database fails (nothing stays queued then). Cancelled before it returns, the run may or
     may not have been queued.
     """
     queue = run_queue_of(app)
-    check_strategy(multitask_strategy)
-    options = app._options(
-        config,
-        thread_id,
-        multitask_strategy,
-        "continue",
-        checkpoint_id,
-        metadata,
-        thread_metadata,
-    )
-    options = dataclasses.replace(options, thread_id=options.thread_id or new_id())
-    payload = {"input": _encode_input(input), "options": _encode_options(options)}
+    resolved = RunOptions.resolve("enqueue_run", config, options, on_disconnect="continue")
+    resolved = dataclasses.replace(resolved, thread_id=resolved.thread_id or new_id())
+    payload = {"input": _encode_input(input), "options": _encode_options(resolved)}
     await app.engine.ensure_ready()
-    assert options.thread_id is not None
+    assert resolved.thread_id is not None
     record = RunRecord(
         run_id=new_id(),
-        thread_id=options.thread_id,
+        thread_id=resolved.thread_id,
         app=app.name,
-        multitask_strategy=options.multitask_strategy,
-        metadata=options.metadata,
+        multitask_strategy=resolved.multitask_strategy,
+        metadata=resolved.metadata,
     )
     await app.checkpointer.commit(run=record.model_copy())  # readable and joinable everywhere
     try:

@@ -3,8 +3,10 @@ seeds' own calls, and clear errors for wrong arguments."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Unpack, get_args, get_origin
 
 import anyio
 import pytest
@@ -23,7 +25,9 @@ from tether import (
     tool,
 )
 from tether.flow import Flow
+from tether.run import RunOptions, StartOptions, StreamOptions
 from tether.testing import ScriptedModel, stream_forever
+from tether.worker import enqueue_run
 
 WATCHDOG = 10.0
 
@@ -44,6 +48,112 @@ def test_every_sync_async_pair_has_the_same_parameters(cls: type) -> None:
         assert shape == [(p.name, p.kind, p.default) for p in sync_params], (
             f"{cls.__name__}.{async_name} and .{sync_name} differ"
         )
+
+
+# Pairs that are not twins: `send` only reaches a run in this process, and never blocks (it is safe
+# inside a handler on the run's own loop); `asend` also reaches other processes.
+NOT_TWINS = {(Flow, "asend", "send")}
+
+
+@pytest.mark.parametrize("cls", [App, CompiledGraph, Agent, Flow])
+def test_every_sync_face_is_generated_from_its_async_twin(cls: type) -> None:
+    for async_name, sync_name in _pairs(cls):
+        if (cls, async_name, sync_name) in NOT_TWINS:
+            continue
+        sync = getattr(cls, sync_name)
+        assert inspect.unwrap(sync) is getattr(cls, async_name), (
+            f"{cls.__name__}.{sync_name} is not generated from .{async_name} (tether._twin)"
+        )
+        assert sync.__name__ == sync_name
+        assert f"`{async_name}`" in (sync.__doc__ or "")
+
+
+def _keywords(face: Callable[..., Any]) -> set[str]:
+    """The names a face takes: its own parameters, and the keys of the keyword bundle it unpacks
+    (`**options: Unpack[StartOptions]`)."""
+    names: set[str] = set()
+    for param in inspect.signature(face, eval_str=True).parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            assert get_origin(param.annotation) is Unpack, f"{face.__qualname__}: **{param.name}"
+            (bundle,) = get_args(param.annotation)
+            names |= bundle.__required_keys__ | bundle.__optional_keys__
+        elif param.kind is not param.VAR_POSITIONAL:
+            names.add(param.name)
+    return names - {"self"}
+
+
+# Every face that starts a run, with the names it takes besides astart's options: its input, and
+# its own flags. A keyword added to `App.astart` alone (instead of to `StartOptions`), or to one of
+# these alone, makes the test below fail.
+RUN_FACES: list[tuple[Callable[..., Any], set[str]]] = [
+    (App.start, {"input"}),
+    (App.ainvoke, {"input"}),
+    (App.invoke, {"input"}),
+    (App.astream, {"input", "on_disconnect"}),
+    (App.stream, {"input", "on_disconnect"}),
+    (Agent.arun, {"input", "stream", "on_disconnect"}),
+    (Agent.run, {"input", "stream", "on_disconnect"}),
+    (Agent.ainvoke_output, {"input"}),
+    (Agent.invoke_output, {"input"}),
+    (Flow.astart, {"input"}),
+    (Flow.start, {"input"}),
+    (Flow.aget_runtime_stream, {"initial_value", "timeout", "detached"}),
+    (Flow.get_runtime_stream, {"initial_value", "timeout", "detached"}),
+    (enqueue_run, {"app", "input"}),
+]
+
+
+@pytest.mark.parametrize(("face", "own"), RUN_FACES, ids=lambda f: getattr(f, "__qualname__", ""))
+def test_every_face_that_starts_a_run_takes_exactly_astarts_options(
+    face: Callable[..., Any], own: set[str]
+) -> None:
+    options = _keywords(App.astart) - {"input"}
+    assert options == {"config"} | StartOptions.__optional_keys__
+    assert _keywords(face) == options | own
+
+
+def test_every_option_of_the_bundle_reaches_the_runs_options() -> None:
+    given: dict[str, Any] = {
+        "thread_id": "t",
+        "multitask_strategy": "enqueue",
+        "on_disconnect": "continue",
+        "checkpoint_id": "c1",
+        "metadata": {"a": 1},
+        "thread_metadata": {"b": 2},
+    }
+    assert set(given) == StreamOptions.__optional_keys__  # the test lists every option
+    assert {f.name for f in dataclasses.fields(RunOptions)} == set(given) | {"config"}
+    resolved = RunOptions.resolve("astream", {"recursion_limit": 3}, given, on_disconnect=None)
+    assert {name: getattr(resolved, name) for name in given} == given
+    assert resolved.config == {"recursion_limit": 3}
+
+
+def test_an_unknown_option_is_a_type_error_on_every_face() -> None:
+    app = counter_app()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'thred_id'"):
+        app.start({}, thred_id="t")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'thred_id'"):
+        app.stream({}, thred_id="t")  # type: ignore[call-arg]
+    with pytest.raises(
+        TypeError, match=r"ainvoke\(\) got an unexpected keyword argument 'on_disconnect'"
+    ):
+        app.invoke({}, on_disconnect="continue")  # type: ignore[call-arg]
+    with pytest.raises(UserError, match="on_disconnect 'later'"):
+        app.stream({}, on_disconnect="later")
+    assert app.list_threads() == []  # nothing started
+
+
+def test_the_sync_faces_pass_every_option_through() -> None:
+    app = counter_app()
+    handle = app.start({}, thread_id="s", metadata={"k": 1}, thread_metadata={"owner": "ann"})
+    assert handle._done.wait(WATCHDOG)
+    events = list(app.stream({}, {"thread_id": "s"}, on_disconnect="continue", metadata={"k": 2}))
+    assert events[-1].type == "run_finished"
+    assert [t.thread_id for t in app.list_threads(metadata={"owner": "ann"})] == ["s"]
+    assert [r.metadata for r in app.list_runs("s")] == [{"k": 2}, {"k": 1}]
+    assert app.get_state("s").values == {"n": 2}
+    first = app.get_state_history("s")[-1].checkpoint_id  # before the first run's step
+    assert app.invoke({}, thread_id="s", checkpoint_id=first) == {"n": 1}  # forked from it
 
 
 def test_the_pairs_include_the_ones_users_reach_for() -> None:

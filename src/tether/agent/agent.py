@@ -23,13 +23,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 import anyio
 import pydantic
 
+from .._twin import SyncStreamTwin, SyncTwin
 from ..app import RunOptions
 from ..commands import Resume
 from ..context import RunContext
@@ -56,6 +57,7 @@ from ..models.base import (
 from ..models.local import LocalModel
 from ..models.openai import OpenAICompatible
 from ..models.registry import resolve_model
+from ..run import StartOptions, StreamOptions
 from ..storage.base import Checkpointer
 from ..tools.tool import Tool
 from ..tools.tool import tool as make_tool
@@ -192,35 +194,28 @@ class Agent(CompiledGraph):
             return program
         return TracedProgram(program, self._tracing, self.name or "agent")
 
-    def run(
-        self,
-        input: Any,
-        *,
-        stream: Literal[True] = True,
-        thread_id: str | None = None,
-        multitask_strategy: str = "reject",
-    ) -> SyncRunStream[Event]:
-        """Start a run and iterate its events (Agno's surface); every event carries `run_id`.
-
-        Only streaming is offered here, so the return type never depends on a flag: use
-        `invoke()` for the final state.
-        """
-        if stream is not True:
-            raise UserError("Agent.run() always streams; use agent.invoke(...) for the final state")
-        return self.stream(input, thread_id=thread_id, multitask_strategy=multitask_strategy)
-
     def arun(
         self,
         input: Any,
         *,
         stream: Literal[True] = True,
-        thread_id: str | None = None,
-        multitask_strategy: str = "reject",
+        config: Mapping[str, Any] | None = None,
+        **options: Unpack[StreamOptions],
     ) -> RunStream:
-        """Async `run()`: an async iterator of events."""
+        """Start a run and iterate its events (Agno's surface); every event carries `run_id`.
+
+        Takes the options of `astream` (`thread_id`, `multitask_strategy`, `on_disconnect`, …;
+        see `StreamOptions`). Only streaming is offered here, so the return type never depends on
+        a flag: use `invoke()` / `ainvoke()` for the final state.
+        """
         if stream is not True:
-            raise UserError("Agent.arun() always streams; use agent.ainvoke(...) for the state")
-        return self.astream(input, thread_id=thread_id, multitask_strategy=multitask_strategy)
+            raise UserError(
+                "Agent.run() and arun() always stream; use agent.invoke(...) or "
+                "agent.ainvoke(...) for the final state"
+            )
+        return self.astream(input, config, **options)
+
+    run = SyncStreamTwin(arun, SyncRunStream[Event])
 
     def aresume(self, thread_id: str, *, multitask_strategy: str = "reject") -> RunStream:
         """Continue the thread's stopped answer where it ended (the UI's Continue); streams events.
@@ -229,17 +224,13 @@ class Agent(CompiledGraph):
         """
         return self.astream(Resume(), thread_id=thread_id, multitask_strategy=multitask_strategy)
 
-    def resume(self, thread_id: str, *, multitask_strategy: str = "reject") -> SyncRunStream[Event]:
-        """Sync `aresume()`."""
-        return self.stream(Resume(), thread_id=thread_id, multitask_strategy=multitask_strategy)
+    resume = SyncStreamTwin(aresume, SyncRunStream[Event])
 
     async def aget_messages(self, thread_id: str) -> list[Message]:
         """The thread's conversation, as stored (stopped answers and cancelled results included)."""
         return list((await self.aget_state(thread_id)).values.get("messages", []))
 
-    def get_messages(self, thread_id: str) -> list[Message]:
-        """Sync `aget_messages()`."""
-        return self._sync(self.aget_messages, thread_id)
+    get_messages = SyncTwin(aget_messages)
 
     async def aget_output(self, thread_id: str) -> pydantic.BaseModel | None:
         """The validated output of the thread's last answer (`output_type`), or `None` if that
@@ -250,14 +241,17 @@ class Agent(CompiledGraph):
         """
         return output_of(self._output_type(), await self.aget_messages(thread_id))
 
-    def get_output(self, thread_id: str) -> pydantic.BaseModel | None:
-        """Sync `aget_output()`."""
-        return self._sync(self.aget_output, thread_id)
+    get_output = SyncTwin(aget_output)
 
     async def ainvoke_output(
-        self, input: Any, *, thread_id: str | None = None, multitask_strategy: str = "reject"
+        self,
+        input: Any,
+        config: Mapping[str, Any] | None = None,
+        **options: Unpack[StartOptions],
     ) -> pydantic.BaseModel | None:
         """Run to the end and return the validated output, or `None` if the run was stopped.
+
+        Takes the arguments of `ainvoke` (see `StartOptions`).
 
         Raises:
             UserError: the agent has no `output_type`.
@@ -268,22 +262,12 @@ class Agent(CompiledGraph):
         """
         output_type = self._output_type()
         try:
-            values = await self.ainvoke(
-                input, thread_id=thread_id, multitask_strategy=multitask_strategy
-            )
+            values = await self.ainvoke(input, config, **options)
         except RunCancelledError:
             return None
         return output_of(output_type, values["messages"])
 
-    def invoke_output(
-        self, input: Any, *, thread_id: str | None = None, multitask_strategy: str = "reject"
-    ) -> pydantic.BaseModel | None:
-        """Sync `ainvoke_output()`."""
-        return self._sync(
-            lambda: self.ainvoke_output(
-                input, thread_id=thread_id, multitask_strategy=multitask_strategy
-            )
-        )
+    invoke_output = SyncTwin(ainvoke_output)
 
     def _output_type(self) -> type[pydantic.BaseModel]:
         if self.output_type is None:

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from .. import _portal
+from .._twin import SyncStreamTwin, SyncTwin
 from ..app import App, RunOptions
 from ..errors import UserError
+from ..run import StartOptions
 from .chain import Chain, Handler, HandlerFn, Wiring
 from .handle import RuntimeStream, SyncRuntimeStream
 from .inbox import Inbox, _check_name
@@ -91,63 +92,28 @@ class Flow(App):
         self,
         input: Any = None,
         config: Mapping[str, Any] | None = None,
-        *,
-        thread_id: str | None = None,
-        multitask_strategy: str = "reject",
-        checkpoint_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        thread_metadata: Mapping[str, Any] | None = None,
+        **options: Unpack[StartOptions],
     ) -> FlowRun:
         """Start a run with `input` as the initial value, in the background; returns its handle.
 
-        The `FlowRun` has `run_id`, `status`, `result()`, `wait()`, `stop()` and `send()`.
-        Cancelling this call before it returns cancels nothing that started.
+        Takes the arguments of `App.astart` (see `StartOptions`). The `FlowRun` has `run_id`,
+        `status`, `result()`, `wait()`, `stop()` and `send()`. Cancelling this call before it
+        returns cancels nothing that started.
         """
-        run = await super().astart(
-            input,
-            config,
-            thread_id=thread_id,
-            multitask_strategy=multitask_strategy,
-            checkpoint_id=checkpoint_id,
-            metadata=metadata,
-            thread_metadata=thread_metadata,
-        )
-        assert isinstance(run, FlowRun)
+        run = await super().astart(input, config, **options)
+        assert isinstance(run, FlowRun)  # FlowProgram.make_handle
         return run
 
-    def start(
-        self,
-        input: Any = None,
-        config: Mapping[str, Any] | None = None,
-        *,
-        thread_id: str | None = None,
-        multitask_strategy: str = "reject",
-        checkpoint_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        thread_metadata: Mapping[str, Any] | None = None,
-    ) -> FlowRun:
-        """Sync `astart`: the run executes on tether's background loop; stop it from any thread."""
-        run = super().start(
-            input,
-            config,
-            thread_id=thread_id,
-            multitask_strategy=multitask_strategy,
-            checkpoint_id=checkpoint_id,
-            metadata=metadata,
-            thread_metadata=thread_metadata,
-        )
-        assert isinstance(run, FlowRun)
-        return run
+    start = SyncTwin(astart)
 
     def aget_runtime_stream(
         self,
         initial_value: Any = None,
         *,
         timeout: float | None = None,
-        thread_id: str | None = None,
         detached: bool = False,
-        multitask_strategy: str = "reject",
         config: Mapping[str, Any] | None = None,
+        **options: Unpack[StartOptions],
     ) -> RuntimeStream:
         """Start a run and iterate the items its handlers put into the runtime stream.
 
@@ -160,54 +126,31 @@ class Flow(App):
             timeout: Seconds the run may take. When they pass, the run is stopped
                 (`requested_by="timeout"`, reason `"timeout"`), the stream ends, `stream.timed_out`
                 is True and `stream.finished.reason` is `"timeout"`. Applies to detached runs too.
-            thread_id: The thread to run on; a new one by default.
             detached: If True, a consumer that stops reading early (closes or drops the stream, or
                 is cancelled) leaves the run running; by default that stops the run
                 (`requested_by="disconnect"`).
-            multitask_strategy: What to do when the thread is busy (see `App.astart`).
             config: The run's config mapping.
+            **options: The options of `App.astart` (see `StartOptions`): `thread_id` (a new
+                thread by default), `multitask_strategy` (what to do when the thread is busy),
+                `checkpoint_id`, `metadata`, `thread_metadata`.
         """
         if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
             raise UserError(f"timeout must be a number of seconds > 0 or None, not {timeout!r}")
-        options = self._options(
+        resolved = RunOptions.resolve(
+            "aget_runtime_stream",
             config,
-            thread_id,
-            multitask_strategy,
-            "continue" if detached else "cancel",
-            None,
-            None,
+            options,
+            on_disconnect="continue" if detached else "cancel",
         )
         inbox = Inbox()
         return RuntimeStream(
-            lambda: self._launch(FlowProgram(self.wiring, initial_value, inbox), options),
+            lambda: self._launch(FlowProgram(self.wiring, initial_value, inbox), resolved),
             inbox=inbox,
             timeout=math.inf if timeout is None else float(timeout),
             detached=detached,
         )
 
-    def get_runtime_stream(
-        self,
-        initial_value: Any = None,
-        *,
-        timeout: float | None = None,
-        thread_id: str | None = None,
-        detached: bool = False,
-        multitask_strategy: str = "reject",
-        config: Mapping[str, Any] | None = None,
-    ) -> SyncRuntimeStream:
-        """Sync `aget_runtime_stream`: iterate from any thread; the run executes on tether's
-        background loop. Breaking out of the loop stops the run unless `detached=True`."""
-        _portal.close_at_exit(self.checkpointer, self.checkpointer.aclose)
-        return SyncRuntimeStream(
-            self.aget_runtime_stream(
-                initial_value,
-                timeout=timeout,
-                thread_id=thread_id,
-                detached=detached,
-                multitask_strategy=multitask_strategy,
-                config=config,
-            )
-        )
+    get_runtime_stream = SyncStreamTwin(aget_runtime_stream, SyncRuntimeStream)
 
     # input
     def send(self, run_id: str, name: str, value: Any = None) -> bool:
