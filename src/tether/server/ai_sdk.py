@@ -244,7 +244,7 @@ async def chat(
         source="ai-sdk",
         metadata={"ai_sdk_chat_id": body.id},
     )
-    ui = UIMessageStream(started.ref.thread_id, started.handle.run_id)
+    ui = UIMessageStream(started.ref.public_id, started.handle.run_id)
     source = ProtocolSource(
         started.stream, ui.translate, prologue=ui.start(), epilogue=b"data: [DONE]\n\n"
     )

@@ -95,7 +95,7 @@ async def _thread(
         )
         return ref, False
     ref = await ctx.catalog.thread_for_run(thread_id, caller, None, title=title)
-    state = await ref.app.aget_state(thread_id)
+    state = await ref.app.aget_state(ref.thread_id)
     return ref, bool(state.values.get("messages"))
 
 
@@ -241,7 +241,7 @@ async def chat_completions(
     handle = await ctx.catalog.start_run(ref, stream.start())
     headers = run_headers(ref, handle)
     if body.stream:
-        source = _ChunkSource(stream, handle.run_id, body.model, ref.thread_id)
+        source = _ChunkSource(stream, handle.run_id, body.model, ref.public_id)
         return EventStreamResponse(source, headers=headers)
 
     async def answer() -> dict[str, Any]:
@@ -261,7 +261,7 @@ async def chat_completions(
                 }
             ],
             "tether": {
-                "thread_id": ref.thread_id,
+                "thread_id": ref.public_id,
                 "run_id": handle.run_id,
                 "status": final.status,
                 "reason": final.reason,
