@@ -13,8 +13,12 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
+import httpx
 import pytest
 
+from tether import InMemoryCheckpointer, StateGraph
+from tether.context import RunContext
+from tether.server import create_app
 from tether.server.auth import NAMESPACE_CHARS, PUBLIC_ID_KEY, Principal, hash_key
 from tether.server.inputs import header_value
 from tether.storage.base import ThreadInfo
@@ -175,3 +179,41 @@ async def test_with_auth_off_ids_are_stored_as_they_are(make_served: Any) -> Non
     info = await served.app.checkpointer.get_thread("plain-1")
     assert info is not None and "owner" not in info.metadata and PUBLIC_ID_KEY not in info.metadata
     assert [t.thread_id for t in await served.app.checkpointer.list_threads()] == ["plain-1"]
+
+
+async def test_a_failure_that_names_the_stored_id_shows_the_public_one() -> None:
+    async def fail(state: dict[str, Any], ctx: RunContext) -> Any:
+        raise ValueError(f"no luck on thread {ctx.thread_id!r}")
+
+    graph = StateGraph()
+    graph.add_node("fail", fail)
+    graph.set_entry_point("fail")
+    app = graph.compile(InMemoryCheckpointer(), name="g")
+    api = create_app(app, api_keys=KEYS)
+    v1 = {"model": "g", "messages": [{"role": "user", "content": "x"}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(api), base_url="http://t") as c:
+        with anyio.fail_after(WATCHDOG):
+            waited = (await c.post("/threads/g1/runs/wait", json=HI, headers=A)).json()
+            streamed = _sse_events(
+                (await c.post("/threads/g1/runs/stream", json=HI, headers=A)).text
+            )
+            record = (await c.get(f"/runs/{waited['run']['run_id']}", headers=A)).json()
+            v1_plain = await c.post(
+                "/v1/chat/completions", json=v1, headers={**A, "X-Tether-Thread-Id": "g1"}
+            )
+            v1_stream = await c.post(
+                "/v1/chat/completions",
+                json={**v1, "stream": True},
+                headers={**A, "X-Tether-Thread-Id": "g1"},
+            )
+    expected = "ValueError: no luck on thread 'g1'"
+    assert waited["run"]["error"] == expected == record["error"]
+    assert streamed[-1]["type"] == "run_finished" and streamed[-1]["error"] == expected
+    assert v1_plain.status_code == 500 and v1_plain.json()["error"]["message"] == expected
+    assert f'"message":"{expected}"' in v1_stream.text.replace("\\'", "'")
+    # The stored record keeps the stored id: that is what the app's own code saw.
+    stored = await app.aget_run(record["run_id"])
+    assert (
+        stored is not None
+        and stored.error == f"ValueError: no luck on thread {ALICE.internal_id('g1')!r}"
+    )

@@ -246,6 +246,9 @@ async def chat(
     )
     ui = UIMessageStream(started.ref.public_id, started.handle.run_id)
     source = ProtocolSource(
-        started.stream, ui.translate, prologue=ui.start(), epilogue=b"data: [DONE]\n\n"
+        started.stream,
+        lambda event: ui.translate(started.ref.public_event(event)),
+        prologue=ui.start(),
+        epilogue=b"data: [DONE]\n\n",
     )
     return EventStreamResponse(source, headers={**started.headers, **UI_MESSAGE_STREAM_HEADERS})
