@@ -4,10 +4,11 @@
 
 Starts the test server (`tests/server/_served.py`, SQLite storage, keys A and B) in a uvicorn
 process. Each trial sends, at the same instant over two connections, key A's request on a new
-thread id (alternately `POST /threads` and a run on it) and key B's `POST /threads` for that id.
-Then both keys read the thread. Counts trials where both got 200, where the loser owns the thread
-afterwards, and where both can read it; exits 1 unless all three are 0. Figures go to
-RELIABILITY.md ("Server").
+thread id (alternately `POST /threads` and a run on it) and key B's `POST /threads` for that id,
+each marking its thread (`metadata.who`). Each key has its own thread ids, so both must get 200
+and their own thread: then both keys read the id. Counts trials where a request was refused, and
+where a key's thread is not its own (another key's mark, or another key's messages: a takeover);
+exits 1 unless both are 0. Figures go to RELIABILITY.md ("Server").
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ HI = {"input": {"messages": [{"role": "user", "content": "hi"}]}}
 
 
 async def race(url: str, trials: int) -> dict[str, int]:
-    counts = {"trials": 0, "both_200": 0, "loser_owns": 0, "both_read": 0, "a_won": 0, "b_won": 0}
+    counts = {"trials": 0, "both_200": 0, "refused": 0, "not_own": 0}
     a = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30)
     b = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY_B}"}, timeout=30)
     async with a, b:
         for trial in range(trials):
             tid = f"race-{trial}-{time.time_ns()}"
+            a_runs = trial % 2 == 1
             replies: dict[str, int] = {}
             go = anyio.Event()
 
@@ -52,23 +54,27 @@ async def race(url: str, trials: int) -> dict[str, int]:
                 if run:
                     r = await client.post(f"/threads/{tid}/runs/wait", json=HI)
                 else:
-                    r = await client.post("/threads", json={"thread_id": tid})
+                    body = {"thread_id": tid, "metadata": {"who": who}}
+                    r = await client.post("/threads", json=body)
                 replies[who] = r.status_code
 
             async with anyio.create_task_group() as tg:
-                tg.start_soon(send, "A", a, trial % 2 == 1)
+                tg.start_soon(send, "A", a, a_runs)
                 tg.start_soon(send, "B", b, False)
                 await anyio.wait_all_tasks_blocked()
                 go.set()
-            read_a = (await a.get(f"/threads/{tid}")).status_code == 200
-            read_b = (await b.get(f"/threads/{tid}")).status_code == 200
-            winners = [w for w, status in replies.items() if status == 200]
+            seen_a = (await a.get(f"/threads/{tid}")).json()
+            seen_b = (await b.get(f"/threads/{tid}")).json()
+            if a_runs:  # A's thread holds A's run, and no mark
+                a_own = [m["role"] for m in seen_a.get("messages", [])] == ["user", "assistant"]
+                a_own = a_own and "who" not in seen_a.get("metadata", {})
+            else:
+                a_own = seen_a.get("metadata", {}).get("who") == "A"
+            b_own = seen_b.get("metadata", {}).get("who") == "B" and seen_b.get("messages") == []
             counts["trials"] += 1
-            counts["both_200"] += len(winners) > 1
-            counts["a_won"] += winners == ["A"]
-            counts["b_won"] += winners == ["B"]
-            counts["loser_owns"] += (winners == ["A"] and read_b) or (winners == ["B"] and read_a)
-            counts["both_read"] += read_a and read_b
+            counts["both_200"] += sorted(replies.values()) == [200, 200]
+            counts["refused"] += sorted(replies.values()) != [200, 200]
+            counts["not_own"] += not (a_own and b_own)
     return counts
 
 
@@ -81,7 +87,7 @@ def main() -> int:
         with serve(env=env) as server:
             counts = anyio.run(race, server.url, args.trials)
     print(", ".join(f"{k}: {v}" for k, v in counts.items()))
-    bad = counts["both_200"] + counts["loser_owns"] + counts["both_read"]
+    bad = counts["refused"] + counts["not_own"]
     return 0 if bad == 0 else 1
 
 

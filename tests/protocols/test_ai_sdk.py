@@ -8,6 +8,7 @@ over tether's REST API, what the server kept.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -202,8 +203,13 @@ async def test_api_keys_guard_both_protocol_endpoints_and_threads_stay_private(
     assert (await served.client.post("/ag-ui", json=ag_body)).status_code == 401
     ok = await served.client.post("/ai-sdk/chat", json=ui_body, headers=a)
     assert ok.status_code == 200 and ok.text.endswith("data: [DONE]\n\n")
-    # Bob can neither continue nor read Alice's thread through either protocol.
-    assert (await served.client.post("/ai-sdk/chat", json=ui_body, headers=b)).status_code == 404
-    assert (await served.client.post("/ag-ui", json=ag_body, headers=b)).status_code == 404
-    messages = (await served.app.aget_state("private")).values["messages"]
+    # Bob can neither continue nor read Alice's thread through either protocol: his "private"
+    # is his own thread (each key has its own thread ids), and his runs see only his messages.
+    bob_ui = await served.client.post("/ai-sdk/chat", json=ui_body, headers=b)
+    assert bob_ui.status_code == 200 and '"threadId":"private"' in bob_ui.text
+    assert (await served.client.post("/ag-ui", json=ag_body, headers=b)).status_code == 200
+    bob_view = (await served.client.get("/threads/private", headers=b)).json()
+    assert [m["role"] for m in bob_view["messages"]] == ["user", "assistant"] * 2
+    alice_id = f"{hashlib.sha256(b'alice-key-123').hexdigest()[:16]}:private"
+    messages = (await served.app.aget_state(alice_id)).values["messages"]
     assert [m.role for m in messages] == ["user", "assistant"]

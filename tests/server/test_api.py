@@ -327,19 +327,27 @@ async def test_each_key_sees_only_its_own_threads(make_served: Any) -> None:
             ("GET", f"/threads/t1/runs/{run_id}/stream"),
             ("POST", f"/threads/t1/runs/{run_id}/cancel"),
             ("POST", "/threads/t1/stop"),
-            ("POST", "/threads/t1/runs"),
             ("DELETE", "/threads/t1"),
         ]:
             r = await c.request(method, path, headers=bob, json=HI if method == "POST" else None)
             assert r.status_code == 404, (method, path)
         assert (await c.get("/threads", headers=bob)).json() == []
+        # Each key has its own thread ids: Bob's "t1" is Bob's own thread, not Alice's.
+        r = await c.post("/threads/t1/runs/wait", json=HI, headers=bob)
+        assert r.status_code == 200
+        assert [m["content"] for m in r.json()["messages"]] == ["hi", "ok"]
+        assert [t["thread_id"] for t in (await c.get("/threads", headers=bob)).json()] == ["t1"]
         assert [t["thread_id"] for t in (await c.get("/threads", headers=alice)).json()] == ["t1"]
         assert (await c.get(f"/runs/{run_id}", headers=alice)).json()["status"] == "running"
-        info = await served.app.checkpointer.get_thread("t1")
+        # The Python API sees the stored ids: each key's namespace, then the public id.
+        alice_hash = hashlib.sha256(b"key-alice-123").hexdigest()
+        info = await served.app.checkpointer.get_thread(f"{alice_hash[:16]}:t1")
         assert info is not None
-        assert info.metadata["owner"] == hashlib.sha256(b"key-alice-123").hexdigest()
+        assert info.metadata["owner"] == alice_hash
+        assert await served.app.checkpointer.get_thread("t1") is None
         assert "key-alice-123" not in json.dumps(info.metadata)
-        assert "owner" not in (await c.get("/threads/t1", headers=alice)).json()["metadata"]
+        shown = (await c.get("/threads/t1", headers=alice)).json()
+        assert "owner" not in shown["metadata"] and "public_id" not in shown["metadata"]
         r = await c.post("/threads/t1/stop?wait=true", headers=alice)
         assert r.json()["stopped"] is True
 

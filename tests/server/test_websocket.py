@@ -94,8 +94,14 @@ def test_websocket_answers_another_keys_thread_exactly_like_a_missing_one() -> N
         assert answers["w3"] == answers["free"]
         assert answers["w3"][0] == "not_found"
         with client.websocket_connect("/threads/w3/ws?api_key=key-bob-4567") as ws:
+            # Bob's "w3" is Bob's own thread: his run never sees Alice's messages.
             ws.send_json({"type": "message", "content": "let me in"})
-            assert ws.receive_json()["error"]["type"] == "not_found"
+            events = until_finished(ws)
+            assert {e["thread_id"] for e in events} == {"w3"}
+        bob = client.get("/threads/w3", headers={"X-API-Key": "key-bob-4567"}).json()
+        assert [m["content"] for m in bob["messages"]] == ["let me in", "ok"]
+        alice = client.get("/threads/w3", headers={"X-API-Key": "key-alice-123"}).json()
+        assert [m["content"] for m in alice["messages"]] == ["hi", "ok"]
         with (
             pytest.raises(WebSocketDisconnect) as refused,
             client.websocket_connect("/threads/w3/ws"),

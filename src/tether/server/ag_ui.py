@@ -215,6 +215,10 @@ async def run_agent(
         source="ag-ui",
         metadata={"ag_ui_run_id": body.run_id},
     )
-    stream = AGUIStream(started.ref.thread_id, started.handle.run_id)
-    source = ProtocolSource(started.stream, stream.translate, prologue=stream.start())
+    stream = AGUIStream(started.ref.public_id, started.handle.run_id)
+    source = ProtocolSource(
+        started.stream,
+        lambda event: stream.translate(started.ref.public_event(event)),
+        prologue=stream.start(),
+    )
     return EventStreamResponse(source, headers=started.headers)

@@ -244,8 +244,11 @@ async def chat(
         source="ai-sdk",
         metadata={"ai_sdk_chat_id": body.id},
     )
-    ui = UIMessageStream(started.ref.thread_id, started.handle.run_id)
+    ui = UIMessageStream(started.ref.public_id, started.handle.run_id)
     source = ProtocolSource(
-        started.stream, ui.translate, prologue=ui.start(), epilogue=b"data: [DONE]\n\n"
+        started.stream,
+        lambda event: ui.translate(started.ref.public_event(event)),
+        prologue=ui.start(),
+        epilogue=b"data: [DONE]\n\n",
     )
     return EventStreamResponse(source, headers={**started.headers, **UI_MESSAGE_STREAM_HEADERS})

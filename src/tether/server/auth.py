@@ -1,4 +1,4 @@
-"""Optional API keys, and who owns which thread.
+"""Optional API keys, who owns which thread, and each key's own space of thread ids.
 
 Keys come from `create_app(api_keys=...)`: a mapping `{key: name}`, a list of keys, or the path of
 a key file; with `api_keys=None` they come from the environment variable `TETHER_API_KEYS`
@@ -17,9 +17,27 @@ one.
 
 Ownership: a thread created with a key is stamped with `owner = sha256(key)` in its metadata — the
 hash, never the key, so a leaked database leaks no credentials. Every read, join, stop and listing
-compares the caller's hash with the thread's `owner`; a mismatch looks exactly like a thread that
-does not exist (404), so one key cannot even learn another key's thread ids. With auth off, threads
-have no owner and everyone sees everything.
+compares the caller's hash with the thread's `owner`.
+
+Thread-id namespaces: with auth on, each key has its own space of thread ids. The id a client
+sends and sees (the *public* id, e.g. `chat-1`) is stored under an *internal* id that belongs to
+its key alone (`Principal.internal_id`): the first `NAMESPACE_CHARS` hex digits of the key hash, a
+colon, and the public id (`3f2a9c0b1d4e5f60:chat-1`); a public id too long for that (the internal id
+must fit the 200 characters that `App` accepts) is stored as the digits, `#`, and the SHA-256 of
+the public id, and its thread's metadata records the public id (`public_id`). Key B creating
+`chat-1` so creates B's own thread, unrelated to key A's `chat-1`: another key's thread is not just
+refused, it cannot even be addressed, so every endpoint answers for it exactly what it answers for
+a free id (no existence oracle). The server maps ids in `Catalog` (`catalog.py`), once per
+request, and shows only public ids in its responses, events, run records and headers; the Python
+API (`App.aget_state`, `checkpointer.get_thread`, …) sees internal ids.
+
+Threads created before namespaces existed (stored under their public id, with an `owner`) stay
+usable by that owner under their old id: a key's id is looked up in its namespace first, then as a
+stored id owned by the key. Another key's such thread is skipped like a missing one, and that key
+gets its own thread of that id.
+
+With auth off, threads have no owner, public and internal ids are the same, and everyone sees
+everything.
 """
 
 from __future__ import annotations
@@ -37,6 +55,8 @@ from ..errors import UserError
 from .errors import ApiError
 
 __all__ = [
+    "NAMESPACE_CHARS",
+    "PUBLIC_ID_KEY",
     "ApiKeys",
     "ApiKeysSource",
     "Principal",
@@ -50,6 +70,9 @@ ApiKeysSource = Mapping[str, str] | Iterable[str] | str | os.PathLike[str] | Non
 
 ENV_VAR = "TETHER_API_KEYS"
 OWNER_KEY = "owner"  # the thread metadata key that holds the owner's key hash
+PUBLIC_ID_KEY = "public_id"  # the thread metadata key that holds a namespaced thread's public id
+NAMESPACE_CHARS = 16  # hex digits of the key hash that name a key's thread-id namespace
+MAX_INTERNAL_ID = 200  # the longest thread id `App` accepts
 
 
 def hash_key(key: str) -> str:
@@ -71,6 +94,37 @@ class Principal:
     def stamp(self) -> dict[str, str]:
         """The metadata that marks a new thread as the caller's."""
         return {} if self.owner is None else {OWNER_KEY: self.owner}
+
+    def internal_id(self, thread_id: str) -> str:
+        """The stored id of the caller's thread `thread_id` (the same id when auth is off)."""
+        if self.owner is None:
+            return thread_id
+        namespace = self.owner[:NAMESPACE_CHARS]
+        internal = f"{namespace}:{thread_id}"
+        if len(internal) <= MAX_INTERNAL_ID:
+            return internal
+        digest = hashlib.sha256(thread_id.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{namespace}#{digest}"
+
+    def in_namespace(self, internal_id: str) -> bool:
+        """Whether `internal_id` is an id in the caller's namespace (False when auth is off)."""
+        if self.owner is None:
+            return False
+        namespace = self.owner[:NAMESPACE_CHARS]
+        return internal_id.startswith(namespace) and internal_id[NAMESPACE_CHARS:][:1] in (":", "#")
+
+    def public_id(self, internal_id: str, metadata: Mapping[str, Any]) -> str:
+        """The id the caller knows the stored thread `internal_id` (with `metadata`) by.
+
+        The inverse of `internal_id()` for the caller's namespaced threads; any other id (auth
+        off, a thread from before namespaces) is its own public id.
+        """
+        if not self.in_namespace(internal_id):
+            return internal_id
+        if internal_id[NAMESPACE_CHARS] == ":":
+            return internal_id[NAMESPACE_CHARS + 1 :]
+        public = metadata.get(PUBLIC_ID_KEY)
+        return public if isinstance(public, str) else internal_id
 
 
 ANONYMOUS = Principal(owner=None)

@@ -5,6 +5,14 @@ to one app when it is created: its metadata records `app` (the served name), `ow
 see `auth.py`) and `title` (the first user message, for the UI's thread list). Apps may share one
 checkpointer or have their own; a thread is looked up in each distinct checkpointer once.
 
+This is where a request's thread id meets storage. With auth on, the id a client sends is its
+*public* id, and its thread is stored under an *internal* id in the caller key's namespace
+(`Principal.internal_id`, see `auth.py`): every lookup, creation and listing here maps it, and a
+`ThreadRef` carries both — `thread_id` (internal: what the app and storage are called with) and
+`public_id` (what the client sees). Whatever goes back to a client goes through the ref: run
+records (`ThreadRef.public_record`), events (`ThreadRef.public_event`) and error texts
+(`ThreadRef.public_error`). With auth off both ids are the same and the mapping does nothing.
+
 A thread created outside the server (through the Python API) has no `app` in its metadata: it
 belongs to the first served app whose checkpointer holds it, and, having no owner, it is only
 visible when auth is off.
@@ -12,6 +20,7 @@ visible when auth is off.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,18 +28,19 @@ from typing import Any, TypeVar
 import anyio
 
 from ..app import App
-from ..errors import NotFoundError, UserError
+from ..errors import NotFoundError, ThreadBusyError, UserError
+from ..events import Event, RunFinished
 from ..ids import new_id
 from ..run import RunRecord
 from ..storage.base import Checkpointer, ThreadInfo
-from .auth import OWNER_KEY, Principal
+from .auth import OWNER_KEY, PUBLIC_ID_KEY, Principal
 from .errors import ApiError
 
 __all__ = ["Catalog", "ThreadRef"]
 
 APP_KEY = "app"
 TITLE_KEY = "title"
-RESERVED_KEYS = frozenset({OWNER_KEY, APP_KEY})
+RESERVED_KEYS = frozenset({OWNER_KEY, APP_KEY, PUBLIC_ID_KEY})
 TITLE_LENGTH = 80
 T = TypeVar("T")
 
@@ -42,11 +52,49 @@ class ThreadRef:
     info: ThreadInfo
     app_name: str
     app: App
+    public_id: str  # the id the caller knows the thread by; `thread_id` is the stored one
     created: bool = False  # this request created the thread (see `Catalog.start_run`)
 
     @property
     def thread_id(self) -> str:
+        """The stored (internal) id: what the app, its storage and its registry are called with."""
         return self.info.thread_id
+
+    def public_text(self, text: str) -> str:
+        """`text` with the internal thread id replaced by the public one."""
+        internal, public = self.thread_id, self.public_id
+        if internal == public or internal not in text:
+            return text
+        return text.replace(repr(internal), repr(public)).replace(internal, public)
+
+    def public_record(self, record: RunRecord) -> RunRecord:
+        """A run record of this thread as the caller sees it: the public thread id."""
+        if self.thread_id == self.public_id:
+            return record
+        error = self.public_text(record.error) if record.error is not None else None
+        return record.model_copy(update={"thread_id": self.public_id, "error": error})
+
+    def public_event(self, event: Event) -> Event:
+        """An event of a run on this thread as the caller sees it: the public thread id."""
+        if self.thread_id == self.public_id or event.thread_id != self.thread_id:
+            return event
+        if isinstance(event, RunFinished) and event.error is not None:
+            return dataclasses.replace(
+                event, thread_id=self.public_id, error=self.public_text(event.error)
+            )
+        return dataclasses.replace(event, thread_id=self.public_id)
+
+    def public_error(self, exc: BaseException) -> None:
+        """Rewrite the message of an error about this thread, in place, to name the public id.
+
+        Only the text changes (and `ThreadBusyError.thread_id`); the type and traceback stay.
+        """
+        if self.thread_id == self.public_id:
+            return
+        if isinstance(exc, ThreadBusyError) and exc.thread_id == self.thread_id:
+            exc.thread_id = self.public_id
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (self.public_text(exc.args[0]), *exc.args[1:])
 
 
 def title_of(text: str) -> str | None:
@@ -60,7 +108,11 @@ def title_of(text: str) -> str | None:
 
 
 class Catalog:
-    """The apps a server serves, and thread and run lookup with ownership checks."""
+    """The apps a server serves, and thread and run lookup with ownership checks.
+
+    Every method that takes a `thread_id` and a `Principal` takes the caller's *public* id and maps
+    it to storage (see the module docstring); the refs it returns carry both ids.
+    """
 
     def __init__(self, apps: App | Mapping[str, App]) -> None:
         if isinstance(apps, App):
@@ -103,26 +155,48 @@ class Catalog:
             )
         return name, app
 
-    async def lookup(self, thread_id: str) -> ThreadRef | None:
-        """The thread and its app, whoever owns it; None if it does not exist."""
+    async def _lookup(self, internal_id: str, public_id: str) -> ThreadRef | None:
+        """The stored thread `internal_id` and its app, whoever owns it; None if it is missing."""
         await self.ensure_ready()
         for store, _ in self._stores:
-            info = await store.get_thread(thread_id)
+            info = await store.get_thread(internal_id)
             if info is not None:
-                return self._ref(store, info)
+                return self._ref(store, info, public_id)
         return None
 
-    def _ref(self, store: Checkpointer, info: ThreadInfo) -> ThreadRef:
+    def _ref(self, store: Checkpointer, info: ThreadInfo, public_id: str) -> ThreadRef:
         """The ref of a thread found in `store`: its bound app, else the store's first app."""
         names = next(names for s, names in self._stores if s is store)
         bound = info.metadata.get(APP_KEY)
         name = bound if bound in names else names[0]
-        return ThreadRef(info, name, self.apps[name])
+        return ThreadRef(info, name, self.apps[name], public_id)
+
+    async def find(self, thread_id: str, principal: Principal) -> ThreadRef | None:
+        """The caller's thread `thread_id` (a public id), or None if the caller has none by it.
+
+        Looks in the caller's namespace, then (auth on) for a thread stored under the public id
+        itself that the caller owns: one created before namespaces existed. Another key's thread
+        is never found, so it looks exactly like a missing one.
+
+        Cancellation: reads only; nothing to undo.
+        """
+        ref = await self._lookup(principal.internal_id(thread_id), thread_id)
+        if ref is None:
+            return await self._legacy(thread_id, principal)
+        return ref if principal.owns(ref.info.metadata) else None
+
+    async def _legacy(self, thread_id: str, principal: Principal) -> ThreadRef | None:
+        """The caller's thread stored under the public id `thread_id` itself: one created
+        before namespaces existed. None with auth off (there is no namespace to fall back from)."""
+        if principal.owner is None or principal.in_namespace(thread_id):
+            return None
+        ref = await self._lookup(thread_id, thread_id)
+        return ref if ref is not None and principal.owns(ref.info.metadata) else None
 
     async def thread(self, thread_id: str, principal: Principal) -> ThreadRef:
-        """The caller's thread; raises `NotFoundError` (404) if it is missing or not theirs."""
-        ref = await self.lookup(thread_id)
-        if ref is None or not principal.owns(ref.info.metadata):
+        """The caller's thread; raises `NotFoundError` (404) if the caller has none by that id."""
+        ref = await self.find(thread_id, principal)
+        if ref is None:
             raise NotFoundError(f"there is no thread {thread_id!r}")
         return ref
 
@@ -138,33 +212,41 @@ class Catalog:
     ) -> ThreadRef:
         """Create a thread owned by the caller, atomically (`Checkpointer.create_thread`).
 
-        An id that exists raises 409, unless `if_exists="do_nothing"` and the thread is the
-        caller's, which returns it. Of two callers creating one id at once, exactly one creates
-        it; the owner of a thread never changes. The returned ref has `created` set when this
-        call made the thread.
+        `thread_id` is the public id (a new random one if None). An id the caller already has
+        raises 409, unless `if_exists="do_nothing"`, which returns that thread; another key's
+        thread of that id does not count (with auth on it is another thread). Of two calls of
+        one caller creating one id at once, exactly one creates it; the owner of a thread never
+        changes. The returned ref has `created` set when this call made the thread.
+
+        Cancellation: the insert is one atomic statement; a cancelled call made the thread or not.
         """
         name, app = self.app(app_name)
+        public = thread_id or new_id()
+        internal = principal.internal_id(public)
         user_meta = {k: v for k, v in (metadata or {}).items() if k not in RESERVED_KEYS}
         if title is not None and (text := title_of(title)) is not None:
             user_meta[TITLE_KEY] = text
-        info = ThreadInfo(
-            thread_id=thread_id or new_id(),
-            metadata={**user_meta, APP_KEY: name, **principal.stamp()},
-        )
+        stamp = principal.stamp()
+        if internal != public:
+            stamp[PUBLIC_ID_KEY] = public
+        info = ThreadInfo(thread_id=internal, metadata={**user_meta, APP_KEY: name, **stamp})
         await self.ensure_ready()
-        # Ids are one namespace across the served checkpointers; those of other apps are only
-        # looked at (the atomic insert happens in the app's own checkpointer).
-        existing = await self.lookup(info.thread_id) if len(self._stores) > 1 else None
+        # Stored ids are one namespace across the served checkpointers; those of other apps are
+        # only looked at (the atomic insert happens in the app's own checkpointer). The caller's
+        # thread from before namespaces (stored under the public id) counts as theirs too.
+        existing = await self._lookup(internal, public) if len(self._stores) > 1 else None
+        if existing is None:
+            existing = await self._legacy(public, principal)
         if existing is None:
             stored, created = await app.checkpointer.create_thread(info)
             if created:
-                return ThreadRef(stored, name, app, created=True)
-            existing = self._ref(app.checkpointer, stored)
+                return ThreadRef(stored, name, app, public, created=True)
+            existing = self._ref(app.checkpointer, stored, public)
         if if_exists == "do_nothing" and principal.owns(existing.info.metadata):
             return existing
         raise ApiError(
             409,
-            f"the thread id {info.thread_id!r} is taken; choose another, or omit it",
+            f"the thread id {public!r} is taken; choose another, or omit it",
             type="conflict",
         )
 
@@ -178,10 +260,11 @@ class Catalog:
     ) -> ThreadRef:
         """The caller's thread for a new run, created (owned by the caller, titled) if it is new.
 
-        Raises 404 for another key's thread (also when that key created it a moment earlier),
-        and 422 when `app_name` names a different app than the one the thread is bound to.
+        Raises 422 when `app_name` names a different app than the one the thread is bound to,
+        and 404 when the id is taken by a thread the caller does not own (with auth on, only
+        possible for a thread of the caller's namespace made outside the server).
         """
-        ref = await self.lookup(thread_id)
+        ref = await self.find(thread_id, principal)
         if ref is None:
             try:
                 return await self.create_thread(
@@ -195,8 +278,6 @@ class Catalog:
                 if exc.status_code != 409:
                     raise
                 raise NotFoundError(f"there is no thread {thread_id!r}") from None
-        if not principal.owns(ref.info.metadata):
-            raise NotFoundError(f"there is no thread {thread_id!r}")
         if app_name is not None and app_name != ref.app_name:
             self.app(app_name)  # 422 for an unknown name first
             raise ApiError(
@@ -212,15 +293,17 @@ class Catalog:
         """Await `start` (the app's `astart`, or a stream's `start`) for a run on `ref`.
 
         If the app refuses the run (an exception), a thread this request created for it is
-        deleted again, shielded, so a refused run leaves nothing behind. Cancelled: the
-        cancellation propagates and the thread stays (the run may have started).
+        deleted again, shielded, so a refused run leaves nothing behind; the error's text names
+        the public thread id. Cancelled: the cancellation propagates and the thread stays (the
+        run may have started).
         """
         try:
             return await start
-        except Exception:
+        except Exception as exc:
             if ref.created:
                 with anyio.CancelScope(shield=True):
                     await ref.app.checkpointer.delete_thread(ref.thread_id)
+            ref.public_error(exc)
             raise
 
     async def set_title(self, ref: ThreadRef, text: str) -> ThreadRef:
@@ -234,16 +317,17 @@ class Catalog:
             metadata={**ref.info.metadata, TITLE_KEY: title},
         )
         await ref.app.checkpointer.put_thread(info)
-        return ThreadRef(info, ref.app_name, ref.app, created=ref.created)
+        return dataclasses.replace(ref, info=info)
 
     async def list_threads(self, principal: Principal, *, limit: int = 100) -> list[ThreadRef]:
-        """The caller's threads, newest first."""
+        """The caller's threads, newest first, by their public ids."""
         await self.ensure_ready()
         filt = principal.stamp() or None
         refs: list[ThreadRef] = []
         for store, _ in self._stores:
             for info in await store.list_threads(metadata=filt, limit=limit):
-                refs.append(self._ref(store, info))
+                public = principal.public_id(info.thread_id, info.metadata)
+                refs.append(self._ref(store, info, public))
         refs.sort(key=lambda r: r.info.created_at, reverse=True)
         return refs[:limit]
 
@@ -254,9 +338,10 @@ class Catalog:
             record = await app.aget_run(run_id)
             if record is None:
                 continue
-            ref = await self.lookup(record.thread_id)
+            ref = await self._lookup(record.thread_id, record.thread_id)
             if ref is not None and principal.owns(ref.info.metadata):
-                return record, ref
+                public = principal.public_id(ref.thread_id, ref.info.metadata)
+                return record, dataclasses.replace(ref, public_id=public)
             break
         raise NotFoundError(f"there is no run {run_id!r}")
 
@@ -264,5 +349,5 @@ class Catalog:
         """The run `run_id` of the thread `ref`; raises `NotFoundError` (404) otherwise."""
         record = await ref.app.aget_run(run_id)
         if record is None or record.thread_id != ref.thread_id:
-            raise NotFoundError(f"thread {ref.thread_id!r} has no run {run_id!r}")
+            raise NotFoundError(f"thread {ref.public_id!r} has no run {run_id!r}")
         return record

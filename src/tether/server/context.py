@@ -64,6 +64,6 @@ def run_headers(ref: ThreadRef, handle: RunHandle | RunRecord) -> dict[str, str]
     """Headers that tell a client which run a response is about before any event arrives."""
     return {
         "X-Tether-Run-Id": header_value(handle.run_id),
-        "X-Tether-Thread-Id": header_value(ref.thread_id),
-        "Content-Location": header_value(f"/threads/{ref.thread_id}/runs/{handle.run_id}"),
+        "X-Tether-Thread-Id": header_value(ref.public_id),
+        "Content-Location": header_value(f"/threads/{ref.public_id}/runs/{handle.run_id}"),
     }

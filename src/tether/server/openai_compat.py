@@ -95,7 +95,7 @@ async def _thread(
         )
         return ref, False
     ref = await ctx.catalog.thread_for_run(thread_id, caller, None, title=title)
-    state = await ref.app.aget_state(thread_id)
+    state = await ref.app.aget_state(ref.thread_id)
     return ref, bool(state.values.get("messages"))
 
 
@@ -108,11 +108,11 @@ def _sse(data: dict[str, Any]) -> bytes:
 class _ChunkSource:
     """A run's assistant text as OpenAI stream chunks; closing it stops the run (disconnect)."""
 
-    def __init__(self, stream: RunStream, run_id: str, model: str, thread_id: str) -> None:
+    def __init__(self, stream: RunStream, run_id: str, model: str, ref: ThreadRef) -> None:
         self.stream = stream
         self.run_id = run_id
         self.model = model
-        self.thread_id = thread_id
+        self.ref = ref  # the run's thread: its public id goes out, never the stored one
         self.created = int(time.time())
         self._started = False
         self._ended = False
@@ -159,10 +159,10 @@ class _ChunkSource:
                 return [self._delta({"content": msg.content})]
         elif isinstance(event, RunFinished):
             if event.status == "failed":
-                message = event.error or "the run failed"
+                message = self.ref.public_text(event.error or "the run failed")
                 return [_sse({"error": {"type": "run_failed", "message": message}})]
             tether = {
-                "thread_id": self.thread_id,
+                "thread_id": self.ref.public_id,
                 "run_id": self.run_id,
                 "status": event.status,
                 "reason": event.reason,
@@ -241,13 +241,14 @@ async def chat_completions(
     handle = await ctx.catalog.start_run(ref, stream.start())
     headers = run_headers(ref, handle)
     if body.stream:
-        source = _ChunkSource(stream, handle.run_id, body.model, ref.thread_id)
+        source = _ChunkSource(stream, handle.run_id, body.model, ref)
         return EventStreamResponse(source, headers=headers)
 
     async def answer() -> dict[str, Any]:
         text, final = await _collect(stream)
         if final.status == "failed":
-            raise ApiError(500, final.error or "the run failed", type="run_failed")
+            error = ref.public_text(final.error or "the run failed")
+            raise ApiError(500, error, type="run_failed")
         return {
             "id": handle.run_id,
             "object": "chat.completion",
@@ -261,7 +262,7 @@ async def chat_completions(
                 }
             ],
             "tether": {
-                "thread_id": ref.thread_id,
+                "thread_id": ref.public_id,
                 "run_id": handle.run_id,
                 "status": final.status,
                 "reason": final.reason,

@@ -4,8 +4,8 @@ The Vercel AI SDK (`ai_sdk.py`) and AG-UI (`ag_ui.py`) endpoints each translate 
 into new messages for a tether thread, start a run with `on_disconnect="cancel"`, and translate
 the run's typed events into their protocol's events. This module holds the common part:
 
-- `start_run()`: the caller's thread (created on first use, owned by the caller's key; a foreign
-  thread is a 404), the new messages appended, the run started. A run for a thread that is still
+- `start_run()`: the caller's thread (created on first use, owned by the caller's key; with auth
+  on, thread ids are the caller's own, see `auth.py`), the new messages appended, the run started. A run for a thread that is still
   busy is queued behind the active run (`multitask_strategy="enqueue"`): a client's `stop()` only
   aborts its fetch, so its next message can reach the server before the disconnect has ended the
   stopped run, and must wait for it rather than fail;
@@ -42,19 +42,14 @@ class StartedRun:
 
 
 async def thread_messages(ctx: ServerContext, caller: Principal, thread_id: str) -> list[Message]:
-    """The messages the caller's thread holds ([] for a thread that does not exist yet).
-
-    Raises:
-        ApiError: 404 when the thread belongs to another key.
+    """The messages the caller's thread holds ([] for a thread the caller does not have yet).
 
     Cancellation: a read only; nothing to undo.
     """
-    ref = await ctx.catalog.lookup(thread_id)
+    ref = await ctx.catalog.find(thread_id, caller)
     if ref is None:
         return []
-    if not caller.owns(ref.info.metadata):
-        raise ApiError(404, f"there is no thread {thread_id!r}", type="not_found")
-    state = await ref.app.aget_state(thread_id)
+    state = await ref.app.aget_state(ref.thread_id)
     return list(state.values.get("messages", []))
 
 
@@ -71,7 +66,7 @@ async def start_run(
     """Append `messages` to the caller's thread `thread_id` and start a run on it.
 
     Raises:
-        ApiError: 422 with no new message, 404 for another key's thread.
+        ApiError: 422 with no new message.
 
     Cancellation: if cancelled after the run started, the run goes on until its stream is
     abandoned (which stops it).
@@ -93,7 +88,7 @@ async def start_run(
         multitask_strategy="enqueue",
         metadata={"source": source, **metadata},
     )
-    handle = await stream.start()
+    handle = await ctx.catalog.start_run(ref, stream.start())
     return StartedRun(ref, stream, handle)
 
 

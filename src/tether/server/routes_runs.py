@@ -19,6 +19,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from ..coordination.base import StopResult
+from ..handle import RunStream
 from ..run import RunRecord
 from .catalog import ThreadRef
 from .context import Caller, Ctx, ServerContext, clean_config, run_headers
@@ -30,6 +31,7 @@ from .sse import (
     DeferredJSONResponse,
     EventStreamResponse,
     RunEventSource,
+    encode_event,
     parse_last_event_id,
 )
 
@@ -39,6 +41,11 @@ router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
 
 StopMode = Literal["now", "after_step", "rollback"]
 _ACTION_MODES: dict[str, StopMode] = {"interrupt": "now", "rollback": "rollback"}
+
+
+def _events(ref: ThreadRef, stream: RunStream) -> RunEventSource:
+    """A run's events as SSE, each with the caller's thread id (`ThreadRef.public_event`)."""
+    return RunEventSource(stream, encode=lambda event: encode_event(ref.public_event(event)))
 
 
 async def _prepare(
@@ -78,7 +85,7 @@ async def create_run(
                 metadata=body.metadata,
             ),
         )
-        return JSONResponse(run_json(record), headers=run_headers(ref, record))
+        return JSONResponse(run_json(record, ref), headers=run_headers(ref, record))
     handle = await ctx.catalog.start_run(
         ref,
         ref.app.astart(
@@ -89,7 +96,7 @@ async def create_run(
             metadata=body.metadata,
         ),
     )
-    return JSONResponse(run_json(handle.snapshot()), headers=run_headers(ref, handle))
+    return JSONResponse(run_json(handle.snapshot(), ref), headers=run_headers(ref, handle))
 
 
 @router.post(
@@ -123,7 +130,7 @@ async def stream_run(
     )
     # ThreadBusyError (409) surfaces here, before any byte is sent
     handle = await ctx.catalog.start_run(ref, stream.start())
-    return EventStreamResponse(RunEventSource(stream), headers=run_headers(ref, handle))
+    return EventStreamResponse(_events(ref, stream), headers=run_headers(ref, handle))
 
 
 @router.post("/threads/{thread_id}/runs/wait", summary="Start a run and wait for its end")
@@ -152,7 +159,7 @@ async def wait_run(
         state = await app.aget_state(ref.thread_id)
         thread = thread_json(ref, latest=handle.snapshot(), state=state)
         return {
-            "run": run_json(handle.snapshot()),
+            "run": run_json(handle.snapshot(), ref),
             "messages": thread["messages"],
             "values": thread["values"],
         }
@@ -175,21 +182,21 @@ async def list_runs(
 ) -> list[dict[str, Any]]:
     """The thread's runs, newest first; active ones show live status."""
     ref = await ctx.catalog.thread(thread_id, caller)
-    return [run_json(r) for r in await ref.app.alist_runs(thread_id, limit=limit)]
+    return [run_json(r, ref) for r in await ref.app.alist_runs(ref.thread_id, limit=limit)]
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}", summary="Read a run")
 async def get_run(ctx: Ctx, caller: Caller, thread_id: ThreadIdPath, run_id: str) -> dict[str, Any]:
     """The run record, including how and by whom it was stopped."""
     ref = await ctx.catalog.thread(thread_id, caller)
-    return run_json(await ctx.catalog.run_on(ref, run_id))
+    return run_json(await ctx.catalog.run_on(ref, run_id), ref)
 
 
 @router.get("/runs/{run_id}", summary="Read a run by id alone")
 async def get_run_by_id(ctx: Ctx, caller: Caller, run_id: str) -> dict[str, Any]:
     """The same record as `GET /threads/{thread_id}/runs/{run_id}`."""
-    record, _ = await ctx.catalog.run(run_id, caller)
-    return run_json(record)
+    record, ref = await ctx.catalog.run(run_id, caller)
+    return run_json(record, ref)
 
 
 @router.get(
@@ -217,10 +224,10 @@ async def join_run(
     await ctx.catalog.run_on(ref, run_id)
     stream = await ref.app.ajoin(run_id, after_seq=parse_last_event_id(last_event_id, after_seq))
     return EventStreamResponse(
-        RunEventSource(stream),
+        _events(ref, stream),
         headers={
             "X-Tether-Run-Id": header_value(run_id),
-            "X-Tether-Thread-Id": header_value(thread_id),
+            "X-Tether-Thread-Id": header_value(ref.public_id),
         },
     )
 
@@ -236,7 +243,7 @@ async def _stop_result(ref: ThreadRef, run_id: str | None, result: StopResult) -
     return {
         "stopped": result.accepted,
         "run_id": run_id,
-        "run": run_json(record) if record is not None else None,
+        "run": run_json(record, ref) if record is not None else None,
     }
 
 
@@ -283,6 +290,6 @@ async def stop_thread(
     `rollback`. Answers `{"stopped": bool, "run_id", "run"}`; false when nothing was running."""
     ref = await ctx.catalog.thread(thread_id, caller)
     result = await ref.app.arequest_stop(
-        thread_id=thread_id, mode=mode, reason=reason, requested_by="user", wait=wait
+        thread_id=ref.thread_id, mode=mode, reason=reason, requested_by="user", wait=wait
     )
     return await _stop_result(ref, None, result)

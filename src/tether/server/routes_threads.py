@@ -1,7 +1,8 @@
 """Thread endpoints: create, list, read (state and messages), delete.
 
-A thread belongs to the key that created it (see `auth.py`); every endpoint answers 404 for a
-thread of another key, exactly as for one that does not exist.
+A thread belongs to the key that created it (see `auth.py`). With auth on, each key has its own
+thread ids: `{thread_id}` is the caller's public id, which the catalog maps to the stored thread
+(`ref.thread_id`); another key's thread of the same id is a different thread, never reached.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ async def get_thread(ctx: Ctx, caller: Caller, thread_id: ThreadIdPath) -> dict[
     """The thread with its `messages` (each with `role`, `content`, `status`), other state
     `values`, `status` and `active_run_id`."""
     ref = await ctx.catalog.thread(thread_id, caller)
-    state = await ref.app.aget_state(thread_id)
-    handle = ref.app.registry.active_on(thread_id)
-    runs = [] if handle is not None else await ref.app.alist_runs(thread_id, limit=1)
+    state = await ref.app.aget_state(ref.thread_id)
+    handle = ref.app.registry.active_on(ref.thread_id)
+    runs = [] if handle is not None else await ref.app.alist_runs(ref.thread_id, limit=1)
     return thread_json(
         ref,
         active=handle.snapshot() if handle is not None else None,
@@ -76,8 +77,8 @@ async def delete_thread(ctx: Ctx, caller: Caller, thread_id: ThreadIdPath) -> di
     checkpoints, runs and events."""
     ref = await ctx.catalog.thread(thread_id, caller)
     with anyio.fail_after(30):
-        await ref.app.astop(thread_id=thread_id, reason="the thread was deleted", wait=True)
-    deleted = await ref.app.checkpointer.delete_thread(thread_id)
+        await ref.app.astop(thread_id=ref.thread_id, reason="the thread was deleted", wait=True)
+    deleted = await ref.app.checkpointer.delete_thread(ref.thread_id)
     if not deleted:
         raise NotFoundError(f"there is no thread {thread_id!r}")
-    return {"thread_id": thread_id, "deleted": True}
+    return {"thread_id": ref.public_id, "deleted": True}

@@ -20,9 +20,9 @@ are reported as `error` frames with the status REST would answer; the socket sta
 frame larger than the server's body limit closes the socket with 1009.
 
 The handshake is refused (close code 1008, the reason in the close frame) for a missing or
-unknown API key and a bad `on_disconnect`. It is accepted for any valid thread id, whoever owns
-the thread: another key's thread then answers 404 to every frame, exactly like a thread that does
-not exist yet answers a `stop` or `join`.
+unknown API key and a bad `on_disconnect`. It is accepted for any valid thread id: the id is the
+caller's own (with auth on each key has its own thread ids, see `auth.py`), so another key's
+thread of the same id is never reached, and events carry the caller's id.
 
 When the socket closes, runs it started are stopped (`requested_by="disconnect"`), unless it was
 opened with `?on_disconnect=continue`; runs it merely joined are never stopped. Authenticate with
@@ -44,6 +44,7 @@ from ..events import event_to_json
 from ..handle import RunStream
 from ..run import OnDisconnect
 from .auth import Principal, principal_of
+from .catalog import ThreadRef
 from .context import ServerContext, server_context
 from .errors import ApiError, error_body
 from .inputs import check_json, check_thread_id
@@ -153,12 +154,12 @@ class _Session:
     async def send_error(self, status: int, message: str, **extra: Any) -> None:
         await self.send({"type": "error", **error_body(status, message, **extra)})
 
-    async def pump(self, stream: RunStream) -> None:
-        """Forward a stream's events until its `run_finished`."""
+    async def pump(self, ref: ThreadRef, stream: RunStream) -> None:
+        """Forward a stream's events (with the caller's thread id) until its `run_finished`."""
         try:
             while batch := await stream.next_batch():
                 for event in batch:
-                    await self.send(event_to_json(event))
+                    await self.send(event_to_json(ref.public_event(event)))
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the socket is gone; the receive loop sees the disconnect and cleans up
         finally:
@@ -202,13 +203,13 @@ class _Session:
         )
         await self.ctx.catalog.start_run(ref, stream.start())
         self.streams.add(stream)
-        tg.start_soon(self.pump, stream)
+        tg.start_soon(self.pump, ref, stream)
 
     async def stop(self, frame: StopFrame) -> None:
         ref = await self.ctx.catalog.thread(self.thread_id, self.caller)
-        active = ref.app.registry.active_on(self.thread_id)
+        active = ref.app.registry.active_on(ref.thread_id)
         stopped = await ref.app.astop(
-            thread_id=self.thread_id,
+            thread_id=ref.thread_id,
             mode=frame.mode,
             reason=frame.reason,
             requested_by="user",
@@ -227,7 +228,7 @@ class _Session:
         await self.ctx.catalog.run_on(ref, frame.run_id)
         stream = await ref.app.ajoin(frame.run_id, after_seq=frame.after_seq)
         self.streams.add(stream)
-        tg.start_soon(self.pump, stream)
+        tg.start_soon(self.pump, ref, stream)
 
 
 @router.websocket("/threads/{thread_id}/ws")

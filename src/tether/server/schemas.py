@@ -25,7 +25,7 @@ from ..app import StateSnapshot
 from ..commands import Command, Resume
 from ..messages import Message
 from ..run import RunRecord
-from .auth import OWNER_KEY
+from .auth import OWNER_KEY, PUBLIC_ID_KEY
 from .catalog import ThreadRef
 from .errors import ApiError
 from .inputs import MAX_THREAD_ID, THREAD_ID_PATTERN, JsonObject, parse_message
@@ -172,9 +172,10 @@ def message_json(message: Message) -> dict[str, Any]:
     return message.model_dump(mode="json")
 
 
-def run_json(record: RunRecord) -> dict[str, Any]:
-    """A run on the wire: its record, without the internal worker lease fields."""
-    return record.model_dump(mode="json", exclude={"worker", "heartbeat_at"})
+def run_json(record: RunRecord, ref: ThreadRef) -> dict[str, Any]:
+    """A run of the thread `ref` on the wire: its record, with the caller's thread id and
+    without the internal worker lease fields."""
+    return ref.public_record(record).model_dump(mode="json", exclude={"worker", "heartbeat_at"})
 
 
 def thread_status(active: RunRecord | None, latest: RunRecord | None) -> str:
@@ -196,11 +197,13 @@ def thread_json(
     state: StateSnapshot | None = None,
 ) -> dict[str, Any]:
     """A thread on the wire; with `state`, its messages and values too."""
+    # The server's own keys: the owner's key hash, and a namespaced thread's public id.
+    hidden = (OWNER_KEY, PUBLIC_ID_KEY) if ref.public_id != ref.thread_id else (OWNER_KEY,)
     out: dict[str, Any] = {
-        "thread_id": ref.thread_id,
+        "thread_id": ref.public_id,
         "created_at": ref.info.created_at,
         "app": ref.app_name,
-        "metadata": {k: v for k, v in ref.info.metadata.items() if k != OWNER_KEY},
+        "metadata": {k: v for k, v in ref.info.metadata.items() if k not in hidden},
         "status": thread_status(active, latest),
         "active_run_id": active.run_id if active is not None else None,
     }
