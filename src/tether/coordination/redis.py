@@ -57,10 +57,14 @@ import json
 import logging
 import os
 import socket
+import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import redis.asyncio as aredis
 from anyio.abc import TaskGroup
 from redis.exceptions import RedisError
@@ -83,6 +87,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_LEASE", "STREAM_TTL", "RedisRunRegistry", "RemoteRunStream"]
 
 log = logging.getLogger("tether.coordination")
+T = TypeVar("T")
 
 DEFAULT_LEASE = 10.0  # seconds a worker's runs survive it without a heartbeat
 STREAM_TTL = 300  # seconds a finished run's event stream stays readable in Redis
@@ -103,6 +108,8 @@ class RedisRunRegistry(RunRegistry):
         run_queue: The queue of background runs for `tether worker` processes, so that stops
             and joins reach runs still waiting there (see `tether.worker`).
     """
+
+    cross_process = True
 
     def __init__(
         self,
@@ -128,6 +135,9 @@ class RedisRunRegistry(RunRegistry):
         self._channel = f"{prefix}:signal"
         self._redis: aredis.Redis | None = None
         self._tg: TaskGroup | None = None  # the host task group of our loop, once started
+        # The loop the client belongs to (its token and thread), once started; never changes.
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
         self._stopper: anyio.CancelScope | None = None  # cancels the background loops
         self._start_lock = anyio.Lock()
         # Every registered, not yet released run of this process.
@@ -179,6 +189,8 @@ class RedisRunRegistry(RunRegistry):
                 self._drain_script = client.register_script(_scripts.DRAIN_INPUT)
                 host = await current_host()
                 self._tg = host.tg
+                self._token = anyio.lowlevel.current_token()
+                self._loop_thread = threading.get_ident()
                 self._redis = client
                 host.tg.start_soon(self._background, name=f"tether-redis-{self.prefix}")
                 with anyio.move_on_after(self._timeout):
@@ -597,6 +609,19 @@ class RedisRunRegistry(RunRegistry):
         Cancellation: the value may or may not have been sent.
         """
         payload = json.dumps({"name": name, "value": encode_value(value, where="the input")})
+        return await self._to_inbox(run_id, payload, "send input")
+
+    async def close_stream(self, run_id: str) -> bool:
+        """End the runtime stream of the live flow run `run_id` (`Flow.astop_stream`), wherever
+        it executes; the run goes on. It travels through the run's inbox, so it lands after the
+        inputs sent before it. True when the run was live.
+
+        Raises `CoordinationUnavailableError` when Redis cannot be reached (nothing was sent).
+        Cancellation: the stream may or may not have been ended.
+        """
+        return await self._to_inbox(run_id, json.dumps({"close_stream": True}), "end the stream")
+
+    async def _to_inbox(self, run_id: str, payload: str, action: str) -> bool:
         client = await self._client()
         keys = [self._key("run", run_id), self._key("inbox", run_id)]
         try:
@@ -604,8 +629,37 @@ class RedisRunRegistry(RunRegistry):
                 keys=keys, args=[run_id, payload, self._channel], client=client
             )
         except RedisError as exc:
-            raise self._unavailable(f"send input to run {run_id!r}", exc) from exc
+            raise self._unavailable(f"{action} of run {run_id!r}", exc) from exc
         return bool(sent)
+
+    def call_sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `await fn(*args)` on the event loop this registry's client belongs to (tether's
+        background loop if it was not used yet), from sync code in any other thread.
+
+        Raises `UserError` when called on that loop's own thread (it would block the loop the
+        call needs; use the async face), `CoordinationUnavailableError` when that loop stopped.
+        """
+        token = self._token
+        if token is None:
+            return super().call_sync(fn, *args)
+        if threading.get_ident() == self._loop_thread:
+            raise UserError(
+                f"{getattr(fn, '__name__', fn)!r} was reached through a sync method on the event "
+                "loop the Redis registry runs on, which it would block; await the async method "
+                "instead (e.g. `await flow.asend(...)`)"
+            )
+
+        async def call() -> T:
+            return await fn(*args)
+
+        try:
+            return anyio.from_thread.run(call, token=token)
+        except RuntimeError as exc:
+            if "loop" not in str(exc).lower():
+                raise
+            raise CoordinationUnavailableError(
+                f"the event loop the Redis registry {self.url!r} was used on has stopped ({exc})"
+            ) from exc
 
     async def _drain_inputs(self, runs: list[RunHandle]) -> None:
         """Hand the inputs waiting in the runs' inboxes to the runs (called on an `input`
@@ -616,7 +670,8 @@ class RedisRunRegistry(RunRegistry):
         async with self._draining:
             for handle in runs:
                 send = getattr(handle, "send", None)  # a FlowRun; other runs take no input
-                if send is None:
+                stop_stream = getattr(handle, "stop_stream", None)
+                if send is None or stop_stream is None:
                     continue
                 try:
                     payloads = await self._drain_script(
@@ -628,7 +683,10 @@ class RedisRunRegistry(RunRegistry):
                 for payload in payloads:
                     try:
                         data = json.loads(payload)
-                        send(data["name"], decode_value(data["value"]))
+                        if data.get("close_stream"):
+                            stop_stream()
+                        else:
+                            send(data["name"], decode_value(data["value"]))
                     except Exception:  # a malformed input must not take the registry down
                         log.exception("run %s: could not deliver input %r", handle.run_id, payload)
 
