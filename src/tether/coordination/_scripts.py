@@ -11,7 +11,8 @@ scripts compute some key names from values):
 - `P:lease:{worker}`  the worker's lease, a key that expires unless the worker heartbeats;
 - `P:workers`         set of workers that have live runs; `P:wruns:{worker}` their run ids;
 - `P:events:{run}`    stream of the run's events (field `e`: the event JSON), for joins elsewhere;
-- `P:inbox:{run}`     list of JSON flow inputs (`Flow.asend`) not yet handed to the run;
+- `P:inbox:{run}`     list of JSON flow inputs (`Flow.send`) and stream ends (`Flow.stop_stream`)
+                      not yet handed to the run;
 - channel `P:signal`  `stop <run> <json>`, `input <run>` and `free <thread> <run>` notifications.
 """
 

@@ -24,10 +24,11 @@ checkpointer) holds everything durable. Every process keeps its own runs' handle
   batched per wake-up, so a join on any process reads them live, in order and without gaps
   (`join()`), and the sweeper can recover what a dead worker streamed after its last commit.
   The stream expires `STREAM_TTL` seconds after the run's terminal event.
-- **Flow inputs** (`Flow.asend`) for a run elsewhere go to the run's inbox list in Redis
-  (`SEND_INPUT`, only while the run is live) with an `input` notification; the executing process
-  drains the list into the run's local inbox on the notification, on resync and on every
-  heartbeat, one drain at a time, so inputs arrive in the order they were sent.
+- **Flow inputs** (`Flow.send` / `asend`) and stream ends (`Flow.stop_stream`) for a run elsewhere
+  go to the run's inbox list in Redis (`SEND_INPUT`, only while the run is live) with an `input`
+  notification; the executing process drains the list into the run (`send`, `stop_stream`) on the
+  notification, on resync and on every heartbeat, one drain at a time, so they arrive in the order
+  they were sent. Sync faces reach the registry through `call_sync`, on its own loop.
 - **Queued runs** (`run_queue`, a `PostgresRunQueue` that `tether worker` processes take from) are
   live too: a stop that finds no registered run removes the run from the queue and ends it
   `cancelled` before it ever ran (`lost.end_unstarted_run`), and `is_live` counts it, so a join
