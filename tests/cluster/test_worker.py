@@ -77,6 +77,7 @@ def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         env={**os.environ, **env, "COLUMNS": "200"},
         stdout=subprocess.PIPE,
     )
+    drain: threading.Thread | None = None
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -85,7 +86,8 @@ def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         else:
             pytest.fail(f"the worker exited before it was ready (code {proc.wait()})")
         # Drain the rest so the worker never blocks on a full pipe.
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        drain = threading.Thread(target=proc.stdout.read, daemon=True)
+        drain.start()
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -94,6 +96,10 @@ def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if drain is not None:
+            drain.join(timeout=30)  # the pipe's end was reached: the process is gone
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 async def enqueue(c: httpx.AsyncClient, api: Server, thread: str, text: str) -> str:
@@ -188,6 +194,45 @@ async def test_queued_run_stopped_before_a_worker_takes_it_never_runs(
     assert record["stop_requested_by"] == "user"
     users = [m["content"] for m in state["messages"] if m["role"] == "user"]
     assert users == ["later"]  # the stopped run never reached the model
+
+
+async def test_two_reject_runs_queued_at_once_through_two_api_processes_one_gets_409(
+    api: Server, env: dict[str, str]
+) -> None:
+    """Admission of a queued `reject` run happens when it is queued, atomically in Redis: of two
+    requests racing on one free thread through two API processes, one is queued (200), the
+    other refused (409, naming the queued run); no worker is needed for either answer."""
+    with serve("_queued:api", app_dir=HERE, env=env) as other:
+        async with httpx.AsyncClient(timeout=WATCHDOG) as c:
+            with anyio.fail_after(WATCHDOG) as watchdog:
+                for round in range(5):
+                    thread = f"q-race-{round}"
+                    answers: list[httpx.Response] = []
+                    # The thread exists first: two processes creating one thread at once is a
+                    # race of its own (the refused request would delete the thread it thinks
+                    # it created).
+                    r = await c.post(f"{api.url}/threads", json={"thread_id": thread})
+                    assert r.status_code == 200, r.text
+
+                    async def post(url: str, thread: str = thread) -> None:
+                        r = await c.post(f"{url}/threads/{thread}/runs", json=user("x"))
+                        answers.append(r)
+
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(post, api.url)
+                        tg.start_soon(post, other.url)
+                    assert sorted(r.status_code for r in answers) == [200, 409], round
+                    ok = next(r for r in answers if r.status_code == 200).json()
+                    busy = next(r for r in answers if r.status_code == 409).json()
+                    assert busy["error"]["type"] == "thread_busy"
+                    assert busy["error"]["active_run_id"] == ok["run_id"]
+                    runs = (await c.get(f"{api.url}/threads/{thread}/runs")).json()
+                    assert [r["run_id"] for r in runs] == [ok["run_id"]]
+                    stop = await c.post(f"{other.url}/threads/{thread}/stop?wait=true")
+                    assert stop.json()["stopped"] is True  # never ran: no worker is up
+                    assert stop.json()["run"]["status"] == "cancelled"
+            assert not watchdog.cancel_called
+    assert queued(env) == 0
 
 
 async def test_two_workers_never_take_the_same_run(api: Server, env: dict[str, str]) -> None:

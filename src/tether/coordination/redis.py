@@ -59,6 +59,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -71,7 +72,7 @@ from anyio.abc import TaskGroup
 from redis.exceptions import RedisError
 
 from .._host import current_host
-from ..errors import CoordinationUnavailableError, ThreadBusyError, UserError
+from ..errors import CoordinationUnavailableError, TetherError, ThreadBusyError, UserError
 from ..events import Event, RunFinished, event_from_json, event_json_bytes
 from ..handle import RunHandle, RunStream
 from ..run import MultitaskStrategy
@@ -93,6 +94,8 @@ T = TypeVar("T")
 DEFAULT_LEASE = 10.0  # seconds a worker's runs survive it without a heartbeat
 STREAM_TTL = 300  # seconds a finished run's event stream stays readable in Redis
 _RETRY = 0.2  # seconds between reconnection attempts of the background loops
+QUEUED_STALE = 60.0  # seconds after which a queued run's place is checked against the queue
+QUEUE_ROW_LOST = "its queue entry was never stored (the process that queued it failed)"
 
 
 class RedisRunRegistry(RunRegistry):
@@ -188,6 +191,7 @@ class RedisRunRegistry(RunRegistry):
                 self._restore_script = client.register_script(_scripts.RESTORE)
                 self._send_script = client.register_script(_scripts.SEND_INPUT)
                 self._drain_script = client.register_script(_scripts.DRAIN_INPUT)
+                self._enqueue_script = client.register_script(_scripts.ENQUEUE)
                 host = await current_host()
                 self._tg = host.tg
                 self._token = anyio.lowlevel.current_token()
@@ -229,14 +233,17 @@ class RedisRunRegistry(RunRegistry):
             await self.checkpointer.commit(run=handle.record.model_copy())
         self._runs[handle.run_id] = handle
         try:
-            await self._restore(client, handle, holds=False)
+            intents = await self._restore(client, handle, holds=False)
         except RedisError as exc:
             del self._runs[handle.run_id]
             raise self._unavailable("start a run", exc) from exc
+        for payload in intents:  # a stop of a queued run, sent before a worker took it
+            handle.token.request_stop(_decode(payload))
         assert self._tg is not None
         self._tg.start_soon(self._pump, handle, name=f"tether-pump-{handle.run_id}")
 
-    async def _restore(self, client: aredis.Redis, handle: RunHandle, *, holds: bool) -> None:
+    async def _restore(self, client: aredis.Redis, handle: RunHandle, *, holds: bool) -> list[str]:
+        """Write the local run to Redis; returns its stop intents (JSON requests)."""
         run, thread = handle.run_id, handle.thread_id
         keys = [
             self._key("run", run),
@@ -245,10 +252,13 @@ class RedisRunRegistry(RunRegistry):
             f"{self.prefix}:workers",
             self._key("lease", self.worker_id),
             self._key("owner", thread),
+            f"{self.prefix}:queued",
+            self._key("stops", run),
         ]
         lease_ms = int(self.lease * 1000)
         args: list[str | int] = [run, thread, self.worker_id, lease_ms, "1" if holds else "0"]
-        await self._restore_script(keys=keys, args=args, client=client)
+        intents: list[str] = await self._restore_script(keys=keys, args=args, client=client)
+        return intents
 
     async def acquire(self, handle: RunHandle, strategy: MultitaskStrategy) -> None:
         """Wait until `handle` holds its thread in every process's view, applying `strategy`.
@@ -319,7 +329,13 @@ class RedisRunRegistry(RunRegistry):
                 self._unreleased.pop(handle.run_id, None)
 
     async def _release_remote(
-        self, client: aredis.Redis, run: str, thread: str, worker: str | None = None
+        self,
+        client: aredis.Redis,
+        run: str,
+        thread: str,
+        worker: str | None = None,
+        *,
+        queued_only: bool = False,
     ) -> None:
         keys = [
             self._key("owner", thread),
@@ -329,8 +345,10 @@ class RedisRunRegistry(RunRegistry):
             self._key("wruns", worker or self.worker_id),
             self._key("stops", run),
             self._key("inbox", run),
+            f"{self.prefix}:queued",
         ]
-        await self._release_script(keys=keys, args=[run, thread, self._channel], client=client)
+        args = [run, thread, self._channel, "1" if queued_only else "0"]
+        await self._release_script(keys=keys, args=args, client=client)
 
     async def request_stop(
         self, request: StopRequest, *, run_id: str | None = None, thread_id: str | None = None
@@ -353,7 +371,9 @@ class RedisRunRegistry(RunRegistry):
             return StopResult(accepted=True, run_id=local.run_id, handle=local)
         if run_id is None and thread_id is None:
             return StopResult(accepted=False)
-        found = await self._stop_remote(request, run_id, thread_id)
+        found, queued_run = await self._stop_remote(request, run_id, thread_id)
+        if queued_run is not None:  # queued and holding its place: remove it if not taken yet
+            return await self._stop_queued(request, queued_run)
         if not found and self.run_queue is not None:
             queued = await self.run_queue.cancel(run_id=run_id, thread_id=thread_id)
             if queued is not None:  # it never ran, and now never will
@@ -362,7 +382,7 @@ class RedisRunRegistry(RunRegistry):
                         self.checkpointer, queued.run_id, queued.thread_id, stop=request
                     )
                 return StopResult(accepted=True, run_id=queued.run_id)
-            found = await self._stop_remote(request, run_id, thread_id)  # a worker took it
+            found, _ = await self._stop_remote(request, run_id, thread_id)  # a worker took it
         if not found:
             return StopResult(accepted=False)
         handle = self._runs.get(found)  # registered here meanwhile
@@ -374,8 +394,9 @@ class RedisRunRegistry(RunRegistry):
 
     async def _stop_remote(
         self, request: StopRequest, run_id: str | None, thread_id: str | None
-    ) -> str | None:
-        """Record and publish the stop for the live run in Redis; its id, or None if none."""
+    ) -> tuple[str | None, tuple[str, str] | None]:
+        """Record and publish the stop for the live run in Redis. Returns its id (None if no
+        run matched), and `(run, thread)` when that run is queued and has not started."""
         client = await self._client()
         try:
             found = await self._stop_script(
@@ -384,7 +405,24 @@ class RedisRunRegistry(RunRegistry):
             )
         except RedisError as exc:
             raise self._unavailable("deliver the stop", exc) from exc
-        return str(found) if found else None
+        if not found:
+            return None, None
+        run, worker = str(found[0]), str(found[1])
+        if worker:
+            return run, None
+        thread: str | None = await client.hget(self._key("run", run), "thread")  # type: ignore[assignment]  # decode_responses=True
+        return run, (run, thread) if thread is not None else None
+
+    async def _stop_queued(self, request: StopRequest, queued: tuple[str, str]) -> StopResult:
+        """A stop of a queued run that holds its place on the thread: the intent is recorded
+        (a worker that takes the run now applies it as it registers, so it never runs); if the
+        run is still in the queue it leaves it and ends `cancelled` here, freeing its place."""
+        run, thread = queued
+        if self.run_queue is not None and await self.run_queue.cancel(run_id=run) is not None:
+            if self.checkpointer is not None:
+                await end_unstarted_run(self.checkpointer, run, thread, stop=request)
+            await self.forget_queued(run, thread)
+        return StopResult(accepted=True, run_id=run)
 
     def _local_target(self, run_id: str | None, thread_id: str | None) -> RunHandle | None:
         if run_id is not None:
@@ -408,6 +446,55 @@ class RedisRunRegistry(RunRegistry):
                     args=[self.prefix, run, "", _encode(request), self._channel],
                     client=self._redis,
                 )
+
+    async def admit_queued(self, run_id: str, thread_id: str, strategy: MultitaskStrategy) -> None:
+        """Admit a run queued for `tether worker` to its thread now, as it is queued.
+
+        `reject` raises `ThreadBusyError` when the thread is busy (an active run that is not
+        stopping, or a run waiting for the thread), atomically: of two `reject` runs queued at
+        once on a free thread, one is refused. `enqueue` (and an admitted `reject`) holds its
+        place on the thread, in FIFO order, until a worker starts it (the run then keeps it) or
+        `forget_queued` gives it up. `interrupt` and `rollback` are left to the worker's start,
+        where they stop the run on the thread. Raises `CoordinationUnavailableError` when Redis
+        cannot be reached (nothing was admitted).
+
+        Cancellation: the place may or may not be held; `forget_queued` gives it up.
+        """
+        if strategy not in ("reject", "enqueue"):
+            return
+        client = await self._client()
+        keys = [
+            self._key("owner", thread_id),
+            self._key("queue", thread_id),
+            self._key("run", run_id),
+            self._key("truns", thread_id),
+            f"{self.prefix}:queued",
+        ]
+        now_ms = int(time.time() * 1000)
+        try:
+            reply = await self._enqueue_script(
+                keys=keys, args=[self.prefix, run_id, thread_id, strategy, now_ms], client=client
+            )
+        except RedisError as exc:
+            raise self._unavailable(f"admit queued run {run_id!r} to its thread", exc) from exc
+        if reply[0] == "busy":
+            raise ThreadBusyError(thread_id, reply[1])
+
+    async def forget_queued(self, run_id: str, thread_id: str) -> None:
+        """Give up the place `admit_queued` held for a run that will never start (stopped while
+        queued, or not queued after all). Idempotent; never raises: Redis errors are logged, and
+        a place left behind is freed by a later sweep.
+
+        Cancellation: shielded, with the registry's timeout.
+        """
+        client = self._redis
+        if client is None:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+            try:
+                await self._release_remote(client, run_id, thread_id, queued_only=True)
+            except RedisError as exc:
+                log.warning("could not free the place of queued run %s: %s", run_id, exc)
 
     def local(self, run_id: str) -> RunHandle | None:
         return self._runs.get(run_id)
@@ -762,7 +849,41 @@ class RedisRunRegistry(RunRegistry):
                 await self._release_remote(client, run, thread, worker)
                 recovered.append(run)
             await client.srem(f"{self.prefix}:workers", worker)
+        await self._sweep_queued(client)
         return recovered
+
+    async def _sweep_queued(self, client: aredis.Redis) -> None:
+        """Free the places of queued runs that are neither in the run queue nor started: the
+        process that queued one died (or failed) between admitting it and committing its queue
+        row. Looked at once they are `QUEUED_STALE` seconds old, then again every as long."""
+        if self.run_queue is None:
+            return
+        key, now = f"{self.prefix}:queued", time.time()
+        stale: list[str] = await client.zrangebyscore(  # type: ignore[assignment]  # decode_responses=True
+            key, "-inf", int((now - QUEUED_STALE) * 1000), start=0, num=100
+        )
+        for run in stale:
+            try:
+                if await self.run_queue.contains(run):
+                    await client.zadd(key, {run: int(now * 1000)})  # waits for a worker
+                    continue
+                fields: list[str | None] = await client.hmget(  # type: ignore[assignment]  # decode_responses=True
+                    self._key("run", run), ["thread", "worker"]
+                )
+                thread, worker = fields
+                if thread is None or worker:  # released, or a worker started it
+                    await client.zrem(key, run)
+                    continue
+                if self.checkpointer is not None:
+                    record = await self.checkpointer.get_run(run)
+                    if record is not None and record.status == "pending":
+                        await end_unstarted_run(
+                            self.checkpointer, run, thread, error=QUEUE_ROW_LOST
+                        )
+                await self._release_remote(client, run, thread, queued_only=True)
+            except TetherError as exc:  # the database is down: look again next sweep
+                log.warning("could not check queued run %s: %s", run, exc)
+                return
 
     def _unavailable(self, action: str, exc: BaseException) -> CoordinationUnavailableError:
         return CoordinationUnavailableError(
