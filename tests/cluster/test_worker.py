@@ -214,9 +214,10 @@ async def test_two_reject_runs_queued_at_once_through_two_api_processes_one_gets
                     r = await c.post(f"{api.url}/threads", json={"thread_id": thread})
                     assert r.status_code == 200, r.text
 
-                    async def post(url: str, thread: str = thread) -> None:
-                        r = await c.post(f"{url}/threads/{thread}/runs", json=user("x"))
-                        answers.append(r)
+                    async def post(
+                        url: str, thread: str = thread, out: list[httpx.Response] = answers
+                    ) -> None:
+                        out.append(await c.post(f"{url}/threads/{thread}/runs", json=user("x")))
 
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(post, api.url)
