@@ -6,10 +6,13 @@ Process A (a child of this script) runs an agent whose model streams a token eve
 stopped. Process B (this script) measures:
 - **stop, cross-process**: B calls `request_stop` for A's run (mode `now`) → the run's
   `run_finished` timestamp in A (`time.time()` on both sides, one machine), and → B sees the
-  thread released (the `free` notification back through Redis: the full round trip);
+  thread released (the `free` notification back through Redis: the full round trip). The profile
+  splits the one-way figure: B's script call returning, A's listener receiving the published stop
+  (A's registry records it), and the rest (A's run unwinding to its terminal event);
 - **stop, in-process baseline**: the same stop sent inside A to its own run (`LocalRunRegistry`);
-- **live events**: an event's timestamp in A → B reads it from the run's Redis Stream, beside the
-  same for a reader inside A;
+- **live events**: an event's timestamp in A → B reads it from the run's Redis Stream (blocking
+  `XREAD`, after a first read that caught up with the stream, so no backlog is counted), beside
+  the same for a reader inside A;
 - **kill -9 → worker_lost**: A is killed mid-run (lease 2 s); → B's sweep released its thread.
 Storage is in memory on both sides so the figures are the coordination cost alone.
 """
@@ -74,12 +77,26 @@ def agent(registry: Any) -> Agent:
     return Agent(Ticking(), checkpointer=InMemoryCheckpointer(), registry=registry)
 
 
+class ProfiledRegistry(RedisRunRegistry):
+    """A's registry, recording when each published stop reached its listener (the profile)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received: dict[str, float] = {}  # run id -> time.time() the stop arrived
+
+    def _on_message(self, data: str) -> None:
+        if data.startswith("stop "):
+            self.received.setdefault(data.split(" ", 2)[1], time.time())
+        super()._on_message(data)
+
+
 # ---------------------------------------------------------------- process A
 
 
 async def child(url: str, prefix: str, lease: float, runs: int) -> None:
     """Start `runs` runs one after another; print each run id once it streams, then its end."""
-    app = agent(RedisRunRegistry(url, prefix=prefix, lease=lease))
+    registry = ProfiledRegistry(url, prefix=prefix, lease=lease)
+    app = agent(registry)
     local_latency: list[float] = []
     for i in range(runs):
         handle = await app.astart("go", thread_id=f"bench-{i}")
@@ -95,7 +112,8 @@ async def child(url: str, prefix: str, lease: float, runs: int) -> None:
                         print(f"run {handle.run_id} bench-{i}", flush=True)
                         printed = True
             seen = len(handle.events)
-        print(f"end {handle.run_id} {handle.events[-1].ts!r}", flush=True)
+        received = registry.received.pop(handle.run_id, float("nan"))
+        print(f"end {handle.run_id} {handle.events[-1].ts!r} {received!r}", flush=True)
     print("local " + json.dumps(local_latency[-2000:]), flush=True)
     await app.registry.aclose()
 
@@ -165,6 +183,7 @@ async def cross_process(url: str, stops: int) -> dict[str, Any]:
     )
     assert proc.stdout is not None
     one_way, round_trip, remote_events = [], [], []
+    script, hop, unwind = [], [], []  # the profile of one_way
     buffer = b""
     local: list[float] = []
 
@@ -182,9 +201,12 @@ async def cross_process(url: str, stops: int) -> dict[str, Any]:
     for _ in range(stops):
         kind, run_id, _thread = (await anext(stream)).split(" ")
         assert kind == "run"
-        # live events through Redis: from the newest one on, wait for the next few
-        events = await registry.read_stream(run_id, -1) or []
-        top = events[-1].seq if events else -1
+        # live events through Redis: catch up with the stream first (not counted: a backlog is
+        # not live), then time the next few as they arrive
+        events: list[Any] = []
+        while not events:
+            events = await registry.read_stream(run_id, -1, 1.0) or []
+        top = events[-1].seq
         for _ in range(5):
             events = await registry.read_stream(run_id, top, 1.0) or []
             received = time.time()
@@ -192,18 +214,30 @@ async def cross_process(url: str, stops: int) -> dict[str, Any]:
             top = events[-1].seq if events else top
         t0 = time.time()
         result = await registry.request_stop(StopRequest(), run_id=run_id)
+        script.append(time.time() - t0)
         assert result.accepted
         assert result.handle is None
         await registry.wait_released(run_id)
         round_trip.append(time.time() - t0)
-        kind, _run, ts = (await anext(stream)).split(" ")
+        kind, _run, ts, received = (await anext(stream)).split(" ")
         assert kind == "end"
         one_way.append(float(ts) - t0)
+        if received != "nan":  # A applied it from the published message (not a re-read)
+            hop.append(float(received) - t0)
+            unwind.append(float(ts) - float(received))
     line = await anext(stream)
     local = json.loads(line.removeprefix("local "))
     await proc.wait()
     await registry.aclose()
-    return {"one_way": one_way, "round_trip": round_trip, "remote": remote_events, "local": local}
+    return {
+        "one_way": one_way,
+        "round_trip": round_trip,
+        "remote": remote_events,
+        "local": local,
+        "script": script,
+        "hop": hop,
+        "unwind": unwind,
+    }
 
 
 async def kill_trials(url: str, trials: int, lease: float) -> list[float]:
@@ -253,6 +287,9 @@ async def main(args: argparse.Namespace) -> None:
     print("stop, in-process (request → run_finished):", summary_ms(local_stops))
     cross = await cross_process(args.redis, args.stops)
     print("stop, B → run_finished in A:            ", summary_ms(cross["one_way"]))
+    print("  profile: B's stop script returns:      ", summary_ms(cross["script"]))
+    print("  profile: B → stop received by A:       ", summary_ms(cross["hop"]))
+    print("  profile: A received → run_finished:    ", summary_ms(cross["unwind"]))
     print("stop, B → thread released seen by B:    ", summary_ms(cross["round_trip"]))
     print("live event age, reader in A:            ", summary_ms(cross["local"]))
     print("live event age, reader in B (Redis):    ", summary_ms(cross["remote"]))
