@@ -30,11 +30,18 @@ checkpointer) holds everything durable. Every process keeps its own runs' handle
   notification, on resync and on every heartbeat, one drain at a time, so they arrive in the order
   they were sent. Sync faces reach the registry through `call_sync`, on its own loop.
 - **Queued runs** (`run_queue`, a `PostgresRunQueue` that `tether worker` processes take from) are
-  live too: a stop that finds no registered run removes the run from the queue and ends it
-  `cancelled` before it ever ran (`lost.end_unstarted_run`), and `is_live` counts it, so a join
-  waits for it to start. A worker registers a run before it deletes its queue row, in the row's
-  transaction, and a stop looks at Redis, then the queue (waiting on a row being taken), then Redis
-  again, so a stop never falls between "queued" and "registered".
+  live too. `reject` and `enqueue` runs are admitted as they are queued (`admit_queued`, the
+  `ENQUEUE` script, in the queue row's transaction): a busy `reject` thread refuses at once, and
+  an admitted run holds its place (the thread, or its turn in the thread's FIFO) as a live run
+  with an empty worker until a worker registers it, so FIFO order does not depend on which worker
+  takes which row first. A stop of such a run records its intent (the worker that registers the
+  run reads the intents in the same script, so it never executes), removes it from the queue and
+  ends it `cancelled` (`lost.end_unstarted_run`). A stop that finds no registered run (a place
+  Redis lost) looks at the queue the same way, and `is_live` counts queued runs, so a join waits
+  for them to start. A worker registers a run before it deletes its queue row, in the row's
+  transaction, and a stop looks at Redis, then the queue (waiting on a row being taken), then
+  Redis again, so a stop never falls between "queued" and "registered". A place whose queue row
+  never committed (the queueing process died) is freed by the sweep after `QUEUED_STALE`.
 - **Redis restarts** lose the keys; a process that reconnects writes its live runs back
   (`RESTORE`), so stops, admission and leases continue. Runs never wait on Redis to keep running:
   only admission of a new run and a stop of a run in another process need it.
