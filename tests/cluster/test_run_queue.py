@@ -249,3 +249,32 @@ async def lock_waiter(dsn: str) -> None:
             if await cur.fetchone() is not None:
                 return
             await anyio.sleep(0.01)
+
+
+async def test_a_thread_whose_turn_belongs_to_a_queued_run_is_busy_for_reject_runs(
+    make_app: Callable[..., Agent], postgres_dsn: str
+) -> None:
+    gate = Gate()
+    api, executor = make_app(["Hel", gate]), make_app()
+    with anyio.fail_after(30) as watchdog:
+        first = await api.astart(said("first"), thread_id="turn")
+        await gate.reached()
+        waiting = await enqueue_run(
+            api, said("queued"), thread_id="turn", multitask_strategy="enqueue"
+        )
+        gate.release()
+        await first.wait()  # the thread's owner is gone; its next turn is the queued run's
+        with pytest.raises(ThreadBusyError) as refused:
+            await api.astart(said("now"), thread_id="turn")  # reject, in this process
+        assert refused.value.active_run_id == waiting.run_id
+        with pytest.raises(ThreadBusyError):
+            await enqueue_run(executor, said("later"), thread_id="turn")  # reject, queued
+        async with anyio.create_task_group() as tg:
+            await tg.start(Worker(executor, poll=0.05).run)
+            events = [e async for e in await api.ajoin(waiting.run_id)]
+            tg.cancel_scope.cancel()
+    assert not watchdog.cancel_called
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "completed"
+    assert first.status == "completed"
+    assert await PostgresRunQueue(postgres_dsn).size() == 0
+    assert api.registry.size() == executor.registry.size() == 0
