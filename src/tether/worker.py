@@ -14,8 +14,17 @@ and its one `run_finished` say so).
 
 What a queued run carries: its input (JSON data, messages, or `Resume()`) and its options (thread,
 config, strategy, checkpoint, metadata), as JSON; whatever cannot be stored as JSON is refused with
-`UserError` at `enqueue_run()`. Its multitask strategy applies when a worker starts it: a `reject`
-run whose thread is busy then ends `failed` with the `ThreadBusyError` message.
+`UserError` at `enqueue_run()`.
+
+Thread policies: `reject` and `enqueue` are applied when the run is queued (`admit_queued`, one
+Lua script, in the queue row's transaction): a `reject` run on a busy thread raises
+`ThreadBusyError` from `enqueue_run()` (HTTP 409) and nothing is queued; an admitted run holds
+its place on the thread (the thread itself, or its turn in the thread's FIFO) until a worker
+starts it, so queued `enqueue` runs execute in the order they were queued, and a run started
+meanwhile in any process finds the thread busy. `interrupt` and `rollback` apply when a worker
+starts the run (they stop the run on the thread then). If Redis lost the places (a restart
+without persistence), a queued run is admitted again when a worker starts it: a `reject` run
+whose thread is busy then ends `failed` with the `ThreadBusyError` message.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from .app import App
 from .commands import Resume
 from .coordination.lost import end_unstarted_run
 from .coordination.redis import RedisRunRegistry
-from .errors import StorageError, TetherError, ThreadBusyError, UserError
+from .errors import TetherError, ThreadBusyError, UserError
 from .handle import RunHandle
 from .ids import new_id
 from .run import RunOptions, RunRecord, StartOptions
@@ -68,11 +77,13 @@ async def enqueue_run(
 ) -> RunRecord:
     """Queue a background run of `app` for a `tether worker`; returns its `pending` record.
 
-    The arguments are those of `App.astart` (see `StartOptions`). The run can be read, joined and stopped at once from
-    any process (`app.aget_run`, `app.ajoin`, `app.astop`). Raises `UserError` for bad arguments,
-    an input that cannot be stored as JSON, or an app without a run queue; `StorageError` when
-    the database fails (nothing stays queued then). Cancelled before it returns, the run may or
-    may not have been queued.
+    The arguments are those of `App.astart` (see `StartOptions`). The run can be read, joined and
+    stopped at once from any process (`app.aget_run`, `app.ajoin`, `app.astop`). Raises
+    `ThreadBusyError` when the strategy is `reject` and the thread is busy (nothing is queued or
+    stored then); `UserError` for bad arguments, an input that cannot be stored as JSON, or an app
+    without a run queue; `StorageError` when the database fails and
+    `CoordinationUnavailableError` when Redis does (nothing stays queued then). Cancelled before it
+    returns, the run may or may not have been queued.
     """
     queue = run_queue_of(app)
     resolved = RunOptions.resolve("enqueue_run", config, options, on_disconnect="continue")
@@ -80,6 +91,8 @@ async def enqueue_run(
     payload = {"input": _encode_input(input), "options": _encode_options(resolved)}
     await app.engine.ensure_ready()
     assert resolved.thread_id is not None
+    registry = app.registry
+    assert isinstance(registry, RedisRunRegistry)  # run_queue_of
     record = RunRecord(
         run_id=new_id(),
         thread_id=resolved.thread_id,
@@ -87,14 +100,29 @@ async def enqueue_run(
         multitask_strategy=resolved.multitask_strategy,
         metadata=resolved.metadata,
     )
-    await app.checkpointer.commit(run=record.model_copy())  # readable and joinable everywhere
+    stored = False
+
+    async def admit() -> None:
+        """In the queue row's transaction: the thread policy (409 here, not in the worker),
+        then the record (readable and joinable everywhere before a worker can take the row)."""
+        nonlocal stored
+        await registry.admit_queued(record.run_id, record.thread_id, resolved.multitask_strategy)
+        await app.checkpointer.commit(run=record.model_copy())
+        stored = True
+
     try:
-        await queue.put(QueuedRun(record.run_id, record.thread_id, app.name, payload))
-    except StorageError as exc:
+        await queue.put(QueuedRun(record.run_id, record.thread_id, app.name, payload), admit=admit)
+    except BaseException as exc:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            await end_unstarted_run(
-                app.checkpointer, record.run_id, record.thread_id, error=f"StorageError: {exc}"
-            )
+            await registry.forget_queued(record.run_id, record.thread_id)
+            if stored:  # the record exists, the row does not: the run ends here
+                error = f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception) else None
+                await end_unstarted_run(
+                    app.checkpointer,
+                    record.run_id,
+                    record.thread_id,
+                    error=error or "queueing the run was cancelled",
+                )
         raise
     return record
 
@@ -189,6 +217,9 @@ class Worker:
             await end_unstarted_run(
                 app.checkpointer, job.run_id, job.thread_id, error=f"{type(exc).__name__}: {exc}"
             )
+            registry = app.registry
+            if isinstance(registry, RedisRunRegistry):  # the place it held on its thread
+                await registry.forget_queued(job.run_id, job.thread_id)
             self._slots.release()
             return
         assert self._tg is not None

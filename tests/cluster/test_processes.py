@@ -6,6 +6,7 @@ gate in the process that runs the run, and a join answers its last event once th
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -18,6 +19,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests._services import require_redis
 from tests.cluster.conftest import fresh_schema
@@ -125,6 +127,52 @@ async def test_stop_through_another_process_while_a_third_is_joined(
         assert [e.data for e in logged] == [e.data for e in joined]
         run = (await c.get(f"{cc}/threads/{thread}/runs/{run_id}")).json()
         assert run["status"] == "cancelled" and run["stop_mode"] == mode
+        assert await sizes(c, nodes) == [0, 0, 0]
+
+
+async def frames_until(ws: ClientConnection, done: Any) -> list[dict[str, Any]]:
+    """WebSocket frames up to and including the first one `done(frame)` accepts."""
+    frames: list[dict[str, Any]] = []
+    while not frames or not done(frames[-1]):
+        frames.append(json.loads(await ws.recv()))
+    return frames
+
+
+async def test_websocket_on_one_process_joins_and_stops_a_run_on_another(
+    nodes: list[Server],
+) -> None:
+    a, b = nodes[0].url, nodes[1].url
+    thread = "ws-across"
+    async with httpx.AsyncClient(timeout=WATCHDOG) as c:
+        with anyio.fail_after(WATCHDOG) as watchdog:
+            run_id = await start(c, a, thread, ["Hel", "lo", "@gate:ws", " never"])
+            await c.get(f"{a}/_test/gates/ws/reached")  # A's run blocks after "Hello"
+            async with connect(b.replace("http://", "ws://") + f"/threads/{thread}/ws") as ws:
+                await ws.send(json.dumps({"type": "join", "run_id": run_id, "after_seq": -1}))
+                live = await frames_until(ws, lambda f: f.get("content") == "lo")  # run goes on
+                await ws.send(json.dumps({"type": "message", "content": "too soon"}))
+                busy = await frames_until(ws, lambda f: f["type"] == "error")
+                await ws.send(json.dumps({"type": "stop", "mode": "now", "reason": "ws"}))
+                rest = await frames_until(ws, lambda f: f["type"] == "run_finished")
+                # After the end a join is served from the event log, from any event id.
+                await ws.send(json.dumps({"type": "join", "run_id": run_id, "after_seq": 2}))
+                again = await frames_until(ws, lambda f: f["type"] == "run_finished")
+        assert not watchdog.cancel_called
+        frames = [*live, *busy, *rest]
+        assert busy[-1]["error"]["type"] == "thread_busy"
+        assert busy[-1]["error"]["active_run_id"] == run_id  # the run on A, named on B
+        results = [f for f in frames if f["type"] == "stop_result"]
+        assert results == [{"type": "stop_result", "stopped": True, "run_id": run_id}]
+        events = [f for f in frames if "seq" in f]
+        assert [e["seq"] for e in events] == list(range(len(events)))  # gapless, in order
+        assert [e["type"] for e in events].count("run_finished") == 1
+        assert events[-1]["status"] == "cancelled" and events[-1]["run_id"] == run_id
+        assert "".join(e["content"] for e in events if e["type"] == "message_delta") == "Hello"
+        logged = [e.data for e in await join(c, b, thread, run_id)]
+        assert events == logged  # what the socket got live is the durable record
+        assert again == logged[3:]
+        run = (await c.get(f"{b}/threads/{thread}/runs/{run_id}")).json()
+        assert run["status"] == "cancelled" and run["stop_reason"] == "ws"
         assert await sizes(c, nodes) == [0, 0, 0]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tether import Agent, UserError
+from tether import Agent, ThreadBusyError, UserError
 from tether.coordination.redis import RedisRunRegistry
 from tether.events import RunFinished
 from tether.messages import Message
@@ -92,34 +92,117 @@ async def test_enqueue_refuses_bad_input_and_apps_without_a_queue(
         Worker(api, concurrency=0)
 
 
-async def test_a_queued_reject_run_whose_thread_is_busy_ends_failed_when_a_worker_takes_it(
-    make_app: Callable[..., Agent],
+async def test_a_queued_reject_run_on_a_busy_thread_is_refused_when_it_is_queued(
+    make_app: Callable[..., Agent], postgres_dsn: str
 ) -> None:
     gate = Gate()
     api, executor = make_app(), make_app(["Hel", gate])
     with anyio.fail_after(30) as watchdog:
         busy = await executor.astart(said("first"), thread_id="t3")
         await gate.reached()
-        queued = await enqueue_run(api, said("second"), thread_id="t3")  # reject, the default
-        async with anyio.create_task_group() as tg:
-            await tg.start(Worker(executor, poll=0.05).run)
-            events = [e async for e in await api.ajoin(queued.run_id)]
-            tg.cancel_scope.cancel()
+        with pytest.raises(ThreadBusyError) as refused:
+            await enqueue_run(api, said("second"), thread_id="t3")  # reject, the default
+        assert refused.value.active_run_id == busy.run_id  # the run of the other node
+        assert await PostgresRunQueue(postgres_dsn).size() == 0  # nothing queued ...
+        assert [r.run_id for r in await api.alist_runs("t3")] == [busy.run_id]  # ... or stored
         gate.release()
         await busy.wait()
-        stored = await api.aget_run(queued.run_id)
+        later = await enqueue_run(api, said("third"), thread_id="t3")  # the thread is free now
+        async with anyio.create_task_group() as tg:
+            await tg.start(Worker(executor, poll=0.05).run)
+            events = [e async for e in await api.ajoin(later.run_id)]
+            tg.cancel_scope.cancel()
     assert not watchdog.cancel_called
-    assert len(events) == 1 and isinstance(events[0], RunFinished)
-    assert events[0].status == "failed" and "ThreadBusyError" in (events[0].error or "")
-    assert stored is not None and stored.status == "failed" and stored.started_at is None
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "completed"
     assert busy.status == "completed"
+    assert api.registry.size() == executor.registry.size() == 0
+
+
+async def test_two_reject_runs_queued_at_once_on_one_thread_one_is_refused(
+    make_app: Callable[..., Agent], postgres_dsn: str
+) -> None:
+    nodes = [make_app(), make_app()]  # the two enqueues come from two nodes
+    for round in range(5):
+        thread = f"race-{round}"
+        outcomes: list[str] = []
+
+        async def enqueue(app: Agent, thread: str = thread, out: list[str] = outcomes) -> None:
+            try:
+                await enqueue_run(app, said("x"), thread_id=thread)
+                out.append("queued")
+            except ThreadBusyError:
+                out.append("busy")
+
+        with anyio.fail_after(30) as watchdog:
+            async with anyio.create_task_group() as tg:
+                for app in nodes:
+                    tg.start_soon(enqueue, app)
+        assert not watchdog.cancel_called
+        assert sorted(outcomes) == ["busy", "queued"], round
+        assert len(await nodes[0].alist_runs(thread)) == 1  # the refused run left nothing
+    assert await PostgresRunQueue(postgres_dsn).size() == 5
+
+
+async def test_queued_enqueue_runs_start_in_the_order_they_were_queued(
+    make_app: Callable[..., Agent],
+) -> None:
+    gate = Gate()
+    nodes = [make_app(), make_app()]
+    executors = [make_app(["Hel", gate]), make_app()]
+    with anyio.fail_after(60) as watchdog:
+        busy = await executors[0].astart(said("first"), thread_id="fifo")
+        await gate.reached()
+        queued = [
+            await enqueue_run(
+                nodes[i % 2], said(f"q{i}"), thread_id="fifo", multitask_strategy="enqueue"
+            )
+            for i in range(6)
+        ]
+        async with anyio.create_task_group() as tg:
+            # Two workers with free slots take the queued runs at once; the thread's FIFO,
+            # fixed when they were queued, decides the order they run in.
+            for executor in executors:
+                await tg.start(Worker(executor, poll=0.05).run)
+            gate.release()
+            ends = [[e async for e in await nodes[0].ajoin(r.run_id)][-1] for r in queued]
+            tg.cancel_scope.cancel()
+        records = [await nodes[0].aget_run(r.run_id) for r in queued]
+    assert not watchdog.cancel_called
+    assert busy.status == "completed"
+    assert [e.status for e in ends if isinstance(e, RunFinished)] == ["completed"] * 6
+    started = [r.started_at for r in records if r is not None]
+    assert len(started) == 6 and started == sorted(started)
+    users = [m.content for m in (await nodes[0].aget_state("fifo")).values["messages"]]
+    assert [u for u in users if u.startswith("q")] == [f"q{i}" for i in range(6)]
+
+
+async def test_a_place_held_for_a_run_whose_queue_row_never_came_is_freed_by_a_sweep(
+    make_app: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = make_app()
+    registry = api.registry
+    assert isinstance(registry, RedisRunRegistry)
+    with anyio.fail_after(30) as watchdog:
+        # As if the process that queued it died between admitting it and committing its row.
+        await registry.admit_queued("lost-run", "lost", "reject")
+        with pytest.raises(ThreadBusyError):
+            await enqueue_run(api, said("x"), thread_id="lost")
+        await registry.sweep()  # too recent to be judged
+        with pytest.raises(ThreadBusyError):
+            await enqueue_run(api, said("x"), thread_id="lost")
+        monkeypatch.setattr("tether.coordination.redis.QUEUED_STALE", 0.0)
+        await registry.sweep()
+        record = await enqueue_run(api, said("x"), thread_id="lost")
+    assert not watchdog.cancel_called
+    assert record.status == "pending"
 
 
 async def test_a_stop_that_waits_on_a_worker_taking_the_run_reaches_the_started_run(
     make_app: Callable[..., Agent], postgres_dsn: str
 ) -> None:
-    """The stop misses the run in Redis, then waits on the queue row a worker holds; once the
-    worker registered the run and committed, the stop finds it in Redis: never lost between."""
+    """The stop finds the queued run's place in Redis and records its intent, then waits on the
+    queue row a worker holds; the worker registers the run, reads the intent as it does, and the
+    run ends `cancelled` without running: the stop is never lost between "queued" and "running"."""
     gate = Gate()
     api, executor = make_app(), make_app(["Hel", gate])
     queue = PostgresRunQueue(postgres_dsn)
@@ -149,7 +232,7 @@ async def test_a_stop_that_waits_on_a_worker_taking_the_run_reaches_the_started_
     assert not watchdog.cancel_called
     assert stopped == [True]
     assert record is not None and record.status == "cancelled" and record.stop_reason == "racing"
-    assert [e.type for e in events].count("run_started") == 1  # it started, then was stopped
+    assert [e.type for e in events] == ["run_finished"]  # it never ran
     assert await queue.size() == 0
 
 
@@ -166,3 +249,32 @@ async def lock_waiter(dsn: str) -> None:
             if await cur.fetchone() is not None:
                 return
             await anyio.sleep(0.01)
+
+
+async def test_a_thread_whose_turn_belongs_to_a_queued_run_is_busy_for_reject_runs(
+    make_app: Callable[..., Agent], postgres_dsn: str
+) -> None:
+    gate = Gate()
+    api, executor = make_app(["Hel", gate]), make_app()
+    with anyio.fail_after(30) as watchdog:
+        first = await api.astart(said("first"), thread_id="turn")
+        await gate.reached()
+        waiting = await enqueue_run(
+            api, said("queued"), thread_id="turn", multitask_strategy="enqueue"
+        )
+        gate.release()
+        await first.wait()  # the thread's owner is gone; its next turn is the queued run's
+        with pytest.raises(ThreadBusyError) as refused:
+            await api.astart(said("now"), thread_id="turn")  # reject, in this process
+        assert refused.value.active_run_id == waiting.run_id
+        with pytest.raises(ThreadBusyError):
+            await enqueue_run(executor, said("later"), thread_id="turn")  # reject, queued
+        async with anyio.create_task_group() as tg:
+            await tg.start(Worker(executor, poll=0.05).run)
+            events = [e async for e in await api.ajoin(waiting.run_id)]
+            tg.cancel_scope.cancel()
+    assert not watchdog.cancel_called
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "completed"
+    assert first.status == "completed"
+    assert await PostgresRunQueue(postgres_dsn).size() == 0
+    assert api.registry.size() == executor.registry.size() == 0

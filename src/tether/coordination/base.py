@@ -22,15 +22,19 @@ the same methods. `tests/coordination/conformance.py` is the suite every backend
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from .. import _portal
 from ..handle import RunHandle, RunStream
 from ..run import MultitaskStrategy
 from ..stop import StopRequest
 from ..storage.base import Checkpointer
 
 __all__ = ["RunRegistry", "StopResult"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,10 @@ class StopResult:
 
 class RunRegistry(ABC):
     """Coordinates runs across threads of conversation (and, for some backends, processes)."""
+
+    # Whether the cross-process hooks below reach runs of other processes (False: every run is
+    # local, so a run that is not in this process does not exist anywhere).
+    cross_process: bool = False
 
     @abstractmethod
     async def register(self, handle: RunHandle) -> None:
@@ -124,3 +132,18 @@ class RunRegistry(ABC):
         Cancellation: the value may or may not have been sent.
         """
         return False
+
+    async def close_stream(self, run_id: str) -> bool:
+        """End the runtime stream of a flow run of another process (`Flow.astop_stream`); False
+        here.
+
+        Cancellation: the stream may or may not have been ended.
+        """
+        return False
+
+    def call_sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `await fn(*args)` for a sync face (`Flow.send`, `Flow.stop_stream`) that must
+        reach this registry's backend: here, on tether's background loop (`_portal`). A backend
+        bound to one event loop runs it on that loop instead.
+        """
+        return _portal.call(fn, *args)

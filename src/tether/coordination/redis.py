@@ -24,16 +24,24 @@ checkpointer) holds everything durable. Every process keeps its own runs' handle
   batched per wake-up, so a join on any process reads them live, in order and without gaps
   (`join()`), and the sweeper can recover what a dead worker streamed after its last commit.
   The stream expires `STREAM_TTL` seconds after the run's terminal event.
-- **Flow inputs** (`Flow.asend`) for a run elsewhere go to the run's inbox list in Redis
-  (`SEND_INPUT`, only while the run is live) with an `input` notification; the executing process
-  drains the list into the run's local inbox on the notification, on resync and on every
-  heartbeat, one drain at a time, so inputs arrive in the order they were sent.
+- **Flow inputs** (`Flow.send` / `asend`) and stream ends (`Flow.stop_stream`) for a run elsewhere
+  go to the run's inbox list in Redis (`SEND_INPUT`, only while the run is live) with an `input`
+  notification; the executing process drains the list into the run (`send`, `stop_stream`) on the
+  notification, on resync and on every heartbeat, one drain at a time, so they arrive in the order
+  they were sent. Sync faces reach the registry through `call_sync`, on its own loop.
 - **Queued runs** (`run_queue`, a `PostgresRunQueue` that `tether worker` processes take from) are
-  live too: a stop that finds no registered run removes the run from the queue and ends it
-  `cancelled` before it ever ran (`lost.end_unstarted_run`), and `is_live` counts it, so a join
-  waits for it to start. A worker registers a run before it deletes its queue row, in the row's
-  transaction, and a stop looks at Redis, then the queue (waiting on a row being taken), then Redis
-  again, so a stop never falls between "queued" and "registered".
+  live too. `reject` and `enqueue` runs are admitted as they are queued (`admit_queued`, the
+  `ENQUEUE` script, in the queue row's transaction): a busy `reject` thread refuses at once, and
+  an admitted run holds its place (the thread, or its turn in the thread's FIFO) as a live run
+  with an empty worker until a worker registers it, so FIFO order does not depend on which worker
+  takes which row first. A stop of such a run records its intent (the worker that registers the
+  run reads the intents in the same script, so it never executes), removes it from the queue and
+  ends it `cancelled` (`lost.end_unstarted_run`). A stop that finds no registered run (a place
+  Redis lost) looks at the queue the same way, and `is_live` counts queued runs, so a join waits
+  for them to start. A worker registers a run before it deletes its queue row, in the row's
+  transaction, and a stop looks at Redis, then the queue (waiting on a row being taken), then
+  Redis again, so a stop never falls between "queued" and "registered". A place whose queue row
+  never committed (the queueing process died) is freed by the sweep after `QUEUED_STALE`.
 - **Redis restarts** lose the keys; a process that reconnects writes its live runs back
   (`RESTORE`), so stops, admission and leases continue. Runs never wait on Redis to keep running:
   only admission of a new run and a stop of a run in another process need it.
@@ -57,16 +65,21 @@ import json
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import redis.asyncio as aredis
 from anyio.abc import TaskGroup
 from redis.exceptions import RedisError
 
 from .._host import current_host
-from ..errors import CoordinationUnavailableError, ThreadBusyError, UserError
+from ..errors import CoordinationUnavailableError, TetherError, ThreadBusyError, UserError
 from ..events import Event, RunFinished, event_from_json, event_json_bytes
 from ..handle import RunHandle, RunStream
 from ..run import MultitaskStrategy
@@ -83,10 +96,13 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_LEASE", "STREAM_TTL", "RedisRunRegistry", "RemoteRunStream"]
 
 log = logging.getLogger("tether.coordination")
+T = TypeVar("T")
 
 DEFAULT_LEASE = 10.0  # seconds a worker's runs survive it without a heartbeat
 STREAM_TTL = 300  # seconds a finished run's event stream stays readable in Redis
 _RETRY = 0.2  # seconds between reconnection attempts of the background loops
+QUEUED_STALE = 60.0  # seconds after which a queued run's place is checked against the queue
+QUEUE_ROW_LOST = "its queue entry was never stored (the process that queued it failed)"
 
 
 class RedisRunRegistry(RunRegistry):
@@ -103,6 +119,8 @@ class RedisRunRegistry(RunRegistry):
         run_queue: The queue of background runs for `tether worker` processes, so that stops
             and joins reach runs still waiting there (see `tether.worker`).
     """
+
+    cross_process = True
 
     def __init__(
         self,
@@ -128,6 +146,9 @@ class RedisRunRegistry(RunRegistry):
         self._channel = f"{prefix}:signal"
         self._redis: aredis.Redis | None = None
         self._tg: TaskGroup | None = None  # the host task group of our loop, once started
+        # The loop the client belongs to (its token and thread), once started; never changes.
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
         self._stopper: anyio.CancelScope | None = None  # cancels the background loops
         self._start_lock = anyio.Lock()
         # Every registered, not yet released run of this process.
@@ -177,8 +198,11 @@ class RedisRunRegistry(RunRegistry):
                 self._restore_script = client.register_script(_scripts.RESTORE)
                 self._send_script = client.register_script(_scripts.SEND_INPUT)
                 self._drain_script = client.register_script(_scripts.DRAIN_INPUT)
+                self._enqueue_script = client.register_script(_scripts.ENQUEUE)
                 host = await current_host()
                 self._tg = host.tg
+                self._token = anyio.lowlevel.current_token()
+                self._loop_thread = threading.get_ident()
                 self._redis = client
                 host.tg.start_soon(self._background, name=f"tether-redis-{self.prefix}")
                 with anyio.move_on_after(self._timeout):
@@ -216,14 +240,17 @@ class RedisRunRegistry(RunRegistry):
             await self.checkpointer.commit(run=handle.record.model_copy())
         self._runs[handle.run_id] = handle
         try:
-            await self._restore(client, handle, holds=False)
+            intents = await self._restore(client, handle, holds=False)
         except RedisError as exc:
             del self._runs[handle.run_id]
             raise self._unavailable("start a run", exc) from exc
+        for payload in intents:  # a stop of a queued run, sent before a worker took it
+            handle.token.request_stop(_decode(payload))
         assert self._tg is not None
         self._tg.start_soon(self._pump, handle, name=f"tether-pump-{handle.run_id}")
 
-    async def _restore(self, client: aredis.Redis, handle: RunHandle, *, holds: bool) -> None:
+    async def _restore(self, client: aredis.Redis, handle: RunHandle, *, holds: bool) -> list[str]:
+        """Write the local run to Redis; returns its stop intents (JSON requests)."""
         run, thread = handle.run_id, handle.thread_id
         keys = [
             self._key("run", run),
@@ -232,10 +259,13 @@ class RedisRunRegistry(RunRegistry):
             f"{self.prefix}:workers",
             self._key("lease", self.worker_id),
             self._key("owner", thread),
+            f"{self.prefix}:queued",
+            self._key("stops", run),
         ]
         lease_ms = int(self.lease * 1000)
         args: list[str | int] = [run, thread, self.worker_id, lease_ms, "1" if holds else "0"]
-        await self._restore_script(keys=keys, args=args, client=client)
+        intents: list[str] = await self._restore_script(keys=keys, args=args, client=client)
+        return intents
 
     async def acquire(self, handle: RunHandle, strategy: MultitaskStrategy) -> None:
         """Wait until `handle` holds its thread in every process's view, applying `strategy`.
@@ -306,7 +336,13 @@ class RedisRunRegistry(RunRegistry):
                 self._unreleased.pop(handle.run_id, None)
 
     async def _release_remote(
-        self, client: aredis.Redis, run: str, thread: str, worker: str | None = None
+        self,
+        client: aredis.Redis,
+        run: str,
+        thread: str,
+        worker: str | None = None,
+        *,
+        queued_only: bool = False,
     ) -> None:
         keys = [
             self._key("owner", thread),
@@ -316,8 +352,10 @@ class RedisRunRegistry(RunRegistry):
             self._key("wruns", worker or self.worker_id),
             self._key("stops", run),
             self._key("inbox", run),
+            f"{self.prefix}:queued",
         ]
-        await self._release_script(keys=keys, args=[run, thread, self._channel], client=client)
+        args = [run, thread, self._channel, "1" if queued_only else "0"]
+        await self._release_script(keys=keys, args=args, client=client)
 
     async def request_stop(
         self, request: StopRequest, *, run_id: str | None = None, thread_id: str | None = None
@@ -340,7 +378,9 @@ class RedisRunRegistry(RunRegistry):
             return StopResult(accepted=True, run_id=local.run_id, handle=local)
         if run_id is None and thread_id is None:
             return StopResult(accepted=False)
-        found = await self._stop_remote(request, run_id, thread_id)
+        found, queued_run = await self._stop_remote(request, run_id, thread_id)
+        if queued_run is not None:  # queued and holding its place: remove it if not taken yet
+            return await self._stop_queued(request, queued_run)
         if not found and self.run_queue is not None:
             queued = await self.run_queue.cancel(run_id=run_id, thread_id=thread_id)
             if queued is not None:  # it never ran, and now never will
@@ -349,7 +389,7 @@ class RedisRunRegistry(RunRegistry):
                         self.checkpointer, queued.run_id, queued.thread_id, stop=request
                     )
                 return StopResult(accepted=True, run_id=queued.run_id)
-            found = await self._stop_remote(request, run_id, thread_id)  # a worker took it
+            found, _ = await self._stop_remote(request, run_id, thread_id)  # a worker took it
         if not found:
             return StopResult(accepted=False)
         handle = self._runs.get(found)  # registered here meanwhile
@@ -361,8 +401,9 @@ class RedisRunRegistry(RunRegistry):
 
     async def _stop_remote(
         self, request: StopRequest, run_id: str | None, thread_id: str | None
-    ) -> str | None:
-        """Record and publish the stop for the live run in Redis; its id, or None if none."""
+    ) -> tuple[str | None, tuple[str, str] | None]:
+        """Record and publish the stop for the live run in Redis. Returns its id (None if no
+        run matched), and `(run, thread)` when that run is queued and has not started."""
         client = await self._client()
         try:
             found = await self._stop_script(
@@ -371,7 +412,24 @@ class RedisRunRegistry(RunRegistry):
             )
         except RedisError as exc:
             raise self._unavailable("deliver the stop", exc) from exc
-        return str(found) if found else None
+        if not found:
+            return None, None
+        run, worker = str(found[0]), str(found[1])
+        if worker:
+            return run, None
+        thread: str | None = await client.hget(self._key("run", run), "thread")  # type: ignore[assignment]  # decode_responses=True
+        return run, (run, thread) if thread is not None else None
+
+    async def _stop_queued(self, request: StopRequest, queued: tuple[str, str]) -> StopResult:
+        """A stop of a queued run that holds its place on the thread: the intent is recorded
+        (a worker that takes the run now applies it as it registers, so it never runs); if the
+        run is still in the queue it leaves it and ends `cancelled` here, freeing its place."""
+        run, thread = queued
+        if self.run_queue is not None and await self.run_queue.cancel(run_id=run) is not None:
+            if self.checkpointer is not None:
+                await end_unstarted_run(self.checkpointer, run, thread, stop=request)
+            await self.forget_queued(run, thread)
+        return StopResult(accepted=True, run_id=run)
 
     def _local_target(self, run_id: str | None, thread_id: str | None) -> RunHandle | None:
         if run_id is not None:
@@ -395,6 +453,55 @@ class RedisRunRegistry(RunRegistry):
                     args=[self.prefix, run, "", _encode(request), self._channel],
                     client=self._redis,
                 )
+
+    async def admit_queued(self, run_id: str, thread_id: str, strategy: MultitaskStrategy) -> None:
+        """Admit a run queued for `tether worker` to its thread now, as it is queued.
+
+        `reject` raises `ThreadBusyError` when the thread is busy (an active run that is not
+        stopping, or a run waiting for the thread), atomically: of two `reject` runs queued at
+        once on a free thread, one is refused. `enqueue` (and an admitted `reject`) holds its
+        place on the thread, in FIFO order, until a worker starts it (the run then keeps it) or
+        `forget_queued` gives it up. `interrupt` and `rollback` are left to the worker's start,
+        where they stop the run on the thread. Raises `CoordinationUnavailableError` when Redis
+        cannot be reached (nothing was admitted).
+
+        Cancellation: the place may or may not be held; `forget_queued` gives it up.
+        """
+        if strategy not in ("reject", "enqueue"):
+            return
+        client = await self._client()
+        keys = [
+            self._key("owner", thread_id),
+            self._key("queue", thread_id),
+            self._key("run", run_id),
+            self._key("truns", thread_id),
+            f"{self.prefix}:queued",
+        ]
+        now_ms = int(time.time() * 1000)
+        try:
+            reply = await self._enqueue_script(
+                keys=keys, args=[self.prefix, run_id, thread_id, strategy, now_ms], client=client
+            )
+        except RedisError as exc:
+            raise self._unavailable(f"admit queued run {run_id!r} to its thread", exc) from exc
+        if reply[0] == "busy":
+            raise ThreadBusyError(thread_id, reply[1])
+
+    async def forget_queued(self, run_id: str, thread_id: str) -> None:
+        """Give up the place `admit_queued` held for a run that will never start (stopped while
+        queued, or not queued after all). Idempotent; never raises: Redis errors are logged, and
+        a place left behind is freed by a later sweep.
+
+        Cancellation: shielded, with the registry's timeout.
+        """
+        client = self._redis
+        if client is None:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+            try:
+                await self._release_remote(client, run_id, thread_id, queued_only=True)
+            except RedisError as exc:
+                log.warning("could not free the place of queued run %s: %s", run_id, exc)
 
     def local(self, run_id: str) -> RunHandle | None:
         return self._runs.get(run_id)
@@ -506,12 +613,18 @@ class RedisRunRegistry(RunRegistry):
             if client is None:
                 return  # closed
             try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for event in batch:
-                        pipe.xadd(key, {"e": event_json_bytes(event)}, id=f"{event.seq + 1}-0")
-                    if isinstance(batch[-1], RunFinished):
-                        pipe.expire(key, STREAM_TTL)
-                    await pipe.execute()
+                if len(batch) == 1 and not isinstance(batch[0], RunFinished):
+                    # The common case while a run streams; a bare XADD costs redis-py about half
+                    # the CPU of a one-command pipeline (bench/cross_worker_stop.py, live events).
+                    only = batch[0]
+                    await client.xadd(key, {"e": event_json_bytes(only)}, id=f"{only.seq + 1}-0")
+                else:
+                    async with client.pipeline(transaction=False) as pipe:
+                        for event in batch:
+                            pipe.xadd(key, {"e": event_json_bytes(event)}, id=f"{event.seq + 1}-0")
+                        if isinstance(batch[-1], RunFinished):
+                            pipe.expire(key, STREAM_TTL)
+                        await pipe.execute()
             except RedisError as exc:
                 if "equal or smaller" not in str(exc):  # already there: an earlier try landed
                     tries_after_end += handle.done
@@ -597,6 +710,19 @@ class RedisRunRegistry(RunRegistry):
         Cancellation: the value may or may not have been sent.
         """
         payload = json.dumps({"name": name, "value": encode_value(value, where="the input")})
+        return await self._to_inbox(run_id, payload, "send input")
+
+    async def close_stream(self, run_id: str) -> bool:
+        """End the runtime stream of the live flow run `run_id` (`Flow.astop_stream`), wherever
+        it executes; the run goes on. It travels through the run's inbox, so it lands after the
+        inputs sent before it. True when the run was live.
+
+        Raises `CoordinationUnavailableError` when Redis cannot be reached (nothing was sent).
+        Cancellation: the stream may or may not have been ended.
+        """
+        return await self._to_inbox(run_id, json.dumps({"close_stream": True}), "end the stream")
+
+    async def _to_inbox(self, run_id: str, payload: str, action: str) -> bool:
         client = await self._client()
         keys = [self._key("run", run_id), self._key("inbox", run_id)]
         try:
@@ -604,8 +730,37 @@ class RedisRunRegistry(RunRegistry):
                 keys=keys, args=[run_id, payload, self._channel], client=client
             )
         except RedisError as exc:
-            raise self._unavailable(f"send input to run {run_id!r}", exc) from exc
+            raise self._unavailable(f"{action} of run {run_id!r}", exc) from exc
         return bool(sent)
+
+    def call_sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `await fn(*args)` on the event loop this registry's client belongs to (tether's
+        background loop if it was not used yet), from sync code in any other thread.
+
+        Raises `UserError` when called on that loop's own thread (it would block the loop the
+        call needs; use the async face), `CoordinationUnavailableError` when that loop stopped.
+        """
+        token = self._token
+        if token is None:
+            return super().call_sync(fn, *args)
+        if threading.get_ident() == self._loop_thread:
+            raise UserError(
+                f"{getattr(fn, '__name__', fn)!r} was reached through a sync method on the event "
+                "loop the Redis registry runs on, which it would block; await the async method "
+                "instead (e.g. `await flow.asend(...)`)"
+            )
+
+        async def call() -> T:
+            return await fn(*args)
+
+        try:
+            return anyio.from_thread.run(call, token=token)
+        except RuntimeError as exc:
+            if "loop" not in str(exc).lower():
+                raise
+            raise CoordinationUnavailableError(
+                f"the event loop the Redis registry {self.url!r} was used on has stopped ({exc})"
+            ) from exc
 
     async def _drain_inputs(self, runs: list[RunHandle]) -> None:
         """Hand the inputs waiting in the runs' inboxes to the runs (called on an `input`
@@ -616,7 +771,8 @@ class RedisRunRegistry(RunRegistry):
         async with self._draining:
             for handle in runs:
                 send = getattr(handle, "send", None)  # a FlowRun; other runs take no input
-                if send is None:
+                stop_stream = getattr(handle, "stop_stream", None)
+                if send is None or stop_stream is None:
                     continue
                 try:
                     payloads = await self._drain_script(
@@ -628,7 +784,10 @@ class RedisRunRegistry(RunRegistry):
                 for payload in payloads:
                     try:
                         data = json.loads(payload)
-                        send(data["name"], decode_value(data["value"]))
+                        if data.get("close_stream"):
+                            stop_stream()
+                        else:
+                            send(data["name"], decode_value(data["value"]))
                     except Exception:  # a malformed input must not take the registry down
                         log.exception("run %s: could not deliver input %r", handle.run_id, payload)
 
@@ -703,7 +862,41 @@ class RedisRunRegistry(RunRegistry):
                 await self._release_remote(client, run, thread, worker)
                 recovered.append(run)
             await client.srem(f"{self.prefix}:workers", worker)
+        await self._sweep_queued(client)
         return recovered
+
+    async def _sweep_queued(self, client: aredis.Redis) -> None:
+        """Free the places of queued runs that are neither in the run queue nor started: the
+        process that queued one died (or failed) between admitting it and committing its queue
+        row. Looked at once they are `QUEUED_STALE` seconds old, then again every as long."""
+        if self.run_queue is None:
+            return
+        key, now = f"{self.prefix}:queued", time.time()
+        stale: list[str] = await client.zrangebyscore(  # type: ignore[assignment]  # decode_responses=True
+            key, "-inf", int((now - QUEUED_STALE) * 1000), start=0, num=100
+        )
+        for run in stale:
+            try:
+                if await self.run_queue.contains(run):
+                    await client.zadd(key, {run: int(now * 1000)})  # waits for a worker
+                    continue
+                fields: list[str | None] = await client.hmget(  # type: ignore[assignment]  # decode_responses=True
+                    self._key("run", run), ["thread", "worker"]
+                )
+                thread, worker = fields
+                if thread is None or worker:  # released, or a worker started it
+                    await client.zrem(key, run)
+                    continue
+                if self.checkpointer is not None:
+                    record = await self.checkpointer.get_run(run)
+                    if record is not None and record.status == "pending":
+                        await end_unstarted_run(
+                            self.checkpointer, run, thread, error=QUEUE_ROW_LOST
+                        )
+                await self._release_remote(client, run, thread, queued_only=True)
+            except TetherError as exc:  # the database is down: look again next sweep
+                log.warning("could not check queued run %s: %s", run, exc)
+                return
 
     def _unavailable(self, action: str, exc: BaseException) -> CoordinationUnavailableError:
         return CoordinationUnavailableError(

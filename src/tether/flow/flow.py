@@ -18,8 +18,10 @@ items into a runtime stream that the caller reads while the flow runs:
 
 A flow is an `App`, so it runs on the run engine and keeps the whole stop contract: `stream` /
 `astream` give the typed events (stream items are `custom` events), `start` / `astart` return a
-`FlowRun` handle, `stop` / `astop` stop a run by `run_id` or `thread_id` from any thread, and
-`get_run`, `get_state`, `list_runs` inspect runs. See docs/flow.md.
+`FlowRun` handle, `stop` / `astop` stop a run by `run_id` or `thread_id` from any thread, `send` /
+`asend` feed a run's `wait_for` and `stop_stream` / `astop_stream` end its runtime stream (in this
+process or, with a Redis registry, in another one), and `get_run`, `get_state`, `list_runs`
+inspect runs. See docs/flow.md.
 """
 
 from __future__ import annotations
@@ -153,27 +155,76 @@ class Flow(App):
     get_runtime_stream = SyncStreamTwin(aget_runtime_stream, SyncRuntimeStream)
 
     # input
+    def _local_run(self, run_id: str) -> FlowRun | None:
+        """The run `run_id` of this flow if it executes in this process."""
+        handle = self.registry.local(run_id)
+        if isinstance(handle, FlowRun) and handle.program.wiring is self.wiring:
+            return handle
+        return None
+
     def send(self, run_id: str, name: str, value: Any = None) -> bool:
         """Send `value` under `name` to the run `run_id` of this flow, for `data.wait_for(name)`.
 
-        Safe from any thread. Returns True if the run accepted it, False if the run is unknown to
-        this process or has ended. `FlowRun.send` and `RuntimeStream.send` do the same. For a run
-        in another process (a Redis registry), use `asend`.
+        Safe from any thread. A run of this process gets it at once; a run in another process (a
+        Redis registry) through `asend`, so the value must then be JSON data or messages.
+        Returns True if the run accepted it (for a run elsewhere: was live), False if the run is
+        unknown or has ended. `FlowRun.send` and `RuntimeStream.send` do the same for their run.
+
+        Raises:
+            UserError: `name` is not a non-empty string; or the run is elsewhere and this is
+                called on the event loop the registry runs on (use `await flow.asend(...)`).
+            CoordinationUnavailableError: the run is not here and Redis cannot be reached.
         """
-        handle = self.registry.local(run_id)
-        return (
-            isinstance(handle, FlowRun)
-            and handle.program.wiring is self.wiring
-            and handle.send(name, value)
-        )
+        _check_name(name)
+        local = self._local_run(run_id)
+        if local is not None:
+            return local.send(name, value)
+        if self.registry.local(run_id) is not None or not self.registry.cross_process:
+            return False  # a run of another app here, or no run at all
+        return self.registry.call_sync(self.asend, run_id, name, value)
 
     async def asend(self, run_id: str, name: str, value: Any = None) -> bool:
-        """`send`, reaching the run also in another process through the registry (Redis): the
-        value must then be JSON data or messages, and True means the run was live.
+        """`send`, from async code: reaches the run here or in another process (through the
+        registry's inbox in Redis, where values arrive in the order sent).
 
         Cancellation: the value may or may not have been sent.
         """
         _check_name(name)
+        local = self._local_run(run_id)
+        if local is not None:
+            return local.send(name, value)
         if self.registry.local(run_id) is not None:
-            return self.send(run_id, name, value)
+            return False
         return await self.registry.send_input(run_id, name, value)
+
+    def stop_stream(self, run_id: str) -> bool:
+        """End the runtime stream of the run `run_id` of this flow; the run itself goes on.
+
+        The same as a handler's `data.stop_stream()`, from outside: the stream's readers get the
+        items put so far and then the end. Safe from any thread; reaches the run in this process
+        or in another one (a Redis registry), after the values sent to it before. Returns True if
+        the run was live, False if it is unknown or has ended. To stop the work, use `stop()`.
+
+        Raises:
+            UserError: the run is elsewhere and this is called on the event loop the registry
+                runs on (use `await flow.astop_stream(...)`).
+            CoordinationUnavailableError: the run is not here and Redis cannot be reached.
+        """
+        local = self._local_run(run_id)
+        if local is not None:
+            return local.stop_stream()
+        if self.registry.local(run_id) is not None or not self.registry.cross_process:
+            return False
+        return self.registry.call_sync(self.astop_stream, run_id)
+
+    async def astop_stream(self, run_id: str) -> bool:
+        """`stop_stream`, from async code.
+
+        Cancellation: the stream may or may not have been ended.
+        """
+        local = self._local_run(run_id)
+        if local is not None:
+            return local.stop_stream()
+        if self.registry.local(run_id) is not None:
+            return False
+        return await self.registry.close_stream(run_id)

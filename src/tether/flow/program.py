@@ -76,6 +76,9 @@ class FlowProgram(Program):
         self.phase: Phase = "pending"
         # The seq the stream was closed at by `stop_stream()`: readers end there. Set once.
         self.stream_closed_at: int | None = None
+        # Set (from any thread) by an outside `FlowRun.stop_stream()`; `execute()` closes the
+        # stream as it begins when the request came before the program ran. Never cleared.
+        self.close_requested = False
         # Whether an `after_step` stop kept a chain or handler from starting.
         self.skipped = False
         # Handler calls started so far; numbers the calls (`node_started.step`).
@@ -138,6 +141,8 @@ class FlowProgram(Program):
         self._loop = ex.handle.token.loop
         self.inbox.bind(self._loop)
         self.phase = "running"
+        if self.close_requested:  # stop_stream() from outside, before the program ran
+            self.close_stream()
         try:
             try:
                 async with anyio.create_task_group() as tg:
@@ -303,7 +308,8 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 class FlowRun(RunHandle):
-    """The handle of one flow run: a `RunHandle` that can also `send` input to the run.
+    """The handle of one flow run: a `RunHandle` that can also `send` input to the run and end
+    its runtime stream (`stop_stream`).
 
     Returned by `flow.start()` / `flow.astart()`. It has `run_id`, `thread_id`, `status`, `done`,
     `events`, `result()`, `wait()`, `stop()` and `astop()` like every run handle.
@@ -326,6 +332,22 @@ class FlowRun(RunHandle):
         handler waits is queued. Returns False (and drops the value) if the run has ended.
         """
         return self.program.inbox.send(name, value)
+
+    def stop_stream(self) -> bool:
+        """End the run's runtime stream from outside, as a handler's `data.stop_stream()` does:
+        readers get the items put so far, then the end; the run goes on.
+
+        Safe from any thread, also before the run started (the stream then ends where the
+        program begins). Returns False if the run has ended, else True (also when the stream
+        was closed already).
+        """
+        program = self.program
+        if self.done or program.phase == "over":
+            return False
+        program.close_requested = True  # read by execute() if the program has not begun
+        # On the loop, close_stream() closes a running program's stream and is a no-op before
+        # it runs (execute() then sees the flag); None: the loop is not bound yet, same thing.
+        return self.token.loop.call_soon(program.close_stream) is not False
 
     def __repr__(self) -> str:
         return f"<FlowRun {self.run_id} thread={self.thread_id} status={self.status}>"

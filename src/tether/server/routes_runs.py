@@ -67,8 +67,9 @@ async def create_run(
 
     The run is not tied to this request; follow it with `GET .../runs/{run_id}/stream`. 409 when
     the thread is busy and `multitask_strategy` is `reject`. On a server that queues background
-    runs for `tether worker` processes, the record is `pending` and the strategy applies when a
-    worker starts the run (a busy `reject` run then ends `failed`).
+    runs for `tether worker` processes, the record is `pending`; `reject` and `enqueue` are
+    applied as the run is queued (409 at once; queued runs of a thread run in FIFO order), and
+    `interrupt` / `rollback` when a worker starts it.
     """
     ref, value = await _prepare(ctx, caller, thread_id, body)
     if ctx.queue_background_runs:

@@ -10,7 +10,7 @@ Client → server, one JSON object per text frame:
 
 Server → client: every run event as JSON (the same objects as the SSE `data:`), and
 
-    {"type": "stop_result", "stopped": true, "run_id": "..."}
+    {"type": "stop_result", "stopped": true, "run_id": "..."}   # the run that accepted the stop
     {"type": "error", "error": {"type": "thread_busy", "message": "...", ...}}
 
 Every frame is validated with the same models as REST (`ClientFrame`; a `message` frame's
@@ -23,6 +23,10 @@ The handshake is refused (close code 1008, the reason in the close frame) for a 
 unknown API key and a bad `on_disconnect`. It is accepted for any valid thread id: the id is the
 caller's own (with auth on each key has its own thread ids, see `auth.py`), so another key's
 thread of the same id is never reached, and events carry the caller's id.
+
+A `join` or `stop` reaches the run wherever it executes (with a Redis registry, also a run of another
+server process): a joined run's events arrive live, in order and without gaps, up to its one
+`run_finished`, and `stop_result.run_id` names the run that accepted the stop (null when none did).
 
 When the socket closes, runs it started are stopped (`requested_by="disconnect"`), unless it was
 opened with `?on_disconnect=continue`; runs it merely joined are never stopped. Authenticate with
@@ -207,8 +211,8 @@ class _Session:
 
     async def stop(self, frame: StopFrame) -> None:
         ref = await self.ctx.catalog.thread(self.thread_id, self.caller)
-        active = ref.app.registry.active_on(ref.thread_id)
-        stopped = await ref.app.astop(
+        # The registry says which run accepted the stop, wherever it executes.
+        result = await ref.app.arequest_stop(
             thread_id=ref.thread_id,
             mode=frame.mode,
             reason=frame.reason,
@@ -216,11 +220,7 @@ class _Session:
             wait=False,
         )
         await self.send(
-            {
-                "type": "stop_result",
-                "stopped": stopped,
-                "run_id": active.run_id if active is not None else None,
-            }
+            {"type": "stop_result", "stopped": result.accepted, "run_id": result.run_id}
         )
 
     async def join(self, tg: TaskGroup, frame: JoinFrame) -> None:

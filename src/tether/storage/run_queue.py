@@ -6,8 +6,11 @@ migrations, so processes that start together create it once.
 
 Mechanism:
 - `put()` inserts one row per queued run: its id, thread, app name and the JSON of its input and
-  options (`QueuedRun`). An API process writes the run's `pending` record first (so it can be read
-  and joined everywhere), then the row.
+  options (`QueuedRun`). In the same transaction, under a transaction-level advisory lock of the
+  run's thread, an API process first admits the run to its thread in the run registry and writes
+  its `pending` record (so it can be read and joined everywhere); a refusal (a busy thread under
+  `reject`) rolls the insert back. The lock makes the admission order of one thread's runs the
+  order of their rows.
 - `take()` runs in one transaction: `SELECT ... ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 1`
   picks the oldest row no other worker holds, the caller starts the run (which registers it with
   the run registry), and only then the row is deleted and the transaction committed. So two
@@ -47,6 +50,8 @@ _Conn = psycopg.AsyncConnection[Any]
 
 # The checkpointer's migration lock (storage/postgres.py): the table is created under it.
 _MIGRATION_LOCK = 0x7465746865720001
+# The first key of the per-thread lock `put()` admits runs under (the second: the thread's hash).
+_THREAD_LOCK = 0x74657468
 
 _CREATE = """CREATE TABLE IF NOT EXISTS tether_run_queue (
     seq bigint GENERATED ALWAYS AS IDENTITY,
@@ -125,14 +130,27 @@ class PostgresRunQueue:
             self._ready = True
         return conn
 
-    async def put(self, run: QueuedRun) -> None:
+    async def put(
+        self, run: QueuedRun, *, admit: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Queue `run`. Raises `StorageError` when the database fails (nothing was queued).
+
+        `admit` is awaited in the insert's transaction, under a lock of the run's thread, before
+        the row is written: whatever it raises (a busy thread) leaves nothing queued. Runs of one
+        thread are thus admitted in the order of their rows, which is the order workers take
+        them in.
 
         Cancellation: the run is queued fully or not at all.
         """
         async with self.connection() as conn:
             try:
                 async with conn.transaction():
+                    if admit is not None:
+                        await conn.execute(
+                            "SELECT pg_advisory_xact_lock(%s::int4, hashtext(%s))",
+                            (_THREAD_LOCK, run.thread_id),
+                        )
+                        await admit()
                     await conn.execute(
                         f"INSERT INTO tether_run_queue ({_COLUMNS}) VALUES (%s, %s, %s, %s)",
                         (run.run_id, run.thread_id, run.app, json.dumps(run.payload)),
