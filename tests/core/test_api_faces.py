@@ -50,9 +50,10 @@ def test_every_sync_async_pair_has_the_same_parameters(cls: type) -> None:
         )
 
 
-# Pairs that are not twins: `send` only reaches a run in this process, and never blocks (it is safe
-# inside a handler on the run's own loop); `asend` also reaches other processes.
-NOT_TWINS = {(Flow, "asend", "send")}
+# Pairs that are not twins: `send` and `stop_stream` reach a run of this process at once, from any
+# thread, without blocking (they are safe inside a handler on the run's own loop); only for a run
+# in another process do they wait for their async method on the registry's loop.
+NOT_TWINS = {(Flow, "asend", "send"), (Flow, "astop_stream", "stop_stream")}
 
 
 @pytest.mark.parametrize("cls", [App, CompiledGraph, Agent, Flow])
