@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .agent import Agent, OutputValidationError, ToolsIgnoredWarning, create_agent
+from .agent import Agent, AgentTool, OutputValidationError, ToolsIgnoredWarning, create_agent
 from .app import App, StateSnapshot
+from .children import ChildInterruptedError
 from .commands import Command, Resume
 from .context import RunContext
 from .coordination import LocalRunRegistry, RunRegistry, StopResult
@@ -61,11 +62,13 @@ __all__ = [
     "START",
     "Agent",
     "AgentState",
+    "AgentTool",
     "App",
     "Checkpoint",
     "CheckpointConflictError",
     "CheckpointSaved",
     "Checkpointer",
+    "ChildInterruptedError",
     "Command",
     "CompiledGraph",
     "CoordinationUnavailableError",

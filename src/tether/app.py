@@ -23,6 +23,7 @@ from .ids import new_id
 from .run import RunOptions, RunRecord
 from .stop import StopRequest, check_mode
 from .storage.base import Checkpoint, Checkpointer, ThreadInfo
+from .tracing import instrument, otel_available
 from .transcript import repair_transcript
 
 __all__ = ["App", "RunOptions", "StateSnapshot"]
@@ -80,6 +81,8 @@ class App:
             registry = default_registry()
         self.registry = registry
         self.engine = Engine(checkpointer=checkpointer, registry=self.registry, app_name=name)
+        if otel_available():  # every app traces through the global provider (`tether.tracing`)
+            instrument(self)
 
     def _sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run an async method on the sync API's background loop."""

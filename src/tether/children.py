@@ -29,6 +29,7 @@ import anyio
 
 from .errors import TetherError
 from .events import CheckpointSaved, Event, RunFinished, RunStarted
+from .tracing import child_span
 
 if TYPE_CHECKING:
     from .app import App
@@ -43,7 +44,23 @@ _OWN_FIELDS = frozenset({"run_id", "thread_id", "seq", "ts", "path", "type"})
 
 
 class ChildInterruptedError(TetherError):
-    """A child run paused (`interrupted`); pausing a parent through its child is not supported."""
+    """A child run (a subgraph node, an agent used as a tool) paused by `interrupt()`.
+
+    Pausing a parent through its child is not supported: `interrupt()` inside a child does not
+    pause the parent run. The child ends `interrupted` on its own thread (`thread_id`), with its
+    question (`interrupt`, the JSON payload); the parent gets this error instead: a subgraph node
+    fails the parent run with it, and an agent tool answers the call with it as an error result.
+    Call `interrupt()` (or use `@tool(requires_approval=True)`) in the parent instead.
+
+    Attributes:
+        thread_id: The child's thread, where it waits.
+        interrupt: The child's pending question (`{id, node, value, resumes, run_id}`).
+    """
+
+    def __init__(self, message: str, *, thread_id: str, interrupt: dict[str, Any] | None) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
+        self.interrupt = interrupt
 
 
 def child_thread_id(parent_thread_id: str, parent_run_id: str, segment: str) -> str:
@@ -63,6 +80,7 @@ async def run_child(
     segment: str,
     path: str,
     on_stopped: Callable[[dict[str, Any], bool], None],
+    span_key: str | None = None,
 ) -> dict[str, Any]:
     """Run `app` on `input` as a child of the run of `ctx`; return its final state values.
 
@@ -76,18 +94,21 @@ async def run_child(
             for the child, before the cancellation propagates, with the child's final state
             values and whether the child had completed all the same (the stop came too late
             for it).
+        span_key: The key of the span (in the parent's node) the child's run span hangs under
+            (`tether.tracing.child_span`); by default the node's span.
 
     Raises:
         RunFailedError: the child failed.
         RunCancelledError: the child was stopped on its own (not by the parent).
-        ChildInterruptedError: the child paused.
+        ChildInterruptedError: the child paused (`interrupt()` in a child is not supported).
 
     Cancellation: the child is stopped with the parent's stop mode (`now` when the cancellation
     did not come from a stop), waited for in a shielded scope, and its stopped state is passed to
     `on_stopped`; then the cancellation propagates.
     """
     thread_id = child_thread_id(ctx.thread_id, ctx.run_id, segment)
-    with anyio.CancelScope(shield=True):  # a stop now lands below, where the child is stopped
+    # Shielded: a stop now lands below, where the child is stopped.
+    with anyio.CancelScope(shield=True), child_span(ctx, span_key):
         handle = await app.astart(input, thread_id=thread_id)
     try:
         async for event in handle.events_after(-1, on_disconnect="continue"):
@@ -101,9 +122,14 @@ async def run_child(
         raise
     # No await from here on: a stop that lands after the child's end would lose its result.
     if handle.status == "interrupted":
+        question = handle.record.interrupt
+        asked = question.get("value") if question is not None else None
         raise ChildInterruptedError(
-            f"the child run {handle.run_id!r} on thread {thread_id!r} paused (interrupted); "
-            "interrupts inside subgraphs and agent tools are not supported, raise them in the parent"
+            f"the child run {handle.run_id!r} on thread {thread_id!r} paused to ask {asked!r}; "
+            "interrupt() inside a subgraph or an agent tool cannot pause the parent run: call "
+            "interrupt() (or use @tool(requires_approval=True)) in the parent graph or agent",
+            thread_id=thread_id,
+            interrupt=question,
         )
     if handle.error is not None:
         raise handle.error

@@ -119,3 +119,49 @@ async def test_a_stop_while_waiting_for_approval_cancels_it_and_the_thread_conti
         )
         assert r.json()["run"]["status"] == "completed"
         assert sent == []
+
+
+async def test_a_rolled_back_resume_leaves_the_thread_interrupted_with_its_pending_question() -> (
+    None
+):
+    entered, sent = anyio.Event(), []
+
+    @tool(requires_approval=True)
+    async def send_email(to: str) -> str:
+        """Send an email (blocks until stopped)."""
+        entered.set()
+        await anyio.sleep_forever()
+        sent.append(to)
+        return f"sent to {to}"
+
+    model = ScriptedModel(
+        [ToolCallStep("send_email", {"to": "ada"}, id="c1")], default_reply="Done."
+    )
+    agent = Agent(model, tools=[send_email], checkpointer=InMemoryCheckpointer(), name="mail")
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(create_app(agent)), base_url="http://tether"
+    )
+    async with client:
+        with anyio.fail_after(WATCHDOG):
+            paused = (await client.post("/threads/t/runs/wait", json=HI)).json()["run"]
+            question = paused["interrupt"]
+            r = await client.post("/threads/t/runs", json={"command": {"resume": "approve"}})
+            assert r.status_code == 200, r.text
+            resumed = r.json()["run_id"]
+            await entered.wait()
+            assert (await client.get("/threads/t")).json()["status"] == "busy"
+            r = await client.post("/threads/t/stop", params={"mode": "rollback", "wait": True})
+            assert r.json()["stopped"] is True and r.json()["run_id"] == resumed
+        run = (await client.get(f"/threads/t/runs/{resumed}")).json()
+        assert run["status"] == "cancelled" and run["stop_mode"] == "rollback"
+        thread = (await client.get("/threads/t")).json()
+        assert thread["status"] == "interrupted"
+        assert thread["interrupt"]["id"] == question["id"]
+        assert thread["interrupt"]["value"] == question["value"]
+        assert thread["active_run_id"] is None
+        assert sent == []
+        # and the pause is still answerable
+        with anyio.fail_after(WATCHDOG):
+            r = await client.post("/threads/t/runs/wait", json={"command": {"resume": "reject"}})
+        assert r.json()["run"]["status"] == "completed"
+        assert (await client.get("/threads/t")).json()["status"] == "idle"

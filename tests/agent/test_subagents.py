@@ -212,3 +212,61 @@ def test_nested_children_stream_with_the_whole_path_through_the_sync_api() -> No
     assert [e.content for e in deep if e.type == "message_delta"] == ["Deep."]
     values = parent.get_state("n").values
     assert [m.content for m in values["messages"]][-2:] == ["Middle done.", "after 4"]
+
+
+async def test_interrupt_inside_a_sub_agent_is_refused_clearly_and_the_child_keeps_its_question() -> (
+    None
+):
+    """`interrupt()` in a sub-agent's tool does not pause the parent (not supported): the child
+    ends `interrupted` on its own thread with its question, and the parent's call is answered
+    with a `ChildInterruptedError` result that names the question, so the parent goes on."""
+    from tether import ChildInterruptedError, interrupt, tool
+
+    @tool
+    def confirm(what: str) -> str:
+        """Ask a person to confirm."""
+        return str(interrupt({"confirm": what}))
+
+    child = Agent(
+        ScriptedModel([ToolCallStep("confirm", {"what": "x"}, id="k1")]),
+        tools=[confirm],
+        name="researcher",
+        description="Finds facts.",
+        checkpointer=InMemoryCheckpointer(),
+    )
+    parent = boss(child, [ToolCallStep("researcher", {"input": "find x"}, id="c1")], "Gave up.")
+    events = await collect(parent.arun("what is x?", thread_id="t"))
+    assert check_terminal(events).status == "completed"
+    [result] = [m for m in await parent.aget_messages("t") if m.role == "tool"]
+    assert result.content.startswith(f"Error: {ChildInterruptedError.__name__}: ")
+    assert "{'confirm': 'x'}" in result.content and "in the parent" in result.content
+    runs = await parent.alist_runs("t")
+    child_thread = child_thread_id("t", runs[0].run_id, "researcher.c1")
+    state = await child.aget_state(child_thread)
+    assert state.metadata["interrupt"]["value"] == {"confirm": "x"}
+    [child_run] = await child.alist_runs(child_thread)
+    assert child_run.status == "interrupted"
+
+
+async def test_interrupt_inside_a_subgraph_fails_the_parent_with_the_childs_question() -> None:
+    from tether import ChildInterruptedError, RunFailedError, interrupt
+
+    def ask(state: dict[str, Any]) -> dict[str, Any]:
+        return {"messages": [Message.assistant(str(interrupt("your name?")))]}
+
+    inner = StateGraph()
+    inner.add_node("ask", ask)
+    inner.set_entry_point("ask")
+    inner.set_finish_point("ask")
+    outer = StateGraph()
+    outer.add_node("inner", inner.compile(checkpointer=InMemoryCheckpointer()))
+    outer.set_entry_point("inner")
+    outer.set_finish_point("inner")
+    app = outer.compile(checkpointer=InMemoryCheckpointer())
+    with anyio.fail_after(10), pytest.raises(RunFailedError) as failed:
+        await app.ainvoke({"messages": [Message.user("hi")]}, thread_id="t")
+    cause = failed.value.__cause__
+    assert isinstance(cause, ChildInterruptedError)
+    assert cause.interrupt is not None and cause.interrupt["value"] == "your name?"
+    assert cause.thread_id.startswith("t/") and cause.thread_id.endswith("/inner.1")
+    assert "your name?" in str(cause)

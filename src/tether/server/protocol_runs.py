@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..commands import Command
 from ..events import Event, RunFinished
 from ..handle import RunHandle, RunStream
 from ..messages import Message
@@ -28,7 +29,7 @@ from .catalog import ThreadRef
 from .context import ServerContext, run_headers
 from .errors import ApiError
 
-__all__ = ["ProtocolSource", "StartedRun", "start_run"]
+__all__ = ["ProtocolSource", "StartedRun", "pending_interrupt", "start_run"]
 
 
 class StartedRun:
@@ -58,6 +59,25 @@ async def thread_messages(ctx: ServerContext, caller: Principal, thread_id: str)
     return list(state.values.get("messages", []))
 
 
+async def pending_interrupt(
+    ctx: ServerContext, caller: Principal, thread_id: str
+) -> dict[str, Any] | None:
+    """The question the caller's thread waits on (its head's `interrupt()` payload), or None.
+
+    Raises:
+        ApiError: 404 when the thread belongs to another key.
+
+    Cancellation: a read only; nothing to undo.
+    """
+    ref = await ctx.catalog.lookup(thread_id)
+    if ref is None:
+        return None
+    if not caller.owns(ref.info.metadata):
+        raise ApiError(404, f"there is no thread {thread_id!r}", type="not_found")
+    pause = (await ref.app.aget_state(thread_id)).metadata.get("interrupt")
+    return pause if isinstance(pause, dict) else None
+
+
 async def start_run(
     ctx: ServerContext,
     caller: Principal,
@@ -67,16 +87,18 @@ async def start_run(
     messages: list[Message],
     source: str,
     metadata: Mapping[str, Any],
+    command: Command | None = None,
 ) -> StartedRun:
-    """Append `messages` to the caller's thread `thread_id` and start a run on it.
+    """Append `messages` to the caller's thread `thread_id` and start a run on it; or, with
+    `command` (and no messages), start a run that answers the thread's pending `interrupt()`.
 
     Raises:
-        ApiError: 422 with no new message, 404 for another key's thread.
+        ApiError: 422 with no new message (and no command), 404 for another key's thread.
 
     Cancellation: if cancelled after the run started, the run goes on until its stream is
     abandoned (which stops it).
     """
-    if not messages:
+    if not messages and command is None:
         raise ApiError(
             422,
             "no new message to answer: the request holds no user message that the thread does "
@@ -87,7 +109,7 @@ async def start_run(
     if first_user is not None:
         ref = await ctx.catalog.set_title(ref, first_user.content)
     stream = ref.app.astream(
-        {"messages": messages},
+        command if command is not None else {"messages": messages},
         thread_id=ref.thread_id,
         on_disconnect="cancel",
         multitask_strategy="enqueue",
