@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .agent import Agent, AgentTool, OutputValidationError, ToolsIgnoredWarning, create_agent
 from .app import App, StateSnapshot
-from .children import ChildInterruptedError
 from .commands import Command, Resume
 from .context import RunContext
 from .coordination import LocalRunRegistry, RunRegistry, StopResult
@@ -68,7 +67,6 @@ __all__ = [
     "CheckpointConflictError",
     "CheckpointSaved",
     "Checkpointer",
-    "ChildInterruptedError",
     "Command",
     "CompiledGraph",
     "CoordinationUnavailableError",

@@ -16,6 +16,12 @@ parent's event loop. Where things go:
   (shielded) until the child has ended and stored its stopped state on its thread (partial answers
   `stopped`, tool calls answered `cancelled`), and hands that state to `on_stopped` so the parent
   keeps it too. An `after_step` stop of the parent lets the running step finish, children included.
+- **Pause.** A child that pauses (`interrupt()`, a tool approval) pauses its parent: the parent's
+  node raises the child's question as its own pause, with the child's `path` (see
+  `tether.interrupts`). The parent's `Command(resume=answer)` reruns the node, which resumes the
+  child on its same thread with `Command(resume=answer)`; a child that already ended in an
+  earlier resume of the node is not run again (its final state is taken). A stop of a parent that
+  waits for its paused child's answer cancels the parent's pause; the child's thread stays paused.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import TetherError
+from .commands import Command
 from .events import CheckpointSaved, Event, RunFinished, RunStarted
+from .interrupts import child_pause, child_resume
 from .tracing import child_span
 
 if TYPE_CHECKING:
@@ -36,31 +43,11 @@ if TYPE_CHECKING:
     from .context import RunContext
     from .handle import RunHandle
 
-__all__ = ["ChildInterruptedError", "child_thread_id", "run_child"]
+__all__ = ["child_thread_id", "run_child"]
 
 _MAX_THREAD_ID = 200
 _NOT_FORWARDED = (RunStarted, CheckpointSaved, RunFinished)
 _OWN_FIELDS = frozenset({"run_id", "thread_id", "seq", "ts", "path", "type"})
-
-
-class ChildInterruptedError(TetherError):
-    """A child run (a subgraph node, an agent used as a tool) paused by `interrupt()`.
-
-    Pausing a parent through its child is not supported: `interrupt()` inside a child does not
-    pause the parent run. The child ends `interrupted` on its own thread (`thread_id`), with its
-    question (`interrupt`, the JSON payload); the parent gets this error instead: a subgraph node
-    fails the parent run with it, and an agent tool answers the call with it as an error result.
-    Call `interrupt()` (or use `@tool(requires_approval=True)`) in the parent instead.
-
-    Attributes:
-        thread_id: The child's thread, where it waits.
-        interrupt: The child's pending question (`{id, node, value, resumes, run_id}`).
-    """
-
-    def __init__(self, message: str, *, thread_id: str, interrupt: dict[str, Any] | None) -> None:
-        super().__init__(message)
-        self.thread_id = thread_id
-        self.interrupt = interrupt
 
 
 def child_thread_id(parent_thread_id: str, parent_run_id: str, segment: str) -> str:
@@ -100,13 +87,23 @@ async def run_child(
     Raises:
         RunFailedError: the child failed.
         RunCancelledError: the child was stopped on its own (not by the parent).
-        ChildInterruptedError: the child paused (`interrupt()` in a child is not supported).
+        GraphInterrupt: the child paused (`interrupt()`): the parent's node pauses with the
+            child's question (see `tether.interrupts`).
 
     Cancellation: the child is stopped with the parent's stop mode (`now` when the cancellation
     did not come from a stop), waited for in a shielded scope, and its stopped state is passed to
     `on_stopped`; then the cancellation propagates.
     """
-    thread_id = child_thread_id(ctx.thread_id, ctx.run_id, segment)
+    resumed = child_resume(path)
+    if resumed is not None:  # the node resumes this child's pause: answer it on its thread
+        thread_id, answer = resumed
+        with anyio.CancelScope(shield=True):
+            head = await app.aget_state(thread_id)
+        if head.metadata.get("interrupt") is None:
+            return head.values  # answered and ended in an earlier resume of this node
+        input = Command(resume=answer)
+    else:
+        thread_id = child_thread_id(ctx.thread_id, ctx.run_id, segment)
     # Shielded: a stop now lands below, where the child is stopped.
     with anyio.CancelScope(shield=True), child_span(ctx, span_key):
         handle = await app.astart(input, thread_id=thread_id)
@@ -122,15 +119,7 @@ async def run_child(
         raise
     # No await from here on: a stop that lands after the child's end would lose its result.
     if handle.status == "interrupted":
-        question = handle.record.interrupt
-        asked = question.get("value") if question is not None else None
-        raise ChildInterruptedError(
-            f"the child run {handle.run_id!r} on thread {thread_id!r} paused to ask {asked!r}; "
-            "interrupt() inside a subgraph or an agent tool cannot pause the parent run: call "
-            "interrupt() (or use @tool(requires_approval=True)) in the parent graph or agent",
-            thread_id=thread_id,
-            interrupt=question,
-        )
+        raise child_pause(path, thread_id, handle.record.interrupt)
     if handle.error is not None:
         raise handle.error
     assert handle.values is not None  # the stream ended with the child's terminal event

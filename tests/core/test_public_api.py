@@ -14,13 +14,11 @@ def test_the_agent_capabilities_names_are_exported() -> None:
     local model) are importable from `tether` itself, as the same objects as in their modules."""
     from tether.agent.output import OutputValidationError
     from tether.agent.subagent import AgentTool
-    from tether.children import ChildInterruptedError
     from tether.commands import Command, Resume
     from tether.interrupts import GraphInterrupt, Interrupt, interrupt
 
     expected = {
         "AgentTool": AgentTool,
-        "ChildInterruptedError": ChildInterruptedError,
         "Command": Command,
         "GraphInterrupt": GraphInterrupt,
         "Interrupt": Interrupt,
@@ -31,7 +29,6 @@ def test_the_agent_capabilities_names_are_exported() -> None:
     for name, obj in expected.items():
         assert name in tether.__all__
         assert getattr(tether, name) is obj
-    assert issubclass(tether.ChildInterruptedError, tether.TetherError)
     assert issubclass(tether.AgentTool, tether.Tool)
 
 
