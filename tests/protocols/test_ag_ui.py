@@ -213,7 +213,7 @@ def test_tool_approval_is_an_ag_ui_interrupt_answered_by_resume_entries(
     assert [f["outcome"] for f in asked["finished"]] == ["interrupt"]
     [pending] = asked["pending"]
     assert pending["reason"] == "tool_approval"
-    assert pending["metadata"]["tether"] == {"name": "send", "arguments": {"to": "ada"}}
+    assert pending["metadata"]["tether"] == {"name": "send", "arguments": {"to": "ada"}, "path": []}
     assert pending["id"].endswith(":" + pending["toolCallId"])
     assert pending["responseSchema"]["required"] == ["approved"]
 
@@ -311,7 +311,7 @@ async def test_interrupts_on_the_wire_and_resume_entries_that_do_not_fit_are_ref
             )
         [question] = events[-1]["outcome"]["interrupts"]
         assert question["reason"] == "interrupt" and question["message"] == "your name?"
-        assert question["metadata"]["tether"] == {"value": "your name?", "node": "ask"}
+        assert question["metadata"]["tether"] == {"value": "your name?", "node": "ask", "path": []}
         cancel = {"interruptId": question["id"], "status": "cancelled"}
         r = await c.post(
             "/ag-ui", params={"app": "greeter"}, json={**resumed(cancel), "threadId": "g"}

@@ -29,9 +29,10 @@ Response: server-sent events, one AG-UI event (`ag-ui-protocol`'s types) per `da
 Interrupts (AG-UI's own interrupt protocol). A run paused for tool approval
 (`@tool(requires_approval=True)`) ends with one AG-UI interrupt per pending call:
 `{id: "<interrupt id>:<tool call id>", reason: "tool_approval", toolCallId, message,
-responseSchema, metadata: {tether: {name, arguments}}}`; any other `interrupt(value)` with one
+responseSchema, metadata: {tether: {name, arguments, path}}}`; any other `interrupt(value)` with one
 interrupt `{id: <interrupt id>, reason: "interrupt", message (when value is a string),
-metadata: {tether: {value, node}}}`. The client answers with the next run's `resume` entries
+metadata: {tether: {value, node, path}}}` (`path` names the child run that asked, if one did). The
+client answers with the next run's `resume` entries
 (`HttpAgent.runAgent({resume})`), one per interrupt, and tether resumes the thread with
 `Command(resume=...)`:
 
@@ -238,7 +239,13 @@ def agui_interrupts(pause: dict[str, Any]) -> list[AGUIInterrupt]:
                 tool_call_id=call["id"],
                 message=f"Allow the call {call.get('name')}({json.dumps(call.get('arguments'))})?",
                 response_schema=APPROVAL_SCHEMA,
-                metadata={"tether": {"name": call.get("name"), "arguments": call.get("arguments")}},
+                metadata={
+                    "tether": {
+                        "name": call.get("name"),
+                        "arguments": call.get("arguments"),
+                        "path": pause.get("path"),
+                    }
+                },
             )
             for call in calls
         ]
@@ -248,7 +255,9 @@ def agui_interrupts(pause: dict[str, Any]) -> list[AGUIInterrupt]:
             id=str(pause.get("id")),
             reason="interrupt",
             message=value if isinstance(value, str) else None,
-            metadata={"tether": {"value": value, "node": pause.get("node")}},
+            metadata={
+                "tether": {"value": value, "node": pause.get("node"), "path": pause.get("path")}
+            },
         )
     ]
 

@@ -23,7 +23,7 @@ Response: server-sent events, `x-vercel-ai-ui-message-stream: v1`, each `data:` 
   `tool-output-error` when the tool failed or was cancelled by a stop;
 - `data-custom` for the run's `custom` events (e.g. MCP progress);
 - for a run paused by `interrupt()`: `data-interrupt` with the pending question (`id` is the
-  interrupt's id, `data` its payload: `{id, node, value, resumes, run_id}`), and, when it waits for
+  interrupt's id, `data` its payload: `{id, node, value, resumes, run_id, path}`), and, when it waits for
   tool approval (`@tool(requires_approval=True)`), one `tool-approval-request` per pending call
   (`approvalId` is `"<interrupt id>:<tool call id>"`), which turns the call's tool part to
   `state: "approval-requested"`;
