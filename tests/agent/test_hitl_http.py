@@ -165,3 +165,51 @@ async def test_a_rolled_back_resume_leaves_the_thread_interrupted_with_its_pendi
             r = await client.post("/threads/t/runs/wait", json={"command": {"resume": "reject"}})
         assert r.json()["run"]["status"] == "completed"
         assert (await client.get("/threads/t")).json()["status"] == "idle"
+
+
+async def test_a_sub_agents_approval_pauses_the_parent_over_http_with_the_childs_path() -> None:
+    """A sub-agent's tool that requires approval pauses the parent run; the thread and the run
+    show the question with the child's `path`, and the resume body answers the sub-agent."""
+    sent: list[str] = []
+
+    @tool(requires_approval=True)
+    def send_email(to: str) -> str:
+        """Send an email."""
+        sent.append(to)
+        return f"sent to {to}"
+
+    mailer = Agent(
+        ScriptedModel([ToolCallStep("send_email", {"to": "ada"}, id="k1")], default_reply="Sent."),
+        tools=[send_email],
+        name="mailer",
+        description="Sends emails.",
+        checkpointer=InMemoryCheckpointer(),
+    )
+    lead = Agent(
+        ScriptedModel([ToolCallStep("mailer", {"input": "email ada"}, id="c1")], "All done."),
+        tools=[mailer.as_tool()],
+        name="lead",
+        checkpointer=InMemoryCheckpointer(),
+    )
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(create_app(lead)), base_url="http://tether"
+    )
+    async with client:
+        with anyio.fail_after(WATCHDOG):
+            run = (await client.post("/threads/t/runs/wait", json=HI)).json()["run"]
+        assert run["status"] == "interrupted"
+        assert run["interrupt"]["path"] == ["mailer:c1"]
+        assert run["interrupt"]["value"]["type"] == "tool_approval"
+        assert [c["id"] for c in run["interrupt"]["value"]["tool_calls"]] == ["k1"]
+        thread = (await client.get("/threads/t")).json()
+        assert thread["status"] == "interrupted"
+        assert thread["interrupt"]["id"] == run["interrupt"]["id"]
+        assert sent == []
+        with anyio.fail_after(WATCHDOG):
+            r = await client.post("/threads/t/runs/wait", json={"command": {"resume": "approve"}})
+        assert r.json()["run"]["status"] == "completed", r.text
+        assert sent == ["ada"]
+        thread = (await client.get("/threads/t")).json()
+        assert thread["status"] == "idle" and thread["interrupt"] is None
+        assert [m["content"] for m in thread["messages"] if m["role"] == "tool"] == ["Sent."]
+        assert thread["messages"][-1]["content"] == "All done."
