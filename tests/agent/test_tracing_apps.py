@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tether import Agent, App, InMemoryCheckpointer, RunFinished, StateGraph
+from tether import Agent, App, InMemoryCheckpointer, RunFinished, StateGraph, tracing
 from tether.flow import Flow, FlowData
 from tether.testing import Gate, ScriptedModel, ToolCallStep
 from tether.tracing import instrument
@@ -274,6 +274,7 @@ async def graph_stop_scenario(stop_after: int, mode: str) -> None:
             if event.type == "node_started" and event.node == "left" and stop_after > len(events):
                 gate.release()
     final = events[-1]
+    assert tracing._RUNS == {}  # no run's spans are left behind (S6)
     spans = exporter.get_finished_spans()
     [run] = named(spans, "run fan")
     assert attr(run, "tether.status") == final.status
