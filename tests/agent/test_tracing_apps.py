@@ -8,7 +8,8 @@ Contracts (OpenTelemetry SDK, in-memory exporter; deterministic sync points, no 
   in the same trace;
 - a stop ends every open span marked cancelled, the stop is recorded on the run span; at random
   stop points (hypothesis) in a graph with parallel nodes, no span is left open, the run span's
-  status is the run's, and every span ended by the stop is cancelled;
+  status is the run's, and every span ended by the stop is cancelled; in a flow, each handler's
+  span is `completed` if the handler finished, else it carries the run's status;
 - `instrument(app, enabled=False)` turns an app's tracing off.
 """
 
@@ -305,3 +306,59 @@ def test_a_graph_stopped_anywhere_leaves_no_span_open_and_late_spans_cancelled(
     stop_after: int, mode: str
 ) -> None:
     anyio.run(graph_stop_scenario, stop_after, mode)
+
+
+async def flow_stop_scenario(stop_after: int, mode: str) -> None:
+    gate = Gate("second")
+    flow = Flow(checkpointer=InMemoryCheckpointer(), name="pipe")
+
+    async def first(data: FlowData) -> int:
+        data.put_into_stream("first")
+        return int(data.value) + 1
+
+    async def second(data: FlowData) -> int:
+        data.put_into_stream("second")
+        await gate.wait()
+        return int(data.value) * 2
+
+    def third(data: FlowData) -> int:  # sync: a worker thread
+        return int(data.value) - 1
+
+    flow.to(first).to(second).to(third).end()
+    exporter = exporting(flow)
+    stopped = False
+    events: list[Any] = []
+    with anyio.fail_after(WATCHDOG):
+        async for event in flow.astream(1, thread_id="f"):
+            events.append(event)
+            if len(events) == stop_after and not isinstance(event, RunFinished):
+                stopped = await flow.astop(thread_id="f", mode=mode, wait=False)
+                gate.release()
+            if event.type == "node_started" and event.node == "second" and stop_after > len(events):
+                gate.release()
+    final = events[-1]
+    assert tracing._RUNS == {}
+    spans = exporter.get_finished_spans()
+    [run] = named(spans, "run pipe")
+    assert attr(run, "tether.status") == final.status
+    ended = {sid(s) for s in spans}
+    assert all(parent_of(s) is None or parent_of(s) in ended for s in spans)
+    started = [e for e in events if e.type == "node_started"]
+    assert sorted(s.name for s in spans if s.name.startswith("node ")) == sorted(
+        f"node {e.node}" for e in started
+    )
+    finished = {(e.node, e.step) for e in events if e.type == "node_finished"}
+    for span in spans:
+        if span.name.startswith("node "):
+            done = (attr(span, "tether.node"), attr(span, "tether.step")) in finished
+            assert attr(span, "tether.status") == ("completed" if done else final.status)
+    if final.status == "cancelled":
+        assert stopped and attr(run, "tether.stop.mode") in (mode, "now")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stop_after=st.integers(1, 16), mode=st.sampled_from(["now", "after_step", "rollback"]))
+def test_a_flow_stopped_anywhere_ends_each_handler_span_with_what_happened_to_it(
+    stop_after: int, mode: str
+) -> None:
+    anyio.run(flow_stop_scenario, stop_after, mode)
