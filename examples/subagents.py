@@ -9,6 +9,9 @@ Run it:  python examples/subagents.py
    a follow-up message just works.
 2. The same researcher runs as the node `research` of a graph; its events carry
    `path=("research",)` and its answer becomes the graph's state.
+3. A researcher that must ask a person (its tool calls `interrupt()`) pauses the lead too: the
+   lead's run ends `interrupted` with the researcher's question and `path`. The answer, sent to
+   the lead with `Command(resume=...)`, reaches the researcher on its own thread.
 
 The models here are scripted, so the stop lands at the same place every time.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tether import END, Agent, InMemoryCheckpointer, Message, StateGraph
+from tether import END, Agent, Command, InMemoryCheckpointer, Message, StateGraph, interrupt, tool
 from tether.children import child_thread_id
 from tether.testing import Gate, ScriptedModel, ToolCallStep
 
@@ -91,8 +94,40 @@ async def as_subgraph() -> list[Message]:
     return messages
 
 
-async def main() -> tuple[dict[str, Any], list[Message]]:
-    return await delegate_and_stop(), await as_subgraph()
+async def asks_a_person() -> dict[str, Any]:
+    @tool
+    def check_source(url: str) -> str:
+        """Ask a person whether a source can be trusted."""
+        return f"{url}: {interrupt({'trust': url})}"
+
+    researcher = Agent(
+        ScriptedModel(
+            [ToolCallStep("check_source", {"url": "dragons.example"}, id="k1")],
+            "Dragons hoard gold (source checked).",
+        ),
+        tools=[check_source],
+        name="researcher",
+        description="Researches a topic and reports the facts.",
+        checkpointer=InMemoryCheckpointer(),
+    )
+    lead = Agent(
+        ScriptedModel(
+            [ToolCallStep("researcher", {"input": "What do dragons hoard?"}, id="call_1")],
+            "The researcher says: dragons hoard gold.",
+        ),
+        tools=[researcher.as_tool()],
+        checkpointer=InMemoryCheckpointer(),
+    )
+    await lead.ainvoke("Ask the researcher about dragons.", thread_id="asks")
+    question = (await lead.aget_state("asks")).metadata["interrupt"]
+    print(f"the lead waits: {question['value']} asked by {question['path']}")
+    answered = await lead.ainvoke(Command(resume="trusted"), thread_id="asks")
+    print("lead:", answered["messages"][-1].content)
+    return {"question": question, "messages": answered["messages"]}
+
+
+async def main() -> tuple[dict[str, Any], list[Message], dict[str, Any]]:
+    return await delegate_and_stop(), await as_subgraph(), await asks_a_person()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""Tracing: an agent's runs, nodes, model calls and tool calls as OpenTelemetry spans.
+"""Tracing: runs, steps, nodes, model calls and tool calls as OpenTelemetry spans.
 
 Run it:  pip install 'tether[otel]' && python examples/tracing.py
 
 The agent (scripted, so it is instant) calls a tool, and the second run is stopped while the tool
 runs. The spans print to the console; the stopped run's span carries the stop (mode, who asked,
 when it was asked for and when it took effect), and every span the stop cut short is marked
-`tether.status=cancelled`.
+`tether.status=cancelled`. Then a plain graph (no model) is traced the same way, run > step >
+node, through `tether.tracing.instrument`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tether import Agent, InMemoryCheckpointer, tool
+from tether import Agent, InMemoryCheckpointer, StateGraph, tool
 from tether.testing import ScriptedModel, ToolCallStep
+from tether.tracing import instrument
 
 tool_entered = asyncio.Event()
 
@@ -49,6 +51,14 @@ async def main() -> list[dict[str, Any]]:
         tracer_provider=provider,
     )
     await agent.ainvoke("Weather in Oslo?", thread_id="t")
+
+    graph = StateGraph()
+    graph.add_node("draft", lambda state: {"messages": [{"role": "assistant", "content": "A."}]})
+    graph.set_entry_point("draft")
+    graph.set_finish_point("draft")
+    pipeline = graph.compile(name="pipeline", checkpointer=InMemoryCheckpointer())
+    instrument(pipeline, tracer_provider=provider)  # any app: a graph, a flow, an agent
+    await pipeline.ainvoke({"messages": [{"role": "user", "content": "go"}]}, thread_id="g")
     async for event in agent.arun("And in Bergen?", thread_id="t"):
         if event.type == "tool_call_started":
             await tool_entered.wait()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .agent import Agent, OutputValidationError, ToolsIgnoredWarning, create_agent
+from .agent import Agent, AgentTool, OutputValidationError, ToolsIgnoredWarning, create_agent
 from .app import App, StateSnapshot
 from .commands import Command, Resume
 from .context import RunContext
@@ -61,6 +61,7 @@ __all__ = [
     "START",
     "Agent",
     "AgentState",
+    "AgentTool",
     "App",
     "Checkpoint",
     "CheckpointConflictError",

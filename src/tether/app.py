@@ -27,6 +27,7 @@ from .ids import new_id
 from .run import RunOptions, RunRecord, StartOptions, StreamOptions, thread_id_of
 from .stop import StopRequest, check_mode
 from .storage.base import Checkpoint, Checkpointer, ThreadInfo
+from .tracing import instrument, otel_available
 from .transcript import repair_transcript
 
 __all__ = ["App", "RunOptions", "StateSnapshot"]
@@ -70,6 +71,8 @@ class App:
             registry = default_registry()
         self.registry = registry
         self.engine = Engine(checkpointer=checkpointer, registry=self.registry, app_name=name)
+        if otel_available():  # every app traces through the global provider (`tether.tracing`)
+            instrument(self)
 
     def _use_portal(self) -> None:
         """Before a sync twin uses tether's background loop: close the storage there at exit."""

@@ -16,6 +16,12 @@ parent's event loop. Where things go:
   (shielded) until the child has ended and stored its stopped state on its thread (partial answers
   `stopped`, tool calls answered `cancelled`), and hands that state to `on_stopped` so the parent
   keeps it too. An `after_step` stop of the parent lets the running step finish, children included.
+- **Pause.** A child that pauses (`interrupt()`, a tool approval) pauses its parent: the parent's
+  node raises the child's question as its own pause, with the child's `path` (see
+  `tether.interrupts`). The parent's `Command(resume=answer)` reruns the node, which resumes the
+  child on its same thread with `Command(resume=answer)`; a child that already ended in an
+  earlier resume of the node is not run again (its final state is taken). A stop of a parent that
+  waits for its paused child's answer cancels the parent's pause; the child's thread stays paused.
 """
 
 from __future__ import annotations
@@ -27,23 +33,21 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import TetherError
+from .commands import Command
 from .events import CheckpointSaved, Event, RunFinished, RunStarted
+from .interrupts import child_pause, child_resume
+from .tracing import child_span
 
 if TYPE_CHECKING:
     from .app import App
     from .context import RunContext
     from .handle import RunHandle
 
-__all__ = ["ChildInterruptedError", "child_thread_id", "run_child"]
+__all__ = ["child_thread_id", "run_child"]
 
 _MAX_THREAD_ID = 200
 _NOT_FORWARDED = (RunStarted, CheckpointSaved, RunFinished)
 _OWN_FIELDS = frozenset({"run_id", "thread_id", "seq", "ts", "path", "type"})
-
-
-class ChildInterruptedError(TetherError):
-    """A child run paused (`interrupted`); pausing a parent through its child is not supported."""
 
 
 def child_thread_id(parent_thread_id: str, parent_run_id: str, segment: str) -> str:
@@ -63,6 +67,7 @@ async def run_child(
     segment: str,
     path: str,
     on_stopped: Callable[[dict[str, Any], bool], None],
+    span_key: str | None = None,
 ) -> dict[str, Any]:
     """Run `app` on `input` as a child of the run of `ctx`; return its final state values.
 
@@ -76,18 +81,31 @@ async def run_child(
             for the child, before the cancellation propagates, with the child's final state
             values and whether the child had completed all the same (the stop came too late
             for it).
+        span_key: The key of the span (in the parent's node) the child's run span hangs under
+            (`tether.tracing.child_span`); by default the node's span.
 
     Raises:
         RunFailedError: the child failed.
         RunCancelledError: the child was stopped on its own (not by the parent).
-        ChildInterruptedError: the child paused.
+        GraphInterrupt: the child paused (`interrupt()`): the parent's node pauses with the
+            child's question (see `tether.interrupts`).
 
     Cancellation: the child is stopped with the parent's stop mode (`now` when the cancellation
     did not come from a stop), waited for in a shielded scope, and its stopped state is passed to
     `on_stopped`; then the cancellation propagates.
     """
-    thread_id = child_thread_id(ctx.thread_id, ctx.run_id, segment)
-    with anyio.CancelScope(shield=True):  # a stop now lands below, where the child is stopped
+    resumed = child_resume(path)
+    if resumed is not None:  # the node resumes this child's pause: answer it on its thread
+        thread_id, answer = resumed
+        with anyio.CancelScope(shield=True):
+            head = await app.aget_state(thread_id)
+        if head.metadata.get("interrupt") is None:
+            return head.values  # answered and ended in an earlier resume of this node
+        input = Command(resume=answer)
+    else:
+        thread_id = child_thread_id(ctx.thread_id, ctx.run_id, segment)
+    # Shielded: a stop now lands below, where the child is stopped.
+    with anyio.CancelScope(shield=True), child_span(ctx, span_key):
         handle = await app.astart(input, thread_id=thread_id)
     try:
         async for event in handle.events_after(-1, on_disconnect="continue"):
@@ -101,10 +119,7 @@ async def run_child(
         raise
     # No await from here on: a stop that lands after the child's end would lose its result.
     if handle.status == "interrupted":
-        raise ChildInterruptedError(
-            f"the child run {handle.run_id!r} on thread {thread_id!r} paused (interrupted); "
-            "interrupts inside subgraphs and agent tools are not supported, raise them in the parent"
-        )
+        raise child_pause(path, thread_id, handle.record.interrupt)
     if handle.error is not None:
         raise handle.error
     assert handle.values is not None  # the stream ended with the child's terminal event

@@ -43,7 +43,7 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -233,6 +233,8 @@ class Engine:
         self._repairs: dict[str, tuple[RunRecord, list[Event]]] = {}
         # True while a `_repair_loop` task is running (at most one per engine).
         self._repairing = False
+        # Wraps each run's program in its tracing spans (`tether.tracing.instrument`); None: off.
+        self.trace: Callable[[Program], Program] | None = None
 
     async def ensure_ready(self) -> None:
         """Set up storage and recover runs lost by dead workers (once)."""
@@ -259,6 +261,8 @@ class Engine:
         """
         strategy = check_strategy(options.multitask_strategy)
         await self.ensure_ready()
+        if self.trace is not None:
+            program = self.trace(program)
         record = RunRecord(
             run_id=run_id or new_id(),
             thread_id=options.thread_id or new_id(),

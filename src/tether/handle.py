@@ -53,6 +53,8 @@ class RunHandle:
         # What the run produced: its final state values, or the error that failed it.
         self.values: dict[str, Any] | None = None
         self.error: BaseException | None = None
+        # Called with each event `emit` appends (tracing, `tether.tracing`); None: no one.
+        self.observer: Callable[[Event], None] | None = None
 
     @property
     def run_id(self) -> str:
@@ -101,6 +103,8 @@ class RunHandle:
         self.events.append(event)
         if self._has_waiters:
             self._wake()
+        if self.observer is not None:
+            self.observer(event)
         return event
 
     def emit_text(self, node: str | None, message_id: str, content: str) -> None:

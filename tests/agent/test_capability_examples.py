@@ -59,6 +59,10 @@ def test_tracing_example_marks_the_stopped_spans_cancelled() -> None:
     assert runs[1]["tether.stop.requested_by"] == "user"
     stopped_tool = [s for s in spans if s["name"] == "execute_tool forecast"][-1]
     assert stopped_tool["tether.status"] == "cancelled"
+    names = [s["name"] for s in spans]
+    i = names.index("run pipeline")  # in the order they ended: node, step, run
+    assert names[i - 2 : i + 1] == ["node draft", "step 1", "run pipeline"]
+    assert spans[i]["tether.app.kind"] == "graph" and spans[i]["tether.thread_id"] == "g"
 
 
 @pytest.mark.llm
@@ -80,7 +84,7 @@ def test_structured_output_example_with_smollm2_validates_through_the_grammar(
 
 def test_subagents_example_stops_the_researcher_and_keeps_its_partial_answer() -> None:
     example = load("subagents")
-    stopped, graph_messages = asyncio.run(example.main())
+    stopped, graph_messages, asked = asyncio.run(example.main())
     partial = stopped["partial"]
     assert (partial.status, partial.content) == ("stopped", "Dragons hoard gold ")
     result = next(m for m in stopped["messages"] if m.role == "tool")
@@ -91,6 +95,12 @@ def test_subagents_example_stops_the_researcher_and_keeps_its_partial_answer() -
         "Dragons hoard gold.",
         "Summary: Dragons hoard gold.",
     ]
+    # the researcher's question paused the lead, and the answer reached the researcher's tool
+    assert asked["question"]["value"] == {"trust": "dragons.example"}
+    assert asked["question"]["path"] == ["researcher:call_1"]
+    [result] = [m for m in asked["messages"] if m.role == "tool"]
+    assert result.content == "Dragons hoard gold (source checked)."
+    assert asked["messages"][-1].content == "The researcher says: dragons hoard gold."
 
 
 def test_tool_approval_example_edits_then_a_stop_cancels_the_waiting_call() -> None:

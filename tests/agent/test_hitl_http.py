@@ -119,3 +119,97 @@ async def test_a_stop_while_waiting_for_approval_cancels_it_and_the_thread_conti
         )
         assert r.json()["run"]["status"] == "completed"
         assert sent == []
+
+
+async def test_a_rolled_back_resume_leaves_the_thread_interrupted_with_its_pending_question() -> (
+    None
+):
+    entered, sent = anyio.Event(), []
+
+    @tool(requires_approval=True)
+    async def send_email(to: str) -> str:
+        """Send an email (blocks until stopped)."""
+        entered.set()
+        await anyio.sleep_forever()
+        sent.append(to)
+        return f"sent to {to}"
+
+    model = ScriptedModel(
+        [ToolCallStep("send_email", {"to": "ada"}, id="c1")], default_reply="Done."
+    )
+    agent = Agent(model, tools=[send_email], checkpointer=InMemoryCheckpointer(), name="mail")
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(create_app(agent)), base_url="http://tether"
+    )
+    async with client:
+        with anyio.fail_after(WATCHDOG):
+            paused = (await client.post("/threads/t/runs/wait", json=HI)).json()["run"]
+            question = paused["interrupt"]
+            r = await client.post("/threads/t/runs", json={"command": {"resume": "approve"}})
+            assert r.status_code == 200, r.text
+            resumed = r.json()["run_id"]
+            await entered.wait()
+            assert (await client.get("/threads/t")).json()["status"] == "busy"
+            r = await client.post("/threads/t/stop", params={"mode": "rollback", "wait": True})
+            assert r.json()["stopped"] is True and r.json()["run_id"] == resumed
+        run = (await client.get(f"/threads/t/runs/{resumed}")).json()
+        assert run["status"] == "cancelled" and run["stop_mode"] == "rollback"
+        thread = (await client.get("/threads/t")).json()
+        assert thread["status"] == "interrupted"
+        assert thread["interrupt"]["id"] == question["id"]
+        assert thread["interrupt"]["value"] == question["value"]
+        assert thread["active_run_id"] is None
+        assert sent == []
+        # and the pause is still answerable
+        with anyio.fail_after(WATCHDOG):
+            r = await client.post("/threads/t/runs/wait", json={"command": {"resume": "reject"}})
+        assert r.json()["run"]["status"] == "completed"
+        assert (await client.get("/threads/t")).json()["status"] == "idle"
+
+
+async def test_a_sub_agents_approval_pauses_the_parent_over_http_with_the_childs_path() -> None:
+    """A sub-agent's tool that requires approval pauses the parent run; the thread and the run
+    show the question with the child's `path`, and the resume body answers the sub-agent."""
+    sent: list[str] = []
+
+    @tool(requires_approval=True)
+    def send_email(to: str) -> str:
+        """Send an email."""
+        sent.append(to)
+        return f"sent to {to}"
+
+    mailer = Agent(
+        ScriptedModel([ToolCallStep("send_email", {"to": "ada"}, id="k1")], default_reply="Sent."),
+        tools=[send_email],
+        name="mailer",
+        description="Sends emails.",
+        checkpointer=InMemoryCheckpointer(),
+    )
+    lead = Agent(
+        ScriptedModel([ToolCallStep("mailer", {"input": "email ada"}, id="c1")], "All done."),
+        tools=[mailer.as_tool()],
+        name="lead",
+        checkpointer=InMemoryCheckpointer(),
+    )
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(create_app(lead)), base_url="http://tether"
+    )
+    async with client:
+        with anyio.fail_after(WATCHDOG):
+            run = (await client.post("/threads/t/runs/wait", json=HI)).json()["run"]
+        assert run["status"] == "interrupted"
+        assert run["interrupt"]["path"] == ["mailer:c1"]
+        assert run["interrupt"]["value"]["type"] == "tool_approval"
+        assert [c["id"] for c in run["interrupt"]["value"]["tool_calls"]] == ["k1"]
+        thread = (await client.get("/threads/t")).json()
+        assert thread["status"] == "interrupted"
+        assert thread["interrupt"]["id"] == run["interrupt"]["id"]
+        assert sent == []
+        with anyio.fail_after(WATCHDOG):
+            r = await client.post("/threads/t/runs/wait", json={"command": {"resume": "approve"}})
+        assert r.json()["run"]["status"] == "completed", r.text
+        assert sent == ["ada"]
+        thread = (await client.get("/threads/t")).json()
+        assert thread["status"] == "idle" and thread["interrupt"] is None
+        assert [m["content"] for m in thread["messages"] if m["role"] == "tool"] == ["Sent."]
+        assert thread["messages"][-1]["content"] == "All done."

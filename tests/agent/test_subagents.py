@@ -15,7 +15,7 @@ import pytest
 
 from tests.core.test_transcript import assert_valid_openai_transcript
 from tests.graph._scenario import check_stop_record, check_terminal
-from tether import END, Agent, InMemoryCheckpointer, Message, StateGraph
+from tether import END, Agent, InMemoryCheckpointer, Message, RunFinished, StateGraph
 from tether.agent.subagent import STOPPED_SUBAGENT_RESULT
 from tether.children import child_thread_id
 from tether.errors import UserError
@@ -212,3 +212,148 @@ def test_nested_children_stream_with_the_whole_path_through_the_sync_api() -> No
     assert [e.content for e in deep if e.type == "message_delta"] == ["Deep."]
     values = parent.get_state("n").values
     assert [m.content for m in values["messages"]][-2:] == ["Middle done.", "after 4"]
+
+
+def asking_child(*, default_reply: str = "Confirmed.") -> tuple[Agent, list[Any]]:
+    """A sub-agent whose first answer calls `confirm`, a tool that asks a person."""
+    from tether import interrupt, tool
+
+    answers: list[Any] = []
+
+    @tool
+    def confirm(what: str) -> str:
+        """Ask a person to confirm."""
+        answer = interrupt({"confirm": what})
+        answers.append(answer)
+        return str(answer)
+
+    child = Agent(
+        ScriptedModel(
+            [ToolCallStep("confirm", {"what": "x"}, id="k1")], default_reply=default_reply
+        ),
+        tools=[confirm],
+        name="researcher",
+        description="Finds facts.",
+        checkpointer=InMemoryCheckpointer(),
+    )
+    return child, answers
+
+
+async def test_interrupt_inside_a_sub_agent_pauses_the_parent_and_the_answer_resumes_the_child() -> (
+    None
+):
+    from tether import Command
+
+    child, answers = asking_child()
+    parent = boss(child, [ToolCallStep("researcher", {"input": "find x"}, id="c1")], "It is x.")
+    events = await collect(parent.arun("what is x?", thread_id="t"))
+    paused = check_terminal(events)
+    assert paused.status == "interrupted" and paused.interrupt is not None
+    assert paused.interrupt["value"] == {"confirm": "x"}
+    assert paused.interrupt["path"] == ["researcher:c1"]
+    assert paused.interrupt["node"] == "tools"
+    state = await parent.aget_state("t")
+    assert state.metadata["interrupt"]["id"] == paused.interrupt["id"]
+    child_thread = child_thread_id("t", paused.run_id, "researcher.c1")
+    assert (await child.aget_state(child_thread)).metadata["interrupt"]["value"] == {"confirm": "x"}
+    assert answers == []
+
+    events = await collect(parent.arun(Command(resume="yes"), thread_id="t"))
+    assert check_terminal(events).status == "completed"
+    assert answers == ["yes"]  # the child's tool got the answer, on the child's same thread
+    assert [r.status for r in await child.alist_runs(child_thread)] == ["completed", "interrupted"]
+    messages = await parent.aget_messages("t")
+    assert_valid_openai_transcript(messages)
+    [result] = [m for m in messages if m.role == "tool"]
+    assert (result.content, result.status) == ("Confirmed.", "complete")
+    assert messages[-1].content == "It is x."
+    assert (await parent.aget_state("t")).metadata.get("interrupt") is None
+
+
+async def test_a_child_asked_again_and_then_the_parent_asks_the_child_is_not_rerun() -> None:
+    """A child that asks twice pauses the parent twice; once it ended, a later pause of the
+    parent's own tool replays the child's result instead of running it again."""
+    from tether import Command, interrupt, tool
+
+    questions: list[Any] = []
+
+    @tool
+    def twice(what: str) -> str:
+        """Asks two questions."""
+        first = interrupt({"q": 1})
+        second = interrupt({"q": 2})
+        return f"{first}+{second}"
+
+    child = Agent(
+        ScriptedModel([ToolCallStep("twice", {"what": "x"}, id="k1")], default_reply="Both."),
+        tools=[twice],
+        name="researcher",
+        description="Finds facts.",
+        checkpointer=InMemoryCheckpointer(),
+    )
+
+    @tool
+    def sign(name: str) -> str:
+        """The parent's own question."""
+        return f"signed {interrupt({'sign': name})}"
+
+    parent = Agent(
+        ScriptedModel(
+            [
+                ToolCallStep("researcher", {"input": "find x"}, id="c1"),
+                ToolCallStep("sign", {"name": "ada"}, id="c2"),
+            ],
+            default_reply="All done.",
+        ),
+        tools=[child.as_tool(), sign],
+        parallel_tool_calls=False,
+        checkpointer=InMemoryCheckpointer(),
+    )
+    runs: list[RunFinished] = []
+    for answer in (None, "a", "b", "ok"):
+        stream = parent.arun("go" if answer is None else Command(resume=answer), thread_id="t")
+        final = check_terminal(await collect(stream))
+        runs.append(final)
+        if final.interrupt is not None:
+            questions.append((final.interrupt["value"], final.interrupt["path"]))
+    assert [r.status for r in runs] == ["interrupted", "interrupted", "interrupted", "completed"]
+    assert questions == [
+        ({"q": 1}, ["researcher:c1"]),
+        ({"q": 2}, ["researcher:c1"]),
+        ({"sign": "ada"}, []),
+    ]
+    child_thread = child_thread_id("t", runs[0].run_id, "researcher.c1")
+    assert len(await child.alist_runs(child_thread)) == 3  # asked, asked again, answered: no rerun
+    tools = {m.tool_call_id: m.content for m in await parent.aget_messages("t") if m.role == "tool"}
+    assert tools == {"c1": "Both.", "c2": "signed ok"}
+    assert_valid_openai_transcript(await parent.aget_messages("t"))
+
+
+async def test_interrupt_inside_a_subgraph_pauses_the_parent_graph_with_the_childs_path() -> None:
+    from tether import Command, interrupt
+
+    def ask(state: dict[str, Any]) -> dict[str, Any]:
+        return {"messages": [Message.assistant(f"hello {interrupt('your name?')}")]}
+
+    inner = StateGraph()
+    inner.add_node("ask", ask)
+    inner.set_entry_point("ask")
+    inner.set_finish_point("ask")
+    outer = StateGraph()
+    outer.add_node("inner", inner.compile(checkpointer=InMemoryCheckpointer()))
+    outer.set_entry_point("inner")
+    outer.set_finish_point("inner")
+    app = outer.compile(checkpointer=InMemoryCheckpointer())
+    with anyio.fail_after(10):
+        paused = await app.ainvoke({"messages": [Message.user("hi")]}, thread_id="t")
+        state = await app.aget_state("t")
+        question = state.metadata["interrupt"]
+        assert (question["value"], question["path"], state.next) == (
+            "your name?",
+            ["inner"],
+            ("inner",),
+        )
+        assert paused["messages"][-1].content == "hi"
+        values = await app.ainvoke(Command(resume="Ada"), thread_id="t")
+    assert values["messages"][-1].content == "hello Ada"
+    assert (await app.aget_state("t")).metadata.get("interrupt") is None

@@ -78,13 +78,19 @@ async def test_a_run_is_a_tree_of_spans_with_genai_attributes() -> None:
     assert tool_span.attributes is not None
     assert tool_span.attributes["gen_ai.tool.name"] == "lookup"
     assert tool_span.attributes["tether.tool.status"] == "complete"
-    nodes = by_name(spans, "node ")
+    nodes = sorted(by_name(spans, "node "), key=lambda s: s.start_time or 0)
     assert [n.name for n in nodes] == ["node model", "node tools", "node model"]
-    # parentage: run > node > chat / tool
+    steps = sorted(by_name(spans, "step "), key=lambda s: s.start_time or 0)
+    assert [s.name for s in steps] == ["step 1", "step 2", "step 3"]
+    # parentage: run > step > node > chat / tool
+    ids = {s.name: s.context.span_id for s in steps if s.context is not None}
+    assert all(s.parent is not None and s.parent.span_id == run.context.span_id for s in steps)  # type: ignore[union-attr]
+    assert [n.parent.span_id for n in nodes if n.parent] == list(ids.values())
+    assert [n.attributes["tether.step"] for n in nodes if n.attributes] == [1, 2, 3]
     node_ids = {n.context.span_id for n in nodes if n.context is not None}
-    assert all(n.parent is not None and n.parent.span_id == run.context.span_id for n in nodes)  # type: ignore[union-attr]
     assert all(c.parent is not None and c.parent.span_id in node_ids for c in chats)
-    assert tool_span.parent is not None and tool_span.parent.span_id in node_ids
+    assert tool_span.parent is not None and tool_span.parent.span_id == nodes[1].context.span_id  # type: ignore[union-attr]
+    assert all(s.attributes and s.attributes["tether.status"] == "completed" for s in spans)
     assert {s.context.trace_id for s in spans if s.context} == {run.context.trace_id}  # type: ignore[union-attr]
 
 
@@ -117,7 +123,7 @@ async def test_a_stop_ends_every_open_span_cancelled_and_is_recorded_on_the_run(
     assert attrs["tether.stop.requested_at"] <= attrs["tether.stop.took_effect_at"]  # type: ignore[operator]
     tools = by_name(spans, "execute_tool slow")
     assert len(tools) == 2
-    for span in [*tools, *by_name(spans, "node tools")]:
+    for span in [*tools, *by_name(spans, "node tools"), *by_name(spans, "step ")[-1:]]:
         assert span.attributes is not None and span.attributes["tether.status"] == "cancelled"
         assert [e.name for e in span.events] == ["cancelled"]
     record = await agent.aget_run(event.run_id)

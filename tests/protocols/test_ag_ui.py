@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.server._client import Server
+from tether import MessagesState
 from tether.testing import Gate
 
 from .conftest import NodeClients
@@ -89,6 +90,12 @@ def test_a_stop_from_elsewhere_ends_the_clients_stream_with_run_finished_cancell
         ("assistant", "Partial", "stopped"),
     ]
     assert [(r["status"], r["stop_requested_by"]) for r in runs] == [("cancelled", "user")]
+
+
+class Greeting(MessagesState):
+    """A conversation and a name that a node asks a person for."""
+
+    name: str
 
 
 def events_of(text: str) -> list[dict[str, Any]]:
@@ -192,3 +199,128 @@ async def test_a_failed_run_ends_with_run_error_and_bad_input_is_refused(make_se
     assert bad.status_code == 422
     again = await served.client.post("/ag-ui", json=body)  # u1 is already on the thread
     assert again.status_code == 422 and "no new message" in again.text
+
+
+def test_tool_approval_is_an_ag_ui_interrupt_answered_by_resume_entries(
+    agui: dict[str, Any], served: Server
+) -> None:
+    """A run paused before a tool that requires approval ends with RUN_FINISHED's interrupt
+    outcome (one interrupt per call, with its `toolCallId`); the client's `runAgent({resume})`
+    resumes it: approved, the tool runs; rejected, the model gets the rejection."""
+    seen = agui["approval"]
+    asked = seen["askedAda"]
+    assert asked["errors"] == [] and asked["types"][-1] == "RUN_FINISHED"
+    assert [f["outcome"] for f in asked["finished"]] == ["interrupt"]
+    [pending] = asked["pending"]
+    assert pending["reason"] == "tool_approval"
+    assert pending["metadata"]["tether"] == {"name": "send", "arguments": {"to": "ada"}, "path": []}
+    assert pending["id"].endswith(":" + pending["toolCallId"])
+    assert pending["responseSchema"]["required"] == ["approved"]
+
+    approved = seen["approved"]
+    assert approved["errors"] == [] and approved["pending"] == []
+    assert [f["outcome"] for f in approved["finished"]] == ["success"]
+    results = [e for e in approved["events"] if e["type"] == "TOOL_CALL_RESULT"]
+    assert [(r["toolCallId"], r["content"]) for r in results] == [
+        (pending["toolCallId"], "sent to ada")
+    ]
+
+    assert "not addressed by resume" in (seen["unanswered"] or "")
+    rejected = seen["rejected"]
+    assert rejected["errors"] == [] and [f["outcome"] for f in rejected["finished"]] == ["success"]
+    tool_messages = [m for m in seen["messages"] if m["role"] == "tool"]
+    assert [m["content"] for m in tool_messages] == [
+        "sent to ada",
+        "Rejected: the user did not allow this tool call. Reason: not bob",
+    ]
+
+    messages, runs = server_view(served, seen["threadId"])
+    assert [m["content"] for m in messages if m["role"] == "tool"] == [
+        m["content"] for m in tool_messages
+    ]
+    assert [r["status"] for r in runs] == ["interrupted", "completed", "interrupted", "completed"]
+
+
+@pytest.mark.anyio
+async def test_interrupts_on_the_wire_and_resume_entries_that_do_not_fit_are_refused() -> None:
+    """Over ASGI: a plain `interrupt()` and a tool approval as AG-UI interrupts, and the 422s."""
+    from tether import Agent, InMemoryCheckpointer, StateGraph, interrupt, tool
+    from tether.server import create_app
+    from tether.testing import ScriptedModel, ToolCallStep
+
+    @tool(requires_approval=True)
+    def send(to: str) -> str:
+        """Send a message."""
+        return f"sent to {to}"
+
+    model = ScriptedModel([ToolCallStep("send", {"to": "ada"}, id="c1")], default_reply="Done.")
+    agent = Agent(model, tools=[send], name="mail", checkpointer=InMemoryCheckpointer())
+
+    def ask(state: dict[str, Any]) -> dict[str, Any]:
+        return {"name": interrupt("your name?")}
+
+    graph = StateGraph(Greeting)
+    graph.add_node("ask", ask)
+    graph.set_entry_point("ask")
+    greeter = graph.compile(name="greeter", checkpointer=InMemoryCheckpointer())
+    api = create_app({"mail": agent, "greeter": greeter})
+    first = {
+        "threadId": "t",
+        "runId": "r",
+        "messages": [{"id": "u1", "role": "user", "content": "go"}],
+    }
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(api), base_url="http://t") as c:
+        with anyio.fail_after(30):
+            events = events_of((await c.post("/ag-ui", params={"app": "mail"}, json=first)).text)
+        outcome = events[-1]["outcome"]
+        [approval] = outcome["interrupts"]
+        assert outcome["type"] == "interrupt" and approval["toolCallId"] == "c1"
+        pause = (await agent.aget_state("t")).metadata["interrupt"]
+        assert approval["id"] == f"{pause['id']}:c1"
+
+        def resumed(*entries: dict[str, Any], user: bool = False) -> dict[str, Any]:
+            extra = [{"id": "u2", "role": "user", "content": "also"}] if user else []
+            return {**first, "messages": first["messages"] + extra, "resume": list(entries)}
+
+        ok = {"interruptId": approval["id"], "status": "resolved", "payload": {"approved": True}}
+        for body, says in [
+            (resumed({**ok, "interruptId": "nope"}), "'nope'"),
+            (resumed({**ok, "payload": "yes"}), "approved"),
+            (resumed(ok, user=True), "both"),
+        ]:
+            r = await c.post("/ag-ui", params={"app": "mail"}, json=body)
+            assert r.status_code == 422 and says in r.text, r.text
+        assert (await agent.aget_state("t")).metadata["interrupt"]["id"] == pause["id"]
+        edit = {**ok, "payload": {"approved": True, "editedArgs": {"to": "bob"}}}
+        with anyio.fail_after(30):
+            events = events_of(
+                (await c.post("/ag-ui", params={"app": "mail"}, json=resumed(edit))).text
+            )
+        assert events[-1]["type"] == "RUN_FINISHED" and "outcome" not in events[-1]
+        assert [e["content"] for e in events if e["type"] == "TOOL_CALL_RESULT"] == ["sent to bob"]
+        r = await c.post("/ag-ui", params={"app": "mail"}, json=resumed(ok))
+        assert r.status_code == 422 and "waits for no answer" in r.text
+
+        with anyio.fail_after(30):
+            events = events_of(
+                (
+                    await c.post(
+                        "/ag-ui", params={"app": "greeter"}, json={**first, "threadId": "g"}
+                    )
+                ).text
+            )
+        [question] = events[-1]["outcome"]["interrupts"]
+        assert question["reason"] == "interrupt" and question["message"] == "your name?"
+        assert question["metadata"]["tether"] == {"value": "your name?", "node": "ask", "path": []}
+        cancel = {"interruptId": question["id"], "status": "cancelled"}
+        r = await c.post(
+            "/ag-ui", params={"app": "greeter"}, json={**resumed(cancel), "threadId": "g"}
+        )
+        assert r.status_code == 422 and "stop the thread" in r.text
+        answer = {"interruptId": question["id"], "status": "resolved", "payload": "Ada"}
+        with anyio.fail_after(30):
+            r = await c.post(
+                "/ag-ui", params={"app": "greeter"}, json={**resumed(answer), "threadId": "g"}
+            )
+        assert events_of(r.text)[-1]["type"] == "RUN_FINISHED"
+        assert (await greeter.aget_state("g")).values["name"] == "Ada"

@@ -213,3 +213,150 @@ async def test_api_keys_guard_both_protocol_endpoints_and_threads_stay_private(
     alice_id = f"{hashlib.sha256(b'alice-key-123').hexdigest()[:16]}:private"
     messages = (await served.app.aget_state(alice_id)).values["messages"]
     assert [m.role for m in messages] == ["user", "assistant"]
+
+
+def test_tool_approval_uses_the_sdks_own_approval_parts_and_resumes_on_the_answer(
+    chat: dict[str, Any], served: Server
+) -> None:
+    """A run paused before a tool that requires approval turns the call's tool part to
+    `approval-requested`; `addToolApprovalResponse` (sent automatically) resumes the run: an
+    approved call runs (`output-available`), a rejected one is `output-denied`."""
+    seen = chat["approval"]
+    assert seen["error"] is None and seen["status"] == "ready"
+
+    def send_part(message: dict[str, Any]) -> dict[str, Any]:
+        return next(p for p in message["parts"] if p["type"] == "tool-send")
+
+    asked = send_part(seen["askedAda"])
+    assert asked["state"] == "approval-requested" and asked["input"] == {"to": "ada"}
+    interrupt = next(p for p in seen["askedAda"]["parts"] if p["type"] == "data-interrupt")
+    assert interrupt["data"]["value"]["type"] == "tool_approval"
+    assert asked["approval"]["id"] == f"{interrupt['data']['id']}:{asked['toolCallId']}"
+    paused_meta = seen["finishes"][0]["metadata"]["tether"]
+    assert paused_meta["status"] == "interrupted"
+    assert paused_meta["interrupt"]["id"] == interrupt["data"]["id"]
+
+    done = send_part(seen["approved"])
+    assert done["state"] == "output-available" and done["output"] == "sent to ada"
+    assert done["toolCallId"] == asked["toolCallId"]
+    assert text(seen["approved"]).endswith(
+        "You said: message ada. Before that I said: Sending. (complete)."
+    )
+    assert seen["finishes"][1]["metadata"]["tether"]["status"] == "completed"
+
+    denied = send_part(seen["rejected"])
+    assert send_part(seen["askedBob"])["state"] == "approval-requested"
+    assert denied["state"] == "output-denied"
+    assert denied["approval"]["approved"] is False and denied["approval"]["reason"] == "not bob"
+
+    messages, runs = server_view(served, seen["chatId"])
+    tools = [m for m in messages if m["role"] == "tool"]
+    assert [t["content"] for t in tools] == [
+        "sent to ada",
+        "Rejected: the user did not allow this tool call. Reason: not bob",
+    ]
+    assert [r["status"] for r in runs] == ["interrupted", "completed", "interrupted", "completed"]
+
+
+def _approval_client() -> tuple[httpx.AsyncClient, Any]:
+    """An agent whose model asks for two calls of `send` (which requires approval), served over
+    ASGI."""
+    from tether import Agent, InMemoryCheckpointer, tool
+    from tether.server import create_app
+    from tether.testing import ScriptedModel, ToolCallStep
+
+    @tool(requires_approval=True)
+    def send(to: str) -> str:
+        """Send a message."""
+        return f"sent to {to}"
+
+    model = ScriptedModel(
+        [ToolCallStep("send", {"to": "ada"}, id="c1"), ToolCallStep("send", {"to": "bo"}, id="c2")],
+        default_reply="Done.",
+    )
+    agent = Agent(model, tools=[send], name="mail", checkpointer=InMemoryCheckpointer())
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(create_app(agent)), base_url="http://tether"
+    )
+    return client, agent
+
+
+def _chunks(r: httpx.Response) -> list[dict[str, Any]]:
+    return [
+        json.loads(line.removeprefix("data: "))
+        for line in r.text.splitlines()
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
+
+
+@pytest.mark.anyio
+async def test_approval_wire_format_and_answers_that_do_not_fit_are_refused() -> None:
+    client, agent = _approval_client()
+    user = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "send both"}]}
+    async with client:
+        with anyio.fail_after(30):
+            r = await client.post("/ai-sdk/chat", json={"id": "c", "messages": [user]})
+        chunks = _chunks(r)
+        kinds = [c["type"] for c in chunks]
+        assert kinds[-5:] == [
+            "finish-step",
+            "data-interrupt",
+            "tool-approval-request",
+            "tool-approval-request",
+            "finish",
+        ]
+        pause = chunks[-4]["data"]
+        assert chunks[-4]["id"] == pause["id"]
+        assert [c["toolCallId"] for c in chunks[-3:-1]] == ["c1", "c2"]
+        assert [c["approvalId"] for c in chunks[-3:-1]] == [
+            f"{pause['id']}:c1",
+            f"{pause['id']}:c2",
+        ]
+        assert kinds.count("tool-input-available") == 2  # announced before their approval requests
+
+        def answered(*approvals: tuple[str, str, bool]) -> dict[str, Any]:
+            parts = [
+                {
+                    "type": "tool-send",
+                    "toolCallId": call,
+                    "state": "approval-responded",
+                    "input": {},
+                    "approval": {"id": approval, "approved": ok},
+                }
+                for call, approval, ok in approvals
+            ]
+            return {
+                "id": "c",
+                "messages": [user, {"id": "a1", "role": "assistant", "parts": parts}],
+                "messageId": "a1",
+            }
+
+        one = await client.post("/ai-sdk/chat", json=answered(("c1", f"{pause['id']}:c1", True)))
+        assert one.status_code == 422 and "'c2'" in one.text
+        stale = await client.post(
+            "/ai-sdk/chat",
+            json=answered(("c1", "old:c1", True), ("c2", f"{pause['id']}:c2", True)),
+        )
+        assert stale.status_code == 422 and "'c1'" in stale.text
+        assert (await agent.aget_state("c")).metadata["interrupt"]["id"] == pause["id"]
+
+        with anyio.fail_after(30):
+            r = await client.post(
+                "/ai-sdk/chat",
+                json=answered(
+                    ("c1", f"{pause['id']}:c1", True), ("c2", f"{pause['id']}:c2", False)
+                ),
+            )
+        assert r.status_code == 200, r.text
+        chunks = _chunks(r)
+        outputs = [c for c in chunks if c["type"].startswith("tool-output")]
+        assert sorted(outputs, key=lambda c: c["toolCallId"]) == [
+            {"type": "tool-output-available", "toolCallId": "c1", "output": "sent to ada"},
+            {"type": "tool-output-denied", "toolCallId": "c2"},
+        ]
+        assert chunks[-1]["messageMetadata"]["tether"]["status"] == "completed"
+        again = await client.post(
+            "/ai-sdk/chat",
+            json=answered(("c1", f"{pause['id']}:c1", True), ("c2", f"{pause['id']}:c2", True)),
+        )
+        assert again.status_code == 422 and "waits for none" in again.text

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .agent import Agent, ToolsIgnoredWarning, create_agent
 from .output import OutputValidationError
+from .subagent import AgentTool
 
-__all__ = ["Agent", "OutputValidationError", "ToolsIgnoredWarning", "create_agent"]
+__all__ = ["Agent", "AgentTool", "OutputValidationError", "ToolsIgnoredWarning", "create_agent"]

@@ -24,12 +24,13 @@ import dataclasses
 import json
 import warnings
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 import anyio
 import pydantic
 
+from .. import tracing
 from .._twin import SyncStreamTwin, SyncTwin
 from ..app import RunOptions
 from ..commands import Resume
@@ -61,7 +62,6 @@ from ..run import StartOptions, StreamOptions
 from ..storage.base import Checkpointer
 from ..tools.tool import Tool
 from ..tools.tool import tool as make_tool
-from ..tracing import AgentTracing, TracedProgram, otel_available
 from ..transcript import repair_transcript
 from .approval import Decision, ask_approval
 from .output import (
@@ -156,11 +156,6 @@ class Agent(CompiledGraph):
         if output_retries < 0:
             raise UserError(f"output_retries must be >= 0, not {output_retries!r}")
         self.output_retries = output_retries
-        self._tracing = (
-            AgentTracing(tracer_provider)
-            if tracer_provider is not None or otel_available()
-            else None
-        )
         if self.output_type is not None:
             schema = self.output_type.model_json_schema()
             self.settings = dataclasses.replace(settings or ModelSettings(), output_schema=schema)
@@ -179,20 +174,15 @@ class Agent(CompiledGraph):
             recursion_limit=2 * max_turns,
             name=name,
         )
+        if tracer_provider is not None:
+            tracing.instrument(self, tracer_provider=tracer_provider)
 
     # runs
     def _program(self, input: Any, options: RunOptions) -> Program:
-        return self._traced(self._untraced_program(input, options))
-
-    def _untraced_program(self, input: Any, options: RunOptions) -> Program:
         if isinstance(input, Resume):
             return GraphProgram(self, {}, self.recursion_limit, resume=True)
         return super()._program(input, options)
 
-    def _traced(self, program: Program) -> Program:
-        if self._tracing is None:
-            return program
-        return TracedProgram(program, self._tracing, self.name or "agent")
 
     def arun(
         self,
@@ -315,10 +305,7 @@ class Agent(CompiledGraph):
         partial = PartialOutput() if self.output_type is not None else None
         if partial is not None and resumed is not None:
             partial.feed(resumed.content)
-        with (
-            self._span(ctx, "node model", {"tether.node": "model"}) as node_span,
-            self._span(ctx, f"chat {self.model.name}", self._chat_attributes(), node_span) as span,
-        ):
+        with self._span(ctx, f"chat {self.model.name}", self._chat_attributes()) as span:
             async with call(prompt, tools=specs, settings=self.settings) as deltas:
                 async for delta in deltas:
                     if isinstance(delta, TextDelta | ToolCallChunk):
@@ -367,14 +354,13 @@ class Agent(CompiledGraph):
                 calls.append(call.model_copy(update={"arguments": json.dumps(decision.arguments)}))
             else:
                 calls.append(call)
-        with self._span(ctx, "node tools", {"tether.node": "tools"}) as node_span:
-            if self.parallel_tool_calls and len(calls) > 1:
-                async with anyio.create_task_group() as tg:
-                    for call in calls:
-                        tg.start_soon(self._call_tool, call, ctx, node_span)
-            else:
+        if self.parallel_tool_calls and len(calls) > 1:
+            async with anyio.create_task_group() as tg:
                 for call in calls:
-                    await self._call_tool(call, ctx, node_span)
+                    tg.start_soon(self._call_tool, call, ctx)
+        else:
+            for call in calls:
+                await self._call_tool(call, ctx)
 
     def _reject(self, call: ToolCall, decision: Decision, ctx: RunContext) -> None:
         """Answer a call the person rejected, without running it."""
@@ -389,14 +375,15 @@ class Agent(CompiledGraph):
             ToolCallFinished, tool_call_id=call.id, name=call.name, status="error", content=content
         )
 
-    async def _call_tool(self, call: ToolCall, ctx: RunContext, parent: Span | None) -> None:
+    async def _call_tool(self, call: ToolCall, ctx: RunContext) -> None:
         attributes = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": call.name,
             "gen_ai.tool.call.id": call.id,
             "gen_ai.tool.type": "function",
         }
-        with self._span(ctx, f"execute_tool {call.name}", attributes, parent) as span:
+        # keyed by the call: a sub-agent's run (an `AgentTool`) hangs under this span
+        with self._span(ctx, f"execute_tool {call.name}", attributes, key=call.id) as span:
             status = await self._run_tool(call, ctx)
             if span is not None:
                 span.set_attribute("tether.tool.status", status)
@@ -430,17 +417,10 @@ class Agent(CompiledGraph):
 
     # tracing
     def _span(
-        self,
-        ctx: RunContext,
-        name: str,
-        attributes: dict[str, Any],
-        parent: Span | None = None,
+        self, ctx: RunContext, name: str, attributes: dict[str, Any], *, key: str | None = None
     ) -> AbstractContextManager[Span | None]:
-        if self._tracing is None:
-            return nullcontext(None)
-        if ctx.step is not None:
-            attributes = {**attributes, "tether.step": ctx.step}
-        return self._tracing.span(ctx.run_id, name, attributes, parent=parent)
+        """A span under the node's span (`tether.tracing`); `None` when the run is untraced."""
+        return tracing.span(ctx, name, attributes, key=key)
 
     def _chat_attributes(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -30,7 +30,7 @@ from ..interrupts import interrupt
 from ..messages import ToolCall
 from ..tools.tool import Tool
 
-__all__ = ["REJECTED_TOOL_RESULT", "Decision", "ask_approval"]
+__all__ = ["REJECTED_TOOL_RESULT", "Decision", "approval_calls", "approval_id", "ask_approval"]
 
 REJECTED_TOOL_RESULT = "Rejected: the user did not allow this tool call."
 
@@ -75,6 +75,21 @@ def ask_approval(calls: Sequence[ToolCall], tools: Mapping[str, Tool]) -> dict[s
         return {i: _decision(answer[i]) for i in ids}
     decision = _decision(answer)
     return dict.fromkeys(ids, decision)
+
+
+def approval_calls(pause: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The tool calls a pause (`interrupt()`'s JSON payload, as in the run record) waits to have
+    approved, each `{id, name, arguments}`; [] when it is not a tool approval."""
+    value = pause.get("value") if pause is not None else None
+    if not isinstance(value, dict) or value.get("type") != "tool_approval":
+        return []
+    return [c for c in value.get("tool_calls") or () if isinstance(c, dict) and "id" in c]
+
+
+def approval_id(pause: dict[str, Any], call_id: str) -> str:
+    """The id of the approval of one pending call: it names the pause, so a stale answer is
+    told apart from one to the question the thread waits on now."""
+    return f"{pause.get('id')}:{call_id}"
 
 
 def _arguments(call: ToolCall) -> Any:

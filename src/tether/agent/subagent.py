@@ -129,6 +129,7 @@ class AgentTool(Tool):
             segment=_segment(call),
             path=f"{self.name}:{call.id}",
             on_stopped=answer_stopped,
+            span_key=call.id,
         )
         if ctx._stopping():  # the stop arrived as the child completed: keep its answer
             answer_stopped(values, True)

@@ -21,9 +21,28 @@ Response: server-sent events, one AG-UI event (`ag-ui-protocol`'s types) per `da
   cancelled result too, when a stop cut the tool short);
 - `CUSTOM` (`name: "tether.custom"`) for the run's `custom` events;
 - the end, always exactly one: `RUN_FINISHED` for a completed, stopped or interrupted run
-  (`result: {status, reason}`; a stopped run has `outcome: {type: "cancelled"}`), or `RUN_ERROR`
+  (`result: {status, reason}`; a stopped run has `outcome: {type: "cancelled"}`, a run paused by
+  `interrupt()` `outcome: {type: "interrupt", interrupts: [...]}`, see below), or `RUN_ERROR`
   (`code: "run_failed"`) for a failed one. Open messages and steps are closed before it, so the
   stream is never left truncated while the client listens.
+
+Interrupts (AG-UI's own interrupt protocol). A run paused for tool approval
+(`@tool(requires_approval=True)`) ends with one AG-UI interrupt per pending call:
+`{id: "<interrupt id>:<tool call id>", reason: "tool_approval", toolCallId, message,
+responseSchema, metadata: {tether: {name, arguments, path}}}`; any other `interrupt(value)` with one
+interrupt `{id: <interrupt id>, reason: "interrupt", message (when value is a string),
+metadata: {tether: {value, node, path}}}` (`path` names the child run that asked, if one did). The
+client answers with the next run's `resume` entries
+(`HttpAgent.runAgent({resume})`), one per interrupt, and tether resumes the thread with
+`Command(resume=...)`:
+
+- tool approval: `status: "resolved"` with `payload` `{approved: true}` (or `true`) runs the call,
+  `{approved: true, editedArgs: {...}}` runs it with those arguments, `{approved: false, reason}`
+  (or `false`) rejects it, and `status: "cancelled"` rejects it too;
+- any other interrupt: `status: "resolved"` with `payload` is the answer `interrupt()` returns.
+
+A `resume` that leaves a pending interrupt unanswered, answers one the thread does not wait on, or
+cancels a plain `interrupt()` (stop the thread instead: `POST /threads/{id}/stop`) is a 422.
 
 Stop. `HttpAgent.abortRun()` aborts the fetch; the server sees the disconnect and stops the run
 (`requested_by="disconnect"`, S8). The run ends `cancelled`, the partial answer is saved on the
@@ -34,15 +53,18 @@ elsewhere (the REST cancel endpoint, another tab) while the client listens ends 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Annotated, Any
 
 from ag_ui.core import (
     BaseEvent,
+    ResumeEntry,
     RunAgentInput,
     RunErrorEvent,
     RunFinishedCancelledOutcome,
     RunFinishedEvent,
+    RunFinishedInterruptOutcome,
     RunStartedEvent,
     StepFinishedEvent,
     StepStartedEvent,
@@ -57,8 +79,13 @@ from ag_ui.core import (
 from ag_ui.core import (
     CustomEvent as AGUICustomEvent,
 )
+from ag_ui.core import (
+    Interrupt as AGUIInterrupt,
+)
 from fastapi import APIRouter, Body, Query
 
+from ..agent.approval import approval_calls, approval_id
+from ..commands import Command
 from ..events import (
     CustomEvent,
     Event,
@@ -70,10 +97,11 @@ from ..events import (
 )
 from ..messages import Message
 from .context import Caller, Ctx
-from .protocol_runs import ProtocolSource, start_run, thread_messages
+from .errors import ApiError
+from .protocol_runs import ProtocolSource, pending_interrupt, start_run, thread_messages
 from .sse import EventStreamResponse
 
-__all__ = ["AGUIStream", "router"]
+__all__ = ["AGUIStream", "agui_interrupts", "resume_command", "router"]
 
 router = APIRouter(tags=["ag-ui"])
 
@@ -173,14 +201,120 @@ class AGUIStream:
         if event.status == "failed":
             yield _encode(RunErrorEvent(message=event.error or "the run failed", code="run_failed"))
             return
+        outcome: RunFinishedCancelledOutcome | RunFinishedInterruptOutcome | None = None
+        if event.status == "cancelled":
+            outcome = RunFinishedCancelledOutcome()
+        elif event.status == "interrupted" and event.interrupt is not None:
+            outcome = RunFinishedInterruptOutcome(interrupts=agui_interrupts(event.interrupt))
         yield _encode(
             RunFinishedEvent(
                 thread_id=self.thread_id,
                 run_id=self.run_id,
                 result={"status": event.status, "reason": event.reason},
-                outcome=RunFinishedCancelledOutcome() if event.status == "cancelled" else None,
+                outcome=outcome,
             )
         )
+
+
+APPROVAL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "approved": {"type": "boolean"},
+        "reason": {"type": "string"},
+        "editedArgs": {"type": "object"},
+    },
+    "required": ["approved"],
+}
+"""The `responseSchema` of a tool approval interrupt: the `payload` its resume entry carries."""
+
+
+def agui_interrupts(pause: dict[str, Any]) -> list[AGUIInterrupt]:
+    """A tether pause (`interrupt()`'s JSON payload) as AG-UI interrupts; see the docstring."""
+    calls = approval_calls(pause)
+    if calls:
+        return [
+            AGUIInterrupt(
+                id=approval_id(pause, call["id"]),
+                reason="tool_approval",
+                tool_call_id=call["id"],
+                message=f"Allow the call {call.get('name')}({json.dumps(call.get('arguments'))})?",
+                response_schema=APPROVAL_SCHEMA,
+                metadata={
+                    "tether": {
+                        "name": call.get("name"),
+                        "arguments": call.get("arguments"),
+                        "path": pause.get("path"),
+                    }
+                },
+            )
+            for call in calls
+        ]
+    value = pause.get("value")
+    return [
+        AGUIInterrupt(
+            id=str(pause.get("id")),
+            reason="interrupt",
+            message=value if isinstance(value, str) else None,
+            metadata={
+                "tether": {"value": value, "node": pause.get("node"), "path": pause.get("path")}
+            },
+        )
+    ]
+
+
+def resume_command(pause: dict[str, Any] | None, entries: list[ResumeEntry]) -> Command:
+    """`Command(resume=...)` from AG-UI resume entries that answer `pause`; see the docstring.
+
+    Raises:
+        ApiError: 422 when the entries do not answer exactly what the thread waits on.
+    """
+    if pause is None:
+        raise ApiError(
+            422, "the run input has resume entries, but the thread waits for no answer (any more)"
+        )
+    by_id = {entry.interrupt_id: entry for entry in entries}
+    wanted = {i.id for i in agui_interrupts(pause)}
+    if set(by_id) != wanted:
+        raise ApiError(
+            422,
+            f"the resume entries answer {sorted(by_id)!r}, but the thread waits on the "
+            f"interrupts {sorted(wanted)!r}; answer each of these once",
+        )
+    calls = approval_calls(pause)
+    if not calls:
+        entry = by_id[str(pause.get("id"))]
+        if entry.status == "cancelled":
+            raise ApiError(
+                422,
+                "an interrupt() cannot be cancelled by a resume entry; stop the thread instead "
+                "(POST /threads/{id}/stop), which cancels the pause",
+            )
+        return Command(resume=entry.payload)
+    return Command(
+        resume={call["id"]: _decision(by_id[approval_id(pause, call["id"])]) for call in calls}
+    )
+
+
+def _decision(entry: ResumeEntry) -> Any:
+    """A tool approval decision (`tether.agent.approval`) from one resume entry."""
+    if entry.status == "cancelled":
+        return {"action": "reject", "reason": "cancelled"}
+    payload = entry.payload
+    if isinstance(payload, bool):
+        return "approve" if payload else "reject"
+    if not isinstance(payload, dict) or not isinstance(payload.get("approved"), bool):
+        raise ApiError(
+            422,
+            f"a tool approval's resume payload must be {{'approved': true|false, 'reason'?, "
+            f"'editedArgs'?}}, not {payload!r}",
+        )
+    if not payload["approved"]:
+        reason = payload.get("reason")
+        return {"action": "reject", "reason": reason if isinstance(reason, str) else None}
+    edited = payload.get("editedArgs")
+    if edited is not None:
+        return {"action": "edit", "arguments": edited}
+    return "approve"
 
 
 @router.post(
@@ -206,6 +340,17 @@ async def run_agent(
         for m in body.messages
         if m.role == "user" and m.id not in held_ids
     ]
+    command = None
+    if body.resume:
+        if fresh:
+            raise ApiError(
+                422,
+                "a run input cannot both answer interrupts (resume) and add a user message; "
+                "answer first, then send the message",
+            )
+        command = resume_command(
+            await pending_interrupt(ctx, caller, body.thread_id), list(body.resume)
+        )
     started = await start_run(
         ctx,
         caller,
@@ -214,6 +359,7 @@ async def run_agent(
         messages=fresh,
         source="ag-ui",
         metadata={"ag_ui_run_id": body.run_id},
+        command=command,
     )
     stream = AGUIStream(started.ref.public_id, started.handle.run_id)
     source = ProtocolSource(

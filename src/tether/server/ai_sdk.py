@@ -14,17 +14,33 @@ new message instead. The served app is `?app=` (or the default app).
 Response: server-sent events, `x-vercel-ai-ui-message-stream: v1`, each `data:` one chunk:
 
 - `start` (`messageId` is the run id; `messageMetadata.tether` has `threadId` and `runId`);
-- `start-step` / `finish-step` around each node of the run (a model turn, a tool batch);
+- `start-step` / `finish-step` around each node of the run that sends a chunk (a model turn, a
+  tool batch);
 - `text-start`, `text-delta`, `text-end` for each assistant message (its id is the tether message
   id);
 - `tool-input-available` for each tool call of an answer, then `tool-output-available` with its
-  result, or `tool-output-error` when the tool failed or was cancelled by a stop;
+  result, `tool-output-denied` when a person rejected the call (tool approval), or
+  `tool-output-error` when the tool failed or was cancelled by a stop;
 - `data-custom` for the run's `custom` events (e.g. MCP progress);
+- for a run paused by `interrupt()`: `data-interrupt` with the pending question (`id` is the
+  interrupt's id, `data` its payload: `{id, node, value, resumes, run_id, path}`), and, when it waits for
+  tool approval (`@tool(requires_approval=True)`), one `tool-approval-request` per pending call
+  (`approvalId` is `"<interrupt id>:<tool call id>"`), which turns the call's tool part to
+  `state: "approval-requested"`;
 - `error` when the run failed;
 - for a run stopped while the client still listens (a stop from elsewhere): `abort` with the reason;
 - `finish`, always, whose `messageMetadata.tether` carries the run's `status` (`completed`,
-  `cancelled`, `failed`, `interrupted`) and stop `reason`: the stop is marked there;
+  `cancelled`, `failed`, `interrupted`), stop `reason` and pending `interrupt`: the stop is
+  marked there;
 - then `data: [DONE]`.
+
+Tool approval. The client answers with the AI SDK's own `addToolApprovalResponse({id, approved,
+reason})` and sends the chat again (`sendMessage()`, or automatically with
+`sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses`). A request that brings
+no new user message but tool parts in `state: "approval-responded"` for every call the thread waits
+on resumes the run (`Command(resume=...)`): `approved: true` runs the call, `approved: false`
+rejects it (with `reason`), which the stream shows as `tool-output-denied`. Answers for only some
+of the pending calls, or for an approval that is not pending (any more), are a 422.
 
 Stop. `useChat`'s `stop()` aborts the fetch; the server sees the disconnect and stops the run
 (`requested_by="disconnect"`, S8). The run ends `cancelled`, the partial answer is saved on the thread
@@ -42,6 +58,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..agent.approval import approval_calls, approval_id
+from ..commands import Command
 from ..events import (
     CustomEvent,
     Event,
@@ -55,7 +73,7 @@ from ..messages import Message
 from .context import Caller, Ctx
 from .errors import ApiError
 from .openai_compat import new_messages
-from .protocol_runs import ProtocolSource, start_run, thread_messages
+from .protocol_runs import ProtocolSource, pending_interrupt, start_run, thread_messages
 from .sse import EventStreamResponse
 
 __all__ = ["UI_MESSAGE_STREAM_HEADERS", "router"]
@@ -91,6 +109,47 @@ def _to_message(ui: UIMessage) -> Message:
     return Message(role=ui.role, content=text, id=ui.id)
 
 
+def _approval_answer(pause: dict[str, Any] | None, message: UIMessage) -> Command | None:
+    """`Command(resume=...)` from the tool parts of `message` that answer `pause`'s approvals;
+    None when `message` answers no approval (nor is there one to answer)."""
+    answered = {
+        part.get("toolCallId"): part.get("approval") or {}
+        for part in message.parts
+        if str(part.get("type", "")).startswith(("tool-", "dynamic-tool"))
+        and part.get("state") == "approval-responded"
+    }
+    if not answered:
+        return None
+    calls = approval_calls(pause)
+    if pause is None or not calls:
+        raise ApiError(
+            422,
+            "the chat answers a tool approval, but the thread waits for none (any more); "
+            "send a new user message instead",
+        )
+    decisions: dict[str, Any] = {}
+    missing = []
+    for call in calls:
+        approval = answered.get(call["id"])
+        if not isinstance(approval, dict) or approval.get("id") != approval_id(pause, call["id"]):
+            missing.append(call["id"])
+        elif approval.get("approved") is True:
+            decisions[call["id"]] = "approve"
+        else:
+            reason = approval.get("reason")
+            decisions[call["id"]] = {
+                "action": "reject",
+                "reason": reason if isinstance(reason, str) else None,
+            }
+    if missing:
+        raise ApiError(
+            422,
+            f"the thread waits for approval of the tool calls {missing!r} too; answer every "
+            "pending call (addToolApprovalResponse) before sending",
+        )
+    return Command(resume=decisions)
+
+
 def _chunk(data: dict[str, Any]) -> bytes:
     return (
         b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
@@ -105,6 +164,10 @@ class UIMessageStream:
         self.run_id = run_id
         self._open_text: set[str] = set()  # ids of text parts started and not yet ended
         self._streamed: set[str] = set()  # ids of messages whose text went out as deltas
+        self._tool_inputs: set[str] = set()  # ids of tool calls whose input went out
+        # The node's step: none (no node runs), pending (a node started, sent nothing yet), or
+        # open (`start-step` sent, `finish-step` not yet).
+        self._step: Literal["none", "pending", "open"] = "none"
 
     def start(self) -> bytes:
         return _chunk(
@@ -121,21 +184,38 @@ class UIMessageStream:
         if isinstance(event, MessageDeltaEvent):
             if event.role == "assistant" and event.content:
                 if event.message_id not in self._open_text:
+                    yield from self._open_step()
                     self._open_text.add(event.message_id)
                     self._streamed.add(event.message_id)
                     yield _chunk({"type": "text-start", "id": event.message_id})
                 yield _chunk({"type": "text-delta", "id": event.message_id, "delta": event.content})
-        elif isinstance(event, MessageEvent):
-            yield from self._message(event.message)
+        elif isinstance(event, MessageEvent | CustomEvent):
+            chunks = list(
+                self._message(event.message)
+                if isinstance(event, MessageEvent)
+                else [_chunk({"type": "data-custom", "data": event.data})]
+            )
+            if chunks:
+                yield from self._open_step()
+            yield from chunks
         elif isinstance(event, NodeStarted):
-            yield _chunk({"type": "start-step"})
+            if self._step == "none":
+                self._step = "pending"
         elif isinstance(event, NodeFinished):
-            yield from self._end_texts()
-            yield _chunk({"type": "finish-step"})
-        elif isinstance(event, CustomEvent):
-            yield _chunk({"type": "data-custom", "data": event.data})
+            if self._step == "open":
+                yield from self._end_texts()
+                yield _chunk({"type": "finish-step"})
+            self._step = "none"
         elif isinstance(event, RunFinished):
             yield from self._finish(event)
+
+    def _open_step(self) -> Iterable[bytes]:
+        """`start-step` before a node's first chunk. A node that sends nothing opens no step: a
+        tools node paused for approval leaves the approval requests in the step of the answer
+        that asked for the calls, where the SDK looks for them."""
+        if self._step == "pending":
+            self._step = "open"
+            yield _chunk({"type": "start-step"})
 
     def _message(self, message: Message) -> Iterable[bytes]:
         if message.role == "assistant":
@@ -152,16 +232,11 @@ class UIMessageStream:
                     arguments: Any = json.loads(call.arguments or "{}")
                 except ValueError:
                     arguments = call.arguments
-                yield _chunk(
-                    {
-                        "type": "tool-input-available",
-                        "toolCallId": call.id,
-                        "toolName": call.name,
-                        "input": arguments,
-                    }
-                )
+                yield self._tool_input(call.id, call.name, arguments)
         elif message.role == "tool" and message.tool_call_id is not None:
-            if message.status == "complete" and not message.metadata.get("error"):
+            if message.metadata.get("rejected"):
+                yield _chunk({"type": "tool-output-denied", "toolCallId": message.tool_call_id})
+            elif message.status == "complete" and not message.metadata.get("error"):
                 yield _chunk(
                     {
                         "type": "tool-output-available",
@@ -178,6 +253,31 @@ class UIMessageStream:
                     }
                 )
 
+    def _tool_input(self, call_id: str, name: str, arguments: Any) -> bytes:
+        self._tool_inputs.add(call_id)
+        return _chunk(
+            {
+                "type": "tool-input-available",
+                "toolCallId": call_id,
+                "toolName": name,
+                "input": arguments,
+            }
+        )
+
+    def _interrupt(self, pause: dict[str, Any]) -> Iterable[bytes]:
+        """The pending question, and a tool approval request per call that waits for one."""
+        yield _chunk({"type": "data-interrupt", "id": str(pause.get("id")), "data": pause})
+        for call in approval_calls(pause):
+            if call["id"] not in self._tool_inputs:  # asked in an earlier response
+                yield self._tool_input(call["id"], call["name"], call.get("arguments"))
+            yield _chunk(
+                {
+                    "type": "tool-approval-request",
+                    "approvalId": approval_id(pause, call["id"]),
+                    "toolCallId": call["id"],
+                }
+            )
+
     def _end_texts(self) -> Iterable[bytes]:
         for text_id in sorted(self._open_text):
             yield _chunk({"type": "text-end", "id": text_id})
@@ -189,12 +289,15 @@ class UIMessageStream:
             yield _chunk({"type": "error", "errorText": event.error or "the run failed"})
         elif event.status == "cancelled":
             yield _chunk({"type": "abort", "reason": event.reason or "stopped"})
+        elif event.status == "interrupted" and event.interrupt is not None:
+            yield from self._interrupt(event.interrupt)
         reason = {"completed": "stop", "failed": "error"}.get(event.status, "other")
         tether = {
             "threadId": self.thread_id,
             "runId": self.run_id,
             "status": event.status,
             "reason": event.reason,
+            "interrupt": event.interrupt,
         }
         yield _chunk(
             {"type": "finish", "finishReason": reason, "messageMetadata": {"tether": tether}}
@@ -235,6 +338,11 @@ async def chat(
         for m in new_messages(incoming, thread_has_messages=bool(held))
         if m.id not in held_ids and m.role != "assistant"
     ]
+    command = None
+    if not fresh and body.messages[-1].role == "assistant":
+        command = _approval_answer(
+            await pending_interrupt(ctx, caller, thread_id), body.messages[-1]
+        )
     started = await start_run(
         ctx,
         caller,
@@ -243,6 +351,7 @@ async def chat(
         messages=fresh,
         source="ai-sdk",
         metadata={"ai_sdk_chat_id": body.id},
+        command=command,
     )
     ui = UIMessageStream(started.ref.public_id, started.handle.run_id)
     source = ProtocolSource(

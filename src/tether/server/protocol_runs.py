@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..commands import Command
 from ..events import Event, RunFinished
 from ..handle import RunHandle, RunStream
 from ..messages import Message
@@ -28,7 +29,7 @@ from .catalog import ThreadRef
 from .context import ServerContext, run_headers
 from .errors import ApiError
 
-__all__ = ["ProtocolSource", "StartedRun", "start_run"]
+__all__ = ["ProtocolSource", "StartedRun", "pending_interrupt", "start_run"]
 
 
 class StartedRun:
@@ -53,6 +54,21 @@ async def thread_messages(ctx: ServerContext, caller: Principal, thread_id: str)
     return list(state.values.get("messages", []))
 
 
+async def pending_interrupt(
+    ctx: ServerContext, caller: Principal, thread_id: str
+) -> dict[str, Any] | None:
+    """The question the caller's thread waits on (its head's `interrupt()` payload), or None
+    (also when the caller has no thread by that id: another key's thread looks missing).
+
+    Cancellation: a read only; nothing to undo.
+    """
+    ref = await ctx.catalog.find(thread_id, caller)
+    if ref is None:
+        return None
+    pause = (await ref.app.aget_state(ref.thread_id)).metadata.get("interrupt")
+    return pause if isinstance(pause, dict) else None
+
+
 async def start_run(
     ctx: ServerContext,
     caller: Principal,
@@ -62,16 +78,18 @@ async def start_run(
     messages: list[Message],
     source: str,
     metadata: Mapping[str, Any],
+    command: Command | None = None,
 ) -> StartedRun:
-    """Append `messages` to the caller's thread `thread_id` and start a run on it.
+    """Append `messages` to the caller's thread `thread_id` and start a run on it; or, with
+    `command` (and no messages), start a run that answers the thread's pending `interrupt()`.
 
     Raises:
-        ApiError: 422 with no new message.
+        ApiError: 422 with no new message (and no command).
 
     Cancellation: if cancelled after the run started, the run goes on until its stream is
     abandoned (which stops it).
     """
-    if not messages:
+    if not messages and command is None:
         raise ApiError(
             422,
             "no new message to answer: the request holds no user message that the thread does "
@@ -82,7 +100,7 @@ async def start_run(
     if first_user is not None:
         ref = await ctx.catalog.set_title(ref, first_user.content)
     stream = ref.app.astream(
-        {"messages": messages},
+        command if command is not None else {"messages": messages},
         thread_id=ref.thread_id,
         on_disconnect="cancel",
         multitask_strategy="enqueue",

@@ -58,17 +58,25 @@ async def list_threads(
 @router.get("/threads/{thread_id}", summary="Read a thread: state and messages")
 async def get_thread(ctx: Ctx, caller: Caller, thread_id: ThreadIdPath) -> dict[str, Any]:
     """The thread with its `messages` (each with `role`, `content`, `status`), other state
-    `values`, `status` and `active_run_id`."""
+    `values`, `status` and `active_run_id`.
+
+    `status` is `interrupted` whenever the thread's head waits for the answer to an `interrupt()`
+    and nothing runs, even if the last run did not pause (a resumed run that was rolled back
+    restores the pause), except after a failed resume, which is `error` (the pause stands).
+    """
     ref = await ctx.catalog.thread(thread_id, caller)
     state = await ref.app.aget_state(ref.thread_id)
     handle = ref.app.registry.active_on(ref.thread_id)
     runs = [] if handle is not None else await ref.app.alist_runs(ref.thread_id, limit=1)
-    return thread_json(
+    out = thread_json(
         ref,
         active=handle.snapshot() if handle is not None else None,
         latest=runs[0] if runs else None,
         state=state,
     )
+    if out["status"] == "idle" and out["interrupt"] is not None:
+        out["status"] = "interrupted"
+    return out
 
 
 @router.delete("/threads/{thread_id}", summary="Delete a thread")

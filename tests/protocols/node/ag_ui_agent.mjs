@@ -5,7 +5,9 @@
 // The server is tests/server/_served.py (a scripted model whose gates the script opens over HTTP).
 // Scenarios: `abortRun()` during the text answer, then the next message; a stop from elsewhere (the
 // REST cancel endpoint) while the client listens, which must end the client's stream with
-// RUN_FINISHED (outcome cancelled). One JSON object with what the client saw goes to stdout.
+// RUN_FINISHED (outcome cancelled); a tool that requires approval, whose run ends with an AG-UI
+// interrupt outcome, answered with `runAgent({resume})` (approved, then rejected). One JSON object
+// with what the client saw goes to stdout.
 import { HttpAgent } from "@ag-ui/client";
 
 const base = process.argv[2];
@@ -66,4 +68,28 @@ async function stopFromElsewhere() {
   return { threadId, runId, cancelStatus: cancel.status, types: types(seen), last: seen.events.at(-1), finished: seen.finished, errors: seen.errors, messages: agent.messages };
 }
 
-console.log(JSON.stringify({ abort: await abortDuringText(), elsewhere: await stopFromElsewhere() }));
+async function approval() {
+  const threadId = `ag-ui-approval-${Date.now()}`;
+  const agent = new HttpAgent({ url: `${base}/ag-ui`, threadId });
+  const ask = async (id, to) => {
+    await post("/_test/script", { turns: [["Sending.", `@tool:send:{"to": "${to}"}`]] });
+    agent.addMessage(userMessage(id, `message ${to}`));
+    const seen = watch(agent);
+    await agent.runAgent({}, seen.subscriber);
+    return { types: types(seen), finished: seen.finished, errors: seen.errors, pending: structuredClone(agent.pendingInterrupts) };
+  };
+  const answer = async (resume) => {
+    const seen = watch(agent);
+    await agent.runAgent({ resume }, seen.subscriber);
+    return { types: types(seen), finished: seen.finished, errors: seen.errors, pending: structuredClone(agent.pendingInterrupts), events: seen.events };
+  };
+  const askedAda = await ask("u1", "ada");
+  const approved = await answer([{ interruptId: askedAda.pending[0].id, status: "resolved", payload: { approved: true } }]);
+  const askedBob = await ask("u2", "bob");
+  let unanswered = null;                               // the client itself refuses a resume that leaves one out
+  try { await agent.runAgent({}, watch(agent).subscriber); } catch (e) { unanswered = String(e?.message ?? e); }
+  const rejected = await answer([{ interruptId: askedBob.pending[0].id, status: "resolved", payload: { approved: false, reason: "not bob" } }]);
+  return { threadId, askedAda, approved, askedBob, unanswered, rejected, messages: agent.messages };
+}
+
+console.log(JSON.stringify({ abort: await abortDuringText(), elsewhere: await stopFromElsewhere(), approval: await approval() }));
