@@ -17,6 +17,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from tether.errors import ThreadBusyError
 from tether.server import create_app
 from tether.server.auth import load_api_keys
 from tether.testing import ScriptedModel
@@ -214,6 +215,38 @@ async def test_a_refused_run_leaves_no_thread_behind(make_served: Any) -> None:
         )
         assert r.status_code in (400, 422), r.text
     assert await _thread_count(served) == 0
+
+
+@pytest.mark.anyio
+async def test_a_run_refused_as_busy_on_a_thread_it_created_keeps_the_thread(
+    make_served: Any,
+) -> None:
+    """Two requests start a run on one new thread at once; the one that created the thread can
+    be the one refused (busy): the thread holds the other's run then, and must stay."""
+    from tether.server.auth import ANONYMOUS
+    from tether.server.context import ServerContext
+    from tether.testing import Gate
+
+    gate = Gate()
+    served = await make_served(["Hel", gate, "lo"])
+    ctx = served.api.state.tether
+    assert isinstance(ctx, ServerContext)
+    with anyio.fail_after(WATCHDOG):
+        ref = await ctx.catalog.thread_for_run("both", ANONYMOUS, None)
+        assert ref.created
+        other = await served.app.astart(
+            {"messages": [{"role": "user", "content": "b"}]}, thread_id=ref.thread_id
+        )
+        await gate.reached()
+        with pytest.raises(ThreadBusyError):
+            await ctx.catalog.start_run(
+                ref, served.app.astart({"messages": []}, thread_id=ref.thread_id)
+            )
+        assert await served.app.checkpointer.get_thread(ref.thread_id) is not None
+        gate.release()
+        assert (await other.result())["messages"][-1].content == "Hello"
+    r = await served.client.get("/threads/both")
+    assert r.status_code == 200 and r.json()["messages"][-1]["content"] == "Hello"
 
 
 def test_a_500_says_connection_close(tmp_path: Path) -> None:

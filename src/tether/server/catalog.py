@@ -293,16 +293,18 @@ class Catalog:
         """Await `start` (the app's `astart`, or a stream's `start`) for a run on `ref`.
 
         If the app refuses the run (an exception), a thread this request created for it is
-        deleted again, shielded, so a refused run leaves nothing behind; the error's text names
-        the public thread id. Cancelled: the cancellation propagates and the thread stays (the
-        run may have started).
+        deleted again, shielded, so a refused run leaves nothing behind, unless another request
+        took the new thread meanwhile (the refusal is `ThreadBusyError`, or the thread holds a
+        run): that thread is the other run's now. The error's text names the public thread id.
+        Cancelled: the cancellation propagates and the thread stays (the run may have started).
         """
         try:
             return await start
         except Exception as exc:
-            if ref.created:
+            if ref.created and not isinstance(exc, ThreadBusyError):
                 with anyio.CancelScope(shield=True):
-                    await ref.app.checkpointer.delete_thread(ref.thread_id)
+                    if not await ref.app.checkpointer.list_runs(ref.thread_id, limit=1):
+                        await ref.app.checkpointer.delete_thread(ref.thread_id)
             ref.public_error(exc)
             raise
 
