@@ -147,6 +147,7 @@ async def test_websocket_on_one_process_joins_and_stops_a_run_on_another(
         with anyio.fail_after(WATCHDOG) as watchdog:
             run_id = await start(c, a, thread, ["Hel", "lo", "@gate:ws", " never"])
             await c.get(f"{a}/_test/gates/ws/reached")  # A's run blocks after "Hello"
+            seen_on_b = (await c.get(f"{b}/threads/{thread}")).json()
             async with connect(b.replace("http://", "ws://") + f"/threads/{thread}/ws") as ws:
                 await ws.send(json.dumps({"type": "join", "run_id": run_id, "after_seq": -1}))
                 live = await frames_until(ws, lambda f: f.get("content") == "lo")  # run goes on
@@ -161,6 +162,7 @@ async def test_websocket_on_one_process_joins_and_stops_a_run_on_another(
         frames = [*live, *busy, *rest]
         assert busy[-1]["error"]["type"] == "thread_busy"
         assert busy[-1]["error"]["active_run_id"] == run_id  # the run on A, named on B
+        assert (seen_on_b["status"], seen_on_b["active_run_id"]) == ("busy", run_id)
         results = [f for f in frames if f["type"] == "stop_result"]
         assert results == [{"type": "stop_result", "stopped": True, "run_id": run_id}]
         events = [f for f in frames if "seq" in f]

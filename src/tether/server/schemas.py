@@ -178,9 +178,18 @@ def run_json(record: RunRecord, ref: ThreadRef) -> dict[str, Any]:
     return ref.public_record(record).model_dump(mode="json", exclude={"worker", "heartbeat_at"})
 
 
-def thread_status(active: RunRecord | None, latest: RunRecord | None) -> str:
-    """`busy` while a run is active, else from the last run: `interrupted`, `error` or `idle`."""
+def live_run(active: RunRecord | None, latest: RunRecord | None) -> RunRecord | None:
+    """The thread's live run: the one active in this process, else the last run if its record
+    says it is not over (a run executing in another process, or queued for a worker)."""
     if active is not None:
+        return active
+    return latest if latest is not None and latest.status in ("pending", "running") else None
+
+
+def thread_status(active: RunRecord | None, latest: RunRecord | None) -> str:
+    """`busy` while a run is live (here or elsewhere), else from the last run: `interrupted`,
+    `error` or `idle`."""
+    if live_run(active, latest) is not None:
         return "busy"
     if latest is not None and latest.status == "interrupted":
         return "interrupted"
@@ -205,7 +214,7 @@ def thread_json(
         "app": ref.app_name,
         "metadata": {k: v for k, v in ref.info.metadata.items() if k not in hidden},
         "status": thread_status(active, latest),
-        "active_run_id": active.run_id if active is not None else None,
+        "active_run_id": live.run_id if (live := live_run(active, latest)) else None,
     }
     if state is not None:
         values = dict(state.values)
