@@ -317,6 +317,18 @@ class RunStream(AbandonableStream):
         return self
 
     async def __anext__(self) -> Event:
+        handle, cursor = self.handle, self._cursor
+        if handle is not None and not self._finished:
+            events = handle.events
+            if cursor < len(events):  # the hot path: the event is already logged, take it
+                event = events[cursor]
+                self._cursor = cursor + 1
+                if type(event) is RunFinished:
+                    self._finished = True
+                return event
+        return await self._next_event()
+
+    async def _next_event(self) -> Event:
         if self._finished:
             raise StopAsyncIteration
         if self._join is not None:
