@@ -340,6 +340,9 @@ class RunStream(AbandonableStream):
         handle = self.handle or await self.start()
         try:
             while len(handle.events) <= self._cursor:
+                if handle.done:  # a cursor past the end of an ended run: end with its terminal
+                    self._finished = True  # event, as a re-join from the event log does
+                    return handle.events[-1]
                 await handle.wait_for_events(self._cursor)
         except BaseException:
             self._abandon()

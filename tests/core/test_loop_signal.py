@@ -153,3 +153,34 @@ async def test_a_run_is_awaited_from_another_event_loop_without_a_worker_thread(
     assert isinstance(handle.events[-1], RunFinished)
     assert handle.events[-1].status == "cancelled"
     assert handle._loop.waiters is None
+
+
+async def test_a_reader_past_the_end_of_a_live_run_ends_with_its_terminal_event() -> None:
+    """A live re-join after a seq the run never reaches (a client that saw more than was logged)
+    gets the run's one `run_finished` when it ends, and the stream ends there."""
+
+    async def node(state: dict[str, Any]) -> Any:
+        yield "tok "
+        await anyio.sleep(WATCHDOG * 2)
+
+    g = StateGraph()
+    g.add_node("n", node)
+    g.set_entry_point("n")
+    app = g.compile(InMemoryCheckpointer())
+    handle = await app.astart("go")
+    await handle.wait_for_events(1)
+    got: list[Any] = []
+
+    async def read() -> None:
+        async for event in handle.events_after(50):
+            got.append(event)
+
+    with anyio.fail_after(WATCHDOG) as watchdog:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert got == []
+            assert await handle.astop()
+    assert not watchdog.cancelled_caught
+    assert len(got) == 1 and isinstance(got[0], RunFinished)
+    assert got[0] is handle.events[-1] and got[0].status == "cancelled"
