@@ -7,7 +7,8 @@ For each N (or `N@rate`, to override `--rate` for that N) it starts one uvicorn 
 (asyncio + httpx) then:
 
 1. opens N streams (`POST /threads/{id}/runs/stream`) and waits until each has sent a token;
-2. counts the SSE events it receives during `--window` seconds (events/s, all streams), and the
+2. counts the run events it receives during `--window` seconds (events/s, all streams; counted by
+   SSE id, as one frame may carry several text deltas of one message), and the
    server process's CPU use over the same window;
 3. cancels `--samples` streams one at a time (`POST .../runs/{run_id}/cancel`) while the others
    keep streaming, and opens a replacement after each, so N streams stay open. The latency is from
@@ -97,6 +98,7 @@ class Stream:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     finished_at: float = 0.0
+    last_id: int = -1  # the highest SSE `id` (event seq) read so far
 
 
 @dataclass
@@ -130,7 +132,14 @@ async def follow(host: str, port: int, s: Stream, counters: Counters) -> None:
         if not head.startswith(b"HTTP/1.1 200"):
             raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
         while data := await reader.read(65536):
-            counters.events += data.count(b"\n\n")
+            # Count run events by their ids, not frames: a frame may cover several text deltas
+            # of one message (the server coalesces a backlog), and its id is the last one's seq.
+            at = data.rfind(b"\nid: ")
+            end = data.find(b"\n", at + 5) if at >= 0 else -1
+            if end >= 0:
+                last = int(data[at + 5 : end])
+                counters.events += last - s.last_id
+                s.last_id = last
             if not s.started.is_set() and b"event: message_delta" in data:
                 s.started.set()
             if b"event: run_finished" in data:

@@ -1,9 +1,28 @@
-"""`RunLoop`: the event loop one run executes on, and the one way to reach it from elsewhere.
+"""`Signal` and `RunLoop`: one thread-safe flag with one change signal, and the run's event loop.
 
-Design note. A run's code lives on one event loop, but a stop, a sent value or a stream item can
-come from any thread: the sync API's caller, a sync node or handler in a worker thread, a server
-thread. Every such hop goes through the run's `RunLoop`, never through a local copy of "am I on the
-loop, else `call_soon_threadsafe`". The run binds it once, on its loop (`bind()`); from then on:
+Design note. A run's code lives on one event loop, but a stop, a sent value, a stream item or a
+reader can come from any thread or any other event loop: the sync API's caller, a sync node or
+handler in a worker thread, a server thread, a test on its own loop. Every such hop goes through
+one object, never through a local copy of "am I on the loop, else `call_soon_threadsafe`".
+
+`Signal` is the waiting half: one flag, set once and never cleared (a run ended, a gate opened),
+and one change signal (`notify()`: new events were appended). Waiters register on the signal:
+- an async waiter, on any event loop, parks on a future of its *own* loop; `notify()` and `set()`
+  resolve that future directly when they run on the waiter's loop (the hot path: one future per
+  reader wake-up, no thread hop), else through that loop's `call_soon_threadsafe`;
+- a thread blocks on a `threading.Event` made when the first thread waits.
+Nothing is allocated for a signal nobody waits on: a run with no reader costs one lock and a few
+slots (this is what keeps an idle run small). The flag, the waiter list and the thread event are
+guarded by the one lock; `notify()` reads the list without it on the hot path.
+
+Residual race: a waiter on *another* loop than the notifier checks its condition, then registers;
+a `notify()` in between is missed, and that waiter wakes at the next change or when the flag is set
+(never later: `set()` checks and wakes under the lock). A waiter on the notifier's own loop cannot
+miss one. A waiter whose event loop closes while it waits is never woken; it cannot run any more
+anyway.
+
+`RunLoop` is a `Signal` that also knows the run's loop. The run binds it once, on its loop
+(`bind()`); from then on:
 - `on_loop` says whether the caller runs on the loop's thread;
 - `call_soon(fn)` runs `fn` on the loop: at once when the caller is on it, else scheduled
   thread-safely; it returns False when the loop is closed (the run cannot be running any more);
@@ -13,28 +32,136 @@ loop, else `call_soon_threadsafe`". The run binds it once, on its loop (`bind()`
 
 Before `bind()` there is no loop to hop to: `call_soon` returns None and the caller keeps the work
 for later (a stop or a value that arrives before the run starts), and `run_from_worker` calls `fn`
-directly. The binding is guarded by a `threading.Lock` and set once.
+directly. The binding is guarded by the lock and set once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import anyio.from_thread
+import anyio.lowlevel
 
-__all__ = ["RunLoop", "in_event_loop"]
+__all__ = ["RunLoop", "Signal", "in_event_loop"]
+
+_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
 
 
-class RunLoop:
-    """The loop of one run; thread-safe."""
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
-    __slots__ = ("_lock", "_loop", "_thread")
+
+def _wake(waiters: list[_Waiter]) -> None:
+    """Resolve each waiter's future on its own loop: directly from that loop, else thread-safely."""
+    try:
+        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    for loop, future in waiters:
+        if loop is here:
+            _resolve(future)
+        else:
+            # A closed loop raises RuntimeError: its waiter cannot run any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future)
+
+
+class Signal:
+    """A flag set once (from any thread) and a change signal, awaitable from any event loop."""
+
+    __slots__ = ("_lock", "_sync", "flag", "waiters")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # True once `set()` ran; never cleared. Written under `_lock`, read without it.
+        self.flag = False
+        # The async waiters for the next change (or the flag), or None when nobody waits; the
+        # list is replaced, never mutated, once it was handed to `_wake`. Read lock-free by the
+        # hot path (`if signal.waiters: signal.notify()`).
+        self.waiters: list[_Waiter] | None = None
+        # Made by the first thread that blocks in `wait_sync`; set together with `is_set`.
+        self._sync: threading.Event | None = None
+
+    def notify(self) -> None:
+        """Wake every async waiter of `wait_change()`; safe from any thread. Cheap when none wait."""
+        if self.waiters is None:
+            return
+        with self._lock:
+            waiters, self.waiters = self.waiters, None
+        if waiters:
+            _wake(waiters)
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter, async and blocking; idempotent, any thread."""
+        with self._lock:
+            self.flag = True
+            waiters, self.waiters = self.waiters, None
+            sync = self._sync
+        if sync is not None:
+            sync.set()
+        if waiters:
+            _wake(waiters)
+
+    async def wait_change(self) -> None:
+        """Wait for the next `notify()`, or for the flag; returns at once if the flag is set.
+
+        A caller checks its own condition first (e.g. "are there new events?") and then waits:
+        when it runs on the loop that notifies, nothing can change in between.
+
+        Cancellation: stops waiting and unregisters; nothing else changes.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            if self.flag:
+                return
+            if self.waiters is None:
+                self.waiters = []
+            self.waiters.append((loop, future))
+        try:
+            await future
+        finally:
+            if future.cancelled() or not future.done():  # not resolved by a wake: still listed
+                self._forget(future)
+
+    async def wait(self) -> None:
+        """Wait until the flag is set; from any event loop. A checkpoint even when it is set.
+
+        Cancellation: stops waiting and unregisters; nothing else changes.
+        """
+        while not self.flag:
+            await self.wait_change()
+        await anyio.lowlevel.checkpoint()
+
+    def wait_sync(self, timeout: float | None = None) -> bool:
+        """Block this thread until the flag is set; False if `timeout` ran out first."""
+        with self._lock:
+            if self.flag:
+                return True
+            if self._sync is None:
+                self._sync = threading.Event()
+            sync = self._sync
+        return sync.wait(timeout)
+
+    def _forget(self, future: asyncio.Future[None]) -> None:
+        with self._lock:
+            waiters = self.waiters
+            if waiters:
+                self.waiters = [w for w in waiters if w[1] is not future] or None
+
+
+class RunLoop(Signal):
+    """The loop of one run, with the run's end flag and event signal; thread-safe."""
+
+    __slots__ = ("_loop", "_thread")
+
+    def __init__(self) -> None:
+        super().__init__()
         # The run's event loop and the ident of its thread; None until `bind()`, then fixed.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None

@@ -3,8 +3,10 @@
 Design note. A run appends its events to one in-memory list; every reader keeps its own cursor into
 that list, so any number of readers (the caller, a re-joined client, the server's SSE stream) see the
 same events in the same order, and a reader can start after any `seq`. Appending never blocks: a slow
-reader does not slow the run. Readers wait on an `anyio.Event` that is set and replaced whenever
-events arrive, so a burst of events costs one wake-up.
+reader does not slow the run. Readers wait on the run's one `RunLoop` signal (`_loop.py`), from any
+event loop or thread: appending notifies it only when a reader waits, and a reader takes every event
+already logged per wake-up, so a burst of events costs one wake-up. The end of the run sets the same
+object's flag. A run nobody waits on allocates nothing for waiting.
 
 A stream that is abandoned (closed, garbage-collected, or cancelled while waiting) asks the run to
 stop with `requested_by="disconnect"`, unless it was opened with `on_disconnect="continue"`.
@@ -12,16 +14,13 @@ stop with `requested_by="disconnect"`, unless it was opened with `on_disconnect=
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-import anyio
-
 from . import _portal
-from ._loop import in_event_loop
+from ._loop import RunLoop, in_event_loop
 from .events import Event, MessageDeltaEvent, RunFinished, RunStatus
 from .run import OnDisconnect, RunRecord
 from .stop import StopRequest, StopToken
@@ -42,14 +41,11 @@ class RunHandle:
         self.record = record  # mutated only by the engine, on the run's loop
         self._run_id, self._thread_id = record.run_id, record.thread_id  # fixed for the run
         self.token = StopToken()
+        # The run's loop: notified when events are appended; its flag is set once the terminal
+        # event is appended and the thread released (any thread or loop may wait on it).
+        self._loop: RunLoop = self.token.loop
         # Every event of the run so far, in seq order; append-only, ends with one RunFinished.
         self.events: list[Event] = []
-        # Set and replaced whenever events are appended; readers wait on the current one.
-        self._changed = anyio.Event()
-        self._has_waiters = False
-        # Set once the terminal event is appended and the thread released (any thread may wait).
-        self._done = threading.Event()
-        self._done_async = anyio.Event()
         # What the run produced: its final state values, or the error that failed it.
         self.values: dict[str, Any] | None = None
         self.error: BaseException | None = None
@@ -84,7 +80,7 @@ class RunHandle:
     @property
     def done(self) -> bool:
         """Whether the run sent its terminal event."""
-        return self._done.is_set()
+        return self._loop.flag
 
     def emit(self, cls: type[Any], /, **fields: Any) -> Event | None:
         """Append an event of type `cls`; dropped (returns None) once the run has finished.
@@ -101,8 +97,8 @@ class RunHandle:
             **fields,
         )
         self.events.append(event)
-        if self._has_waiters:
-            self._wake()
+        if self._loop.waiters:
+            self._loop.notify()
         if self.observer is not None:
             self.observer(event)
         return event
@@ -126,31 +122,25 @@ class RunHandle:
                 content=content,
             )
         )
-        if self._has_waiters:
-            self._wake()
-
-    def _wake(self) -> None:
-        self._has_waiters = False
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._loop.waiters:
+            self._loop.notify()
 
     def _finish(self) -> None:
-        self._done.set()
-        self._done_async.set()
-        self._changed.set()
+        """Mark the run ended and wake every reader and waiter; the terminal event is logged."""
+        self._loop.set()
 
     async def wait_for_events(self, count: int) -> None:
-        """Wait until more than `count` events exist (returns at once if they do)."""
+        """Wait until more than `count` events exist, or the run ended (returns at once if so).
+
+        Cancellation: stops waiting; nothing else changes.
+        """
         if len(self.events) <= count:
-            self._has_waiters = True
-            await self._changed.wait()
+            await self._loop.wait_change()
 
     async def wait(self) -> None:
-        """Wait until the run has ended. Cancelling the wait does not affect the run."""
-        try:
-            await self._done_async.wait()
-        except RuntimeError:  # awaited from another event loop than the run's
-            await anyio.to_thread.run_sync(self._done.wait, abandon_on_cancel=True)
+        """Wait until the run has ended, from any event loop. Cancelling the wait does not affect
+        the run."""
+        await self._loop.wait()
 
     def request_stop(
         self,
@@ -187,7 +177,7 @@ class RunHandle:
             mode=mode, reason=reason, grace=grace, requested_by=requested_by
         )
         if stopped and wait and not in_event_loop():
-            self._done.wait()
+            self._loop.wait_sync()
         return stopped
 
     async def astop(
@@ -331,6 +321,18 @@ class RunStream(AbandonableStream):
         return self
 
     async def __anext__(self) -> Event:
+        handle, cursor = self.handle, self._cursor
+        if handle is not None and not self._finished:
+            events = handle.events
+            if cursor < len(events):  # the hot path: the event is already logged, take it
+                event = events[cursor]
+                self._cursor = cursor + 1
+                if type(event) is RunFinished:
+                    self._finished = True
+                return event
+        return await self._next_event()
+
+    async def _next_event(self) -> Event:
         if self._finished:
             raise StopAsyncIteration
         if self._join is not None:
@@ -342,6 +344,9 @@ class RunStream(AbandonableStream):
         handle = self.handle or await self.start()
         try:
             while len(handle.events) <= self._cursor:
+                if handle.done:  # a cursor past the end of an ended run: end with its terminal
+                    self._finished = True  # event, as a re-join from the event log does
+                    return handle.events[-1]
                 await handle.wait_for_events(self._cursor)
         except BaseException:
             self._abandon()

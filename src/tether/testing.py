@@ -11,18 +11,16 @@
 Each delta is preceded by a checkpoint, so a stream can be cancelled between any two deltas.
 
 `Gate` works across threads and event loops: tether's sync API runs runs on a background loop
-while the test waits in the main thread. Waiters are woken without polling: an async waiter
-registers its loop's wake-up, which `release()` schedules thread-safely; a sync waiter blocks on a
-`threading.Event`.
+while the test waits in the main thread. Its two flags are `tether._loop.Signal`s, the same
+thread-safe flag a run's handle waits on: waiters are woken without polling, an async waiter on its
+own loop, a sync waiter in its thread.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from tether._loop import Signal
 from tether.errors import UserError
 from tether.messages import Message
 from tether.models.base import (
@@ -58,64 +57,6 @@ class ScriptExhaustedError(UserError):
     """A `ScriptedModel` was called more often than it has turns."""
 
 
-class _Flag:
-    """A one-shot flag that can be set from any thread and awaited from any event loop."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # set once, never cleared; guarded by `_lock` together with `_wakers`
-        self._event = threading.Event()
-        # thread-safe callbacks that wake the async waiters; emptied when the flag is set
-        self._wakers: list[Callable[[], None]] = []
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def set(self) -> None:
-        with self._lock:
-            self._event.set()
-            wakers, self._wakers = self._wakers, []
-        for wake in wakers:
-            wake()
-
-    def wait_sync(self, timeout: float | None) -> bool:
-        return self._event.wait(timeout)
-
-    async def wait(self) -> None:
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        wake, waiter = _loop_waker()
-        with self._lock:
-            if self._event.is_set():
-                return
-            self._wakers.append(wake)
-        try:
-            await waiter()
-        finally:
-            with self._lock:
-                if wake in self._wakers:
-                    self._wakers.remove(wake)
-
-
-def _loop_waker() -> tuple[Callable[[], None], Callable[[], Any]]:
-    """A thread-safe wake-up callback for the running asyncio loop, and what to await for it.
-
-    tether runs on anyio over asyncio, so the waiter's loop is an asyncio loop.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[None] = loop.create_future()
-
-    def set_result() -> None:
-        if not future.done():
-            future.set_result(None)
-
-    def wake() -> None:
-        # A closed loop raises RuntimeError: its waiter is gone, so nobody is left to wake.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(set_result)
-
-    return wake, lambda: future
-
-
 class Gate:
     """A point where a scripted stream blocks until the test releases it.
 
@@ -126,8 +67,8 @@ class Gate:
 
     def __init__(self, name: str = "gate") -> None:
         self.name = name
-        self._reached = _Flag()
-        self._released = _Flag()
+        self._reached = Signal()
+        self._released = Signal()
 
     def __repr__(self) -> str:
         return f"Gate({self.name!r}, reached={self.is_reached}, released={self.is_released})"
@@ -135,12 +76,12 @@ class Gate:
     @property
     def is_reached(self) -> bool:
         """Whether a stream has reached the gate."""
-        return self._reached.is_set()
+        return self._reached.flag
 
     @property
     def is_released(self) -> bool:
         """Whether the gate was released."""
-        return self._released.is_set()
+        return self._released.flag
 
     def release(self) -> None:
         """Open the gate; safe from any thread or loop, and idempotent."""

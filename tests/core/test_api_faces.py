@@ -190,7 +190,7 @@ def test_handle_stop_means_what_app_stop_means_it_waits_for_the_end() -> None:
     assert handle.events[-1].reason == "enough"
     again = agent.start("go", thread_id="t")  # the thread is free once stop() returned
     assert again.stop(wait=False) is True  # asks, and returns at once
-    assert again._done.wait(WATCHDOG)
+    assert again._loop.wait_sync(WATCHDOG)
     assert again.stop() is False  # it has ended
 
 

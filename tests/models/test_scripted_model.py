@@ -161,7 +161,7 @@ async def test_cancel_at_a_gate_stops_the_stream() -> None:
             await gate.reached()
             tg.cancel_scope.cancel()
     assert got == [TextDelta("a")]
-    assert not gate._released._wakers  # the cancelled waiter unregistered itself
+    assert gate._released.waiters is None  # the cancelled waiter unregistered itself
     gate.release()  # releasing later wakes nobody and does not fail
 
 

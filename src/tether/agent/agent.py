@@ -308,7 +308,15 @@ class Agent(CompiledGraph):
         with self._span(ctx, f"chat {self.model.name}", self._chat_attributes()) as span:
             async with call(prompt, tools=specs, settings=self.settings) as deltas:
                 async for delta in deltas:
-                    if isinstance(delta, TextDelta | ToolCallChunk):
+                    if type(delta) is TextDelta:  # the token hot path: no isinstance chain
+                        text = delta.text
+                        builder.add_text(text)
+                        yield MessageDelta(id=message_id, content=text)
+                        if partial is not None:
+                            value = partial.feed(text)
+                            if value is not None:
+                                ctx.emit({"partial_output": value})
+                    elif isinstance(delta, TextDelta | ToolCallChunk):
                         piece = to_message_delta(delta, message_id)
                         builder.add(piece)
                         yield piece

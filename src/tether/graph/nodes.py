@@ -193,7 +193,12 @@ def _collect(item: Any, out: NodeOutput, handle: RunHandle, schema: StateSchema)
             base = next((m for m in out.existing or () if m.id == item.id), None)
             if base is not None:  # a delta extends the message with its id (e.g. a resumed answer)
                 builder.add(MessageDelta(id=item.id, role=base.role, content=base.content))
-        builder.add(item)
+        if item.tool_calls or item.role != "assistant":
+            builder.add(item)
+        else:  # a text token (an agent's model stream): the hot path, as for a yielded str
+            builder.add_text(item.content)
+            handle.emit_text(out.node, item.id, item.content)
+            return
         handle.emit(
             MessageDeltaEvent,
             node=out.node,

@@ -24,21 +24,30 @@ Runs never live in the request's task: they run in tether's host task group, so 
 ends (or is cancelled) can only *ask* a run to stop, never kill it mid-commit.
 
 Events available at once are written in one `send` (one syscall for a burst of tokens).
+
+Coalescing. A client that is behind (the run logged a backlog while the writer was busy) would
+otherwise get one frame per token. When one batch holds `COALESCE_RUN` or more consecutive text
+deltas of one message (same message, node and path, no tool-call fragments), they go out as one
+`message_delta` frame: its `content` is their text joined, and its `id` and `seq` are those of the
+last delta it covers (its `ts` too). So seqs on the wire may skip, but a client that re-joins with
+`Last-Event-ID` (the last id it saw) still gets exactly the events after it, and the text it shows
+is the same. Shorter runs (the usual live case) keep one frame per event.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeGuard
 
 import anyio
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..events import Event, event_json_bytes
+from ..events import Event, MessageDeltaEvent, event_json_bytes
 from ..handle import RunStream
 
 __all__ = [
@@ -47,6 +56,7 @@ __all__ = [
     "DeferredJSONResponse",
     "EventStreamResponse",
     "RunEventSource",
+    "coalesce_deltas",
     "encode_event",
     "parse_last_event_id",
 ]
@@ -62,6 +72,7 @@ SSE_SCHEMA: dict[str, Any] = {
     },
 }
 PING_INTERVAL = 15.0  # seconds of silence before a `: ping` comment
+COALESCE_RUN = 4  # consecutive text deltas of one message, in one batch, sent as one frame
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
@@ -84,6 +95,46 @@ def parse_last_event_id(header: str | None, after_seq: int | None) -> int:
     return max(-1, after_seq) if after_seq is not None else -1
 
 
+def _joinable(event: Event) -> TypeGuard[MessageDeltaEvent]:
+    return type(event) is MessageDeltaEvent and not event.tool_calls
+
+
+def coalesce_deltas(batch: Sequence[Event], *, run: int = COALESCE_RUN) -> Sequence[Event]:
+    """`batch`, with each run of `run` or more consecutive text deltas of one message merged
+    into one delta (joined text; the last delta's `seq` and `ts`). Other events are kept as they
+    are, in order; a batch without such a run is returned as is."""
+    if len(batch) < run:
+        return batch
+    out: list[Event] = []
+    group: list[MessageDeltaEvent] = []
+
+    def flush() -> None:
+        if len(group) >= run:
+            last = group[-1]
+            text = "".join(d.content for d in group)
+            out.append(dataclasses.replace(group[0], seq=last.seq, ts=last.ts, content=text))
+        else:
+            out.extend(group)
+        group.clear()
+
+    for event in batch:
+        if _joinable(event):
+            head = group[0] if group else None
+            if head is not None and (
+                event.message_id != head.message_id
+                or event.node != head.node
+                or event.path != head.path
+                or event.role != head.role
+            ):
+                flush()
+            group.append(event)
+        else:
+            flush()
+            out.append(event)
+    flush()
+    return out
+
+
 class ChunkSource(Protocol):
     """What an `EventStreamResponse` writes: chunks of bytes until `None`."""
 
@@ -97,18 +148,29 @@ class ChunkSource(Protocol):
 
 
 class RunEventSource:
-    """A run's events as SSE chunks; closing it abandons the `RunStream` (see its on_disconnect)."""
+    """A run's events as SSE chunks; closing it abandons the `RunStream` (see its on_disconnect).
+
+    With `coalesce` (the default), a backlog of text deltas of one message goes out as one frame
+    (see the module docstring).
+    """
 
     def __init__(
-        self, stream: RunStream, *, encode: Callable[[Event], bytes] = encode_event
+        self,
+        stream: RunStream,
+        *,
+        encode: Callable[[Event], bytes] = encode_event,
+        coalesce: bool = True,
     ) -> None:
         self.stream = stream
         self._encode = encode
+        self._coalesce = coalesce
 
     async def next_chunk(self) -> bytes | None:
-        batch = await self.stream.next_batch()
+        batch: Sequence[Event] = await self.stream.next_batch()
         if not batch:
             return None
+        if self._coalesce:
+            batch = coalesce_deltas(batch)
         return b"".join(self._encode(event) for event in batch)
 
     async def aclose(self) -> None:
