@@ -147,7 +147,7 @@ def test_an_unknown_option_is_a_type_error_on_every_face() -> None:
 def test_the_sync_faces_pass_every_option_through() -> None:
     app = counter_app()
     handle = app.start({}, thread_id="s", metadata={"k": 1}, thread_metadata={"owner": "ann"})
-    assert handle._done.wait(WATCHDOG)
+    assert handle._loop.wait_sync(WATCHDOG)
     events = list(app.stream({}, {"thread_id": "s"}, on_disconnect="continue", metadata={"k": 2}))
     assert events[-1].type == "run_finished"
     assert [t.thread_id for t in app.list_threads(metadata={"owner": "ann"})] == ["s"]
