@@ -39,7 +39,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from .._loop import RunLoop
+from .._loop import RunLoop, Signal
 from ..engine import Execution, Outcome, Program, StoppedState
 from ..errors import UserError
 from ..events import CustomEvent, NodeFinished, NodeStarted
@@ -88,9 +88,8 @@ class FlowProgram(Program):
         self._tg: TaskGroup | None = None
         # The run's loop (the handle's), set when execute() begins; handlers hop to it.
         self._loop: RunLoop | None = None
-        # Set and replaced whenever readers must look again; `_readers` says someone waits on it.
-        self._changed = anyio.Event()
-        self._readers = False
+        # Notified whenever the runtime stream's readers must look again (cheap when none wait).
+        self._changed = Signal()
         # Serializes this run's checkpoint commits (handlers may wait for input concurrently).
         self._commit_lock = anyio.Lock()
         # The step number of the next checkpoint.
@@ -210,8 +209,7 @@ class FlowProgram(Program):
         if self.execution.handle.emit(CustomEvent, node=node, data=item) is None:
             return  # the run already sent its terminal event
         self.stream.append(item)
-        if self._readers:
-            self._notify()
+        self._notify()
 
     def close_stream(self) -> None:
         """End the runtime stream at the current position; the run goes on."""
@@ -239,13 +237,10 @@ class FlowProgram(Program):
 
         Cancellation: stops waiting; nothing else changes.
         """
-        self._readers = True
-        await self._changed.wait()
+        await self._changed.wait_change()
 
     def _notify(self) -> None:
-        self._readers = False
-        self._changed.set()
-        self._changed = anyio.Event()
+        self._changed.notify()
 
     # internals
     async def _run_chain(self, chain: Chain, event: str, value: Any) -> None:
