@@ -183,7 +183,6 @@ class Agent(CompiledGraph):
             return GraphProgram(self, {}, self.recursion_limit, resume=True)
         return super()._program(input, options)
 
-
     def arun(
         self,
         input: Any,
