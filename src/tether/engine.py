@@ -3,12 +3,14 @@
 Design note. `Engine.start()` registers a run, admits it when its strategy is `reject` (so a busy
 thread raises `ThreadBusyError` to the caller), and spawns `_execute` in the loop's host task group
 (`_host.py`): with `start_soon` after that admission, else with `start`, so that a run that
-supersedes or queues behind the thread's owner has done so when `start()` returns. `_execute` owns the run's single cancel scope:
+supersedes or queues behind the thread's owner has done so when `start()` returns. `_execute` owns
+the run's single cancel scope:
 
 1. The stop token is bound to the scope first, so a stop that arrived earlier (stop before start)
    cancels the scope before anything runs.
 2. Inside the scope: the run waits for its thread (`RunRegistry.acquire`, under its multitask
-   strategy; a `reject` run already has it), loads the base checkpoint, sends `run_started`, and awaits `Program.execute()`.
+   strategy; a `reject` run already has it), loads the base checkpoint, sends `run_started`, and
+   awaits `Program.execute()`.
    A `now`/`rollback` stop cancels the scope wherever the program is: in a model stream, a tool,
    a node, or between steps. An `after_step` stop lets the program end at its next step boundary,
    and escalates to `now` when its grace runs out.
