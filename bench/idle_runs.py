@@ -1,6 +1,7 @@
 """Many idle streaming runs in one process: memory per run, and stop latency among them.
 
     python bench/idle_runs.py [--runs 10000] [--stops 300] [--write]
+    python bench/idle_runs.py --breakdown 1000   # where an idle run's memory goes, then exit
 
 Each run is a one-node graph whose node streams one token and then waits (an LLM between two
 tokens, a tool awaiting an answer): `yield "tok "; await anyio.sleep(3600)`. Every run has its own
@@ -11,6 +12,8 @@ memory, so the figures are the engine's own.
   first token, minus the RSS before the first one started (after `gc.collect()` both times),
   divided by `--runs`; the tracemalloc column counts Python allocations alone, on a 1,000-run
   sample (tracemalloc slows everything down, so it is a separate pass).
+- `--breakdown N`: a tracemalloc snapshot diff over N idle runs, per run, grouped by the allocation
+  site and the innermost tether (or bench) frame that led to it; nothing else is measured.
 - Stop: `--stops` runs, picked at random, are stopped one at a time with
   `app.astop(thread_id=..., wait=False)` while the others stay open; the clock stops when the
   run's consumer receives `run_finished`. Then every remaining run is stopped at once, and the
@@ -20,6 +23,7 @@ memory, so the figures are the engine's own.
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import os
 import random
@@ -133,6 +137,42 @@ async def traced(runs: int) -> float:
     return used / runs
 
 
+async def breakdown(runs: int, top: int = 30) -> None:
+    """Print where the Python memory of `runs` idle runs goes, per run, largest first."""
+    app = build()
+
+    async def consume(thread: str, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        async for event in app.astream("go", thread_id=thread):
+            if event.type == "message_delta":
+                task_status.started()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):  # warm-up
+            await tg.start(consume, new_id())
+        gc.collect()
+        tracemalloc.start(30)
+        before = tracemalloc.take_snapshot()
+        for _ in range(runs):
+            await tg.start(consume, new_id())
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        tg.cancel_scope.cancel()
+    sites: collections.Counter[tuple[str, str]] = collections.Counter()
+    for stat in after.compare_to(before, "traceback"):
+        frames = list(stat.traceback)[::-1]  # innermost first
+        ours = next(
+            (f for f in frames if "/tether/" in f.filename or "/bench/" in f.filename), None
+        )
+        where = "-" if ours is None else f"{ours.filename.rsplit('/', 1)[-1]}:{ours.lineno}"
+        site = "/".join(frames[0].filename.split("/")[-2:]) + f":{frames[0].lineno}"
+        sites[(where, site)] += stat.size_diff
+    print(f"Python bytes per idle run: {sum(sites.values()) / runs:.0f}")
+    print("bytes/run  innermost tether/bench frame  <- allocation site")
+    for (where, site), size in sites.most_common(top):
+        print(f"{size / runs:9.0f}  {where:28}  <- {site}")
+
+
 async def main(runs: int, stops: int, write: bool) -> None:
     load = os.getloadavg()[0]
     r = await session(runs, stops)  # first: the RSS delta needs memory the process never had
@@ -176,5 +216,9 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--stops", type=int, default=300)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--breakdown", type=int, metavar="N", help="tracemalloc sites, N runs")
     args = parser.parse_args()
-    anyio.run(main, args.runs, args.stops, args.write)
+    if args.breakdown:
+        anyio.run(breakdown, args.breakdown)
+    else:
+        anyio.run(main, args.runs, args.stops, args.write)

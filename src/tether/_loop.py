@@ -87,6 +87,14 @@ class Signal:
         # Made by the first thread that blocks in `wait_sync`; set together with `is_set`.
         self._sync: threading.Event | None = None
 
+    @property
+    def lock(self) -> threading.Lock:
+        """The lock guarding this signal; the run's `StopToken` shares it (one lock per run).
+
+        A holder must not call this signal's methods (the lock is not reentrant).
+        """
+        return self._lock
+
     def notify(self) -> None:
         """Wake every async waiter of `wait_change()`; safe from any thread. Cheap when none wait."""
         if self.waiters is None:

@@ -1,12 +1,16 @@
 """The run engine: executes one run of a program under the stop contract (S1–S8).
 
-Design note. `Engine.start()` registers a run and spawns `_execute` in the loop's host task group
-(`_host.py`). `_execute` owns the run's single cancel scope:
+Design note. `Engine.start()` registers a run, admits it when its strategy is `reject` (so a busy
+thread raises `ThreadBusyError` to the caller), and spawns `_execute` in the loop's host task group
+(`_host.py`): with `start_soon` after that admission, else with `start`, so that a run that
+supersedes or queues behind the thread's owner has done so when `start()` returns. `_execute` owns
+the run's single cancel scope:
 
 1. The stop token is bound to the scope first, so a stop that arrived earlier (stop before start)
    cancels the scope before anything runs.
 2. Inside the scope: the run waits for its thread (`RunRegistry.acquire`, under its multitask
-   strategy), loads the base checkpoint, sends `run_started`, and awaits `Program.execute()`.
+   strategy; a `reject` run already has it), loads the base checkpoint, sends `run_started`, and
+   awaits `Program.execute()`.
    A `now`/`rollback` stop cancels the scope wherever the program is: in a model stream, a tool,
    a node, or between steps. An `after_step` stop lets the program end at its next step boundary,
    and escalates to `now` when its grace runs out.
@@ -273,9 +277,17 @@ class Engine:
         handle = program.make_handle(record)
         ex = Execution(self, handle, options)
         await self.registry.register(handle)
-        host = await current_host()
         try:
-            await host.tg.start(self._execute, ex, program)
+            host = await current_host()
+            if strategy == "reject":
+                # Admitted here, so a busy thread raises to the caller; then `start_soon`: no
+                # `start()` future and status per run (BENCHMARKS.md row 5).
+                await self.registry.acquire(handle, strategy)
+                host.tg.start_soon(self._execute, ex, program, True)
+            else:
+                # The run starts waiting for its thread (and supersedes or queues behind its
+                # owner) before this call returns: `start` runs it up to its first real wait.
+                await host.tg.start(self._execute, ex, program, False)
         except BaseException:
             await self.registry.release(handle)
             raise
@@ -285,15 +297,12 @@ class Engine:
         self,
         ex: Execution,
         program: Program,
+        acquired: bool,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         handle = ex.handle
         strategy = ex.options.multitask_strategy
-        acquired = False
-        if strategy == "reject":  # admission errors go to the caller of start()
-            await self.registry.acquire(handle, strategy)
-            acquired = True
         task_status.started()
         scope = anyio.CancelScope()
         handle.token.bind(scope)

@@ -34,8 +34,21 @@ T_co = TypeVar("T_co", covariant=True)
 class RunHandle:
     """One run while it executes: its record, stop token and event buffer.
 
-    Obtain it from `app.start()` / `app.astart()`. It stays usable after the run ended.
+    Obtain it from `app.start()` / `app.astart()`. It stays usable after the run ended. One per
+    run, so it has slots (a subclass may add a `__dict__`).
     """
+
+    __slots__ = (
+        "_loop",
+        "_run_id",
+        "_thread_id",
+        "error",
+        "events",
+        "observer",
+        "record",
+        "token",
+        "values",
+    )
 
     def __init__(self, record: RunRecord) -> None:
         self.record = record  # mutated only by the engine, on the run's loop

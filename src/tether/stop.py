@@ -59,10 +59,15 @@ class StopRequest:
 
 
 class StopToken:
-    """The stop state of one run; thread-safe."""
+    """The stop state of one run; thread-safe.
+
+    One per run, so it has slots and no lock of its own: it guards its state with its `RunLoop`'s
+    lock (held only for a few assignments, never while calling out).
+    """
+
+    __slots__ = ("_grace_armed", "_lock", "_scope", "begun", "finished", "loop", "mode", "request")
 
     def __init__(self, loop: RunLoop | None = None) -> None:
-        self._lock = threading.Lock()
         # The first request; set once and never cleared (sticky), so the first reason wins.
         self.request: StopRequest | None = None
         # The strongest mode requested so far: a later `now` escalates an `after_step` request.
@@ -73,6 +78,7 @@ class StopToken:
         self._scope: CancelScope | None = None
         # The run's loop: where requests are applied; bound by `bind()`.
         self.loop = loop if loop is not None else RunLoop()
+        self._lock: threading.Lock = self.loop.lock
         # True once the run won its thread; before that, every stop mode cancels at once.
         self.begun = False
         # Whether the grace timer of an after_step stop is running.

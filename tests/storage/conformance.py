@@ -561,6 +561,22 @@ async def test_mutating_returned_values_changes_nothing_stored(checkpointer: Che
 # runs
 
 
+async def test_mutating_a_run_record_changes_nothing_stored(checkpointer: Checkpointer) -> None:
+    run = run_record(new_id(), status="running", metadata={"tags": ["a"]})
+    await checkpointer.commit(run=run)
+    run.status = "completed"  # the caller's own record, changed after the commit
+    run.metadata["tags"].append("b")
+    got = await checkpointer.get_run(run.run_id)
+    assert got is not None
+    assert (got.status, got.metadata) == ("running", {"tags": ["a"]})
+    got.metadata["tags"].append("c")
+    [listed] = await checkpointer.list_runs(run.thread_id)
+    listed.metadata["tags"].append("d")
+    again = await checkpointer.get_run(run.run_id)
+    assert again is not None
+    assert (again.status, again.metadata) == ("running", {"tags": ["a"]})
+
+
 async def test_runs_upsert_and_list_newest_first(checkpointer: Checkpointer) -> None:
     tid, other = new_id(), new_id()
     old = run_record(tid, created_at=1.0, status="completed")

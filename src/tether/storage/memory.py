@@ -3,10 +3,17 @@
 Values are kept encoded as typed JSON data, exactly as a database backend would store them, so the
 memory backend accepts and rejects the same states as SQLite and Postgres, and a caller that mutates
 a returned value cannot change what is stored.
+
+Run records are kept as a tuple of their field values (`_Row`), about a sixth of a `RunRecord`
+model (whose field set alone is 0.7 KiB): one is kept per run, so this is most of what the store
+adds to an idle run (BENCHMARKS.md row 5). Reads build a fresh record from the row, with deep
+copies of its mutable values (`metadata`, `interrupt`), so a caller that mutates the record passed
+to `commit` or a returned one cannot change what is stored.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
@@ -29,7 +36,7 @@ class InMemoryCheckpointer(Checkpointer):
         self._threads: dict[str, ThreadInfo] = {}
         # thread_id -> its checkpoints, oldest first; values are encoded JSON data
         self._checkpoints: dict[str, list[Checkpoint]] = {}
-        self._runs: dict[str, RunRecord] = {}
+        self._runs: dict[str, _Row] = {}  # run_id -> the record's field values (`_row`)
         self._events: dict[str, list[Event]] = {}
 
     async def put_thread(self, thread: ThreadInfo) -> None:
@@ -73,7 +80,7 @@ class InMemoryCheckpointer(Checkpointer):
         with self._lock:
             existed = self._threads.pop(thread_id, None) is not None
             self._checkpoints.pop(thread_id, None)
-            for run_id in [r.run_id for r in self._runs.values() if r.thread_id == thread_id]:
+            for run_id in [r[_RUN_ID] for r in self._runs.values() if r[_THREAD_ID] == thread_id]:
                 del self._runs[run_id]
                 self._events.pop(run_id, None)
         return existed
@@ -99,7 +106,7 @@ class InMemoryCheckpointer(Checkpointer):
     async def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             run = self._runs.get(run_id)
-        return None if run is None else run.model_copy(deep=True)
+        return None if run is None else _record(run)
 
     async def list_runs(
         self, thread_id: str | None = None, *, status: str | None = None, limit: int = 100
@@ -108,11 +115,11 @@ class InMemoryCheckpointer(Checkpointer):
             runs = [
                 r
                 for r in self._runs.values()
-                if (thread_id is None or r.thread_id == thread_id)
-                and (status is None or r.status == status)
+                if (thread_id is None or r[_THREAD_ID] == thread_id)
+                and (status is None or r[_STATUS] == status)
             ]
-        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-        return [r.model_copy(deep=True) for r in runs[:limit]]
+        runs.sort(key=lambda r: (r[_CREATED_AT], r[_RUN_ID]), reverse=True)
+        return [_record(r) for r in runs[:limit]]
 
     async def read_events(self, run_id: str, *, after_seq: int = -1) -> list[Event]:
         with self._lock:
@@ -154,7 +161,24 @@ class InMemoryCheckpointer(Checkpointer):
                 self._events.setdefault(event.run_id, []).append(event)
             if run is not None:
                 self._threads.setdefault(run.thread_id, ThreadInfo(thread_id=run.thread_id))
-                self._runs[run.run_id] = run.model_copy(deep=True)
+                self._runs[run.run_id] = _row(run)
+
+
+_Row = tuple[Any, ...]  # a run record's field values, in `RunRecord.model_fields` order
+_FIELDS = tuple(RunRecord.model_fields)
+_RUN_ID, _THREAD_ID, _STATUS, _CREATED_AT = (
+    _FIELDS.index(name) for name in ("run_id", "thread_id", "status", "created_at")
+)
+
+
+def _row(run: RunRecord) -> _Row:
+    """The stored form of `run`: its field values, mutable ones deep-copied."""
+    return tuple(copy.deepcopy(getattr(run, name)) for name in _FIELDS)
+
+
+def _record(row: _Row) -> RunRecord:
+    """A fresh record from a stored row (already validated when it was stored)."""
+    return RunRecord.model_construct(**dict(zip(_FIELDS, copy.deepcopy(row), strict=True)))
 
 
 def _decoded(checkpoint: Checkpoint) -> Checkpoint:
