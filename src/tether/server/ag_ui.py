@@ -98,7 +98,7 @@ from ..events import (
 from ..messages import Message
 from .context import Caller, Ctx
 from .errors import ApiError
-from .protocol_runs import ProtocolSource, pending_interrupt, start_run, thread_messages
+from .protocol_runs import pending_interrupt, start_run, thread_messages
 from .sse import EventStreamResponse
 
 __all__ = ["AGUIStream", "agui_interrupts", "resume_command", "router"]
@@ -362,9 +362,5 @@ async def run_agent(
         command=command,
     )
     stream = AGUIStream(started.ref.public_id, started.handle.run_id)
-    source = ProtocolSource(
-        started.stream,
-        lambda event: stream.translate(started.ref.public_event(event)),
-        prologue=stream.start(),
-    )
+    source = started.source(stream.translate, prologue=stream.start())
     return EventStreamResponse(source, headers=started.headers)

@@ -73,7 +73,7 @@ from ..messages import Message
 from .context import Caller, Ctx
 from .errors import ApiError
 from .openai_compat import new_messages
-from .protocol_runs import ProtocolSource, pending_interrupt, start_run, thread_messages
+from .protocol_runs import pending_interrupt, start_run, thread_messages
 from .sse import EventStreamResponse
 
 __all__ = ["UI_MESSAGE_STREAM_HEADERS", "router"]
@@ -354,10 +354,5 @@ async def chat(
         command=command,
     )
     ui = UIMessageStream(started.ref.public_id, started.handle.run_id)
-    source = ProtocolSource(
-        started.stream,
-        lambda event: ui.translate(started.ref.public_event(event)),
-        prologue=ui.start(),
-        epilogue=b"data: [DONE]\n\n",
-    )
+    source = started.source(ui.translate, prologue=ui.start(), epilogue=b"data: [DONE]\n\n")
     return EventStreamResponse(source, headers={**started.headers, **UI_MESSAGE_STREAM_HEADERS})

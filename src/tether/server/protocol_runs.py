@@ -41,6 +41,19 @@ class StartedRun:
         self.handle = handle
         self.headers = run_headers(ref, handle)
 
+    def source(
+        self, translate: Translate, *, prologue: bytes = b"", epilogue: bytes = b""
+    ) -> ProtocolSource:
+        """The run's events, each with the caller's thread id (`ThreadRef.public_event`),
+        translated to a protocol's SSE bytes by `translate`."""
+        public = self.ref.public_event
+        return ProtocolSource(
+            self.stream,
+            lambda event: translate(public(event)),
+            prologue=prologue,
+            epilogue=epilogue,
+        )
+
 
 async def thread_messages(ctx: ServerContext, caller: Principal, thread_id: str) -> list[Message]:
     """The messages the caller's thread holds ([] for a thread the caller does not have yet).

@@ -283,14 +283,6 @@ def tool(
             \"\"\"
         ```
     """
-    if fn is not None:
-        return Tool(
-            fn,
-            name=name,
-            description=description,
-            isolation=isolation,
-            requires_approval=requires_approval,
-        )
 
     def decorate(fn: Callable[..., Any]) -> Tool:
         return Tool(
@@ -301,7 +293,7 @@ def tool(
             requires_approval=requires_approval,
         )
 
-    return decorate
+    return decorate(fn) if fn is not None else decorate
 
 
 def tool_result_text(value: Any) -> str:
