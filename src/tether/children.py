@@ -26,7 +26,6 @@ parent's event loop. Where things go:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -47,7 +46,7 @@ __all__ = ["child_thread_id", "run_child"]
 
 _MAX_THREAD_ID = 200
 _NOT_FORWARDED = (RunStarted, CheckpointSaved, RunFinished)
-_OWN_FIELDS = frozenset({"run_id", "thread_id", "seq", "ts", "path", "type"})
+_OWN_FIELDS = frozenset({"run_id", "thread_id", "seq", "ts", "path"})
 
 
 def child_thread_id(parent_thread_id: str, parent_run_id: str, segment: str) -> str:
@@ -132,9 +131,7 @@ def _forward(event: Event, ctx: RunContext, path: str) -> None:
     if parent is None or isinstance(event, _NOT_FORWARDED) or ctx._stopping():
         return
     fields = {
-        f.name: getattr(event, f.name)
-        for f in dataclasses.fields(event)
-        if f.name not in _OWN_FIELDS
+        name: getattr(event, name) for name in event.__struct_fields__ if name not in _OWN_FIELDS
     }
     parent.emit(type(event), path=(path, *event.path), **fields)
 

@@ -40,7 +40,6 @@ although `stop()` returned True; the record still shows when the stop was reques
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -73,6 +72,7 @@ from .events import (
     RunStarted,
     TerminalStatus,
     ToolCallFinished,
+    replace,
 )
 from .failures import public_error
 from .handle import RunHandle
@@ -485,7 +485,7 @@ class Engine:
         record = ex.handle.record
         record.status = "failed"
         record.error = error = public_error(failure)
-        failed = dataclasses.replace(final, status="failed", reason="storage_failed", error=error)
+        failed = replace(final, status="failed", reason="storage_failed", error=error)
         self._repairs[record.run_id] = (
             record.model_copy(),
             [*ex.handle.events[ex.flushed :], failed],

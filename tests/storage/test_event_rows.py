@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether.errors import CorruptRecordError, UserError
-from tether.events import CustomEvent, Event, MessageDeltaEvent, NodeStarted
+from tether.events import CustomEvent, Event, MessageDeltaEvent, NodeStarted, replace
 from tether.messages import ToolCallDelta
 from tether.storage._rows import DELTAS_PER_ROW, decode_event_rows, encode_events
 from tether.storage.sqlite import SqliteCheckpointer
@@ -123,9 +123,8 @@ def test_encoding_keeps_other_events_and_tool_fragments_one_per_row() -> None:
 
 def test_unstorable_token_raises_user_error_and_stores_nothing(tmp_path: Path) -> None:
     events = _events(["a/x", "a/x", "a/x"])
-    bad = events[1]
-    assert isinstance(bad, MessageDeltaEvent)
-    bad.content = "half a pair \ud800"
+    assert isinstance(events[1], MessageDeltaEvent)
+    events[1] = replace(events[1], content="half a pair \ud800")
     path = os.fspath(tmp_path / "t.db")
 
     async def main() -> None:

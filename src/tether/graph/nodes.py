@@ -21,7 +21,7 @@ delta of one assistant message per node call); or None.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -150,13 +150,7 @@ async def _run_node(
             result = await anyio.to_thread.run_sync(lambda: node.fn(*args), abandon_on_cancel=True)
             _collect(result, out, handle, schema)
         elif node.kind == "agen":
-            count = 0
-            async with aclosing(node.fn(*args)) as agen:
-                async for item in agen:
-                    _collect(item, out, handle, schema)
-                    count += 1
-                    if count % _CHECKPOINT_EVERY == 0:
-                        await anyio.lowlevel.checkpoint()
+            await _drain(node.fn(*args), out, handle, schema)
         else:
             gen = node.fn(*args)
             while (
@@ -171,17 +165,41 @@ async def _run_node(
         out.messages[message.id] = message
         handle.emit(MessageEvent, node=node.name, message=message)
     out.builders.clear()
+    out.text_builder = None
     out.finished = True
     handle.emit(NodeFinished, node=node.name, step=ctx.step)
+
+
+async def _drain(
+    agen: AsyncGenerator[Any, None], out: NodeOutput, handle: RunHandle, schema: StateSchema
+) -> None:
+    """Collect every item an async-generator node yields; on cancel the generator is closed.
+
+    The token hot path: a `str` that extends the open text message is folded and logged here,
+    without a call to `_collect`. The loop visits the event loop every `_CHECKPOINT_EVERY` items,
+    so a generator that never awaits cannot starve the readers or delay a stop.
+    """
+    emit_text, node, count = handle.emit_text, out.node, 0
+    async with aclosing(agen):
+        async for item in agen:
+            builder = out.text_builder
+            if builder is not None and type(item) is str:
+                builder.add_text(item)
+                emit_text(node, builder.id, item)
+            else:
+                _collect(item, out, handle, schema)
+            count += 1
+            if count % _CHECKPOINT_EVERY == 0:
+                await anyio.lowlevel.checkpoint()
 
 
 def _collect(item: Any, out: NodeOutput, handle: RunHandle, schema: StateSchema) -> None:
     """Fold one yielded or returned item into `out`, streaming it as an event."""
     if item is None:
         return
-    if type(item) is str:  # the hot path of token streaming: no intermediate objects
+    if type(item) is str:
         builder = out.text_builder
-        if builder is None or out.builders.get(builder.id) is not builder:
+        if builder is None:  # the first text of this call, or its message was replaced
             builder = out.text_builder = MessageBuilder(new_id())
             out.builders[builder.id] = builder
         builder.add_text(item)
@@ -208,7 +226,8 @@ def _collect(item: Any, out: NodeOutput, handle: RunHandle, schema: StateSchema)
             tool_calls=item.tool_calls,
         )
     elif isinstance(item, Message):
-        out.builders.pop(item.id, None)  # a whole message supersedes its deltas
+        if out.builders.pop(item.id, None) is out.text_builder:  # a whole message supersedes
+            out.text_builder = None  # its deltas; later text starts a new one
         out.messages[item.id] = item
         handle.emit(MessageEvent, node=out.node, message=item)
     elif isinstance(item, list) and all(isinstance(m, Message) for m in item):

@@ -29,7 +29,7 @@ import anyio
 
 from ..app import App
 from ..errors import NotFoundError, ThreadBusyError, UserError
-from ..events import Event, RunFinished
+from ..events import Event, RunFinished, replace
 from ..ids import new_id
 from ..run import RunRecord
 from ..storage.base import Checkpointer, ThreadInfo
@@ -79,10 +79,8 @@ class ThreadRef:
         if self.thread_id == self.public_id or event.thread_id != self.thread_id:
             return event
         if isinstance(event, RunFinished) and event.error is not None:
-            return dataclasses.replace(
-                event, thread_id=self.public_id, error=self.public_text(event.error)
-            )
-        return dataclasses.replace(event, thread_id=self.public_id)
+            return replace(event, thread_id=self.public_id, error=self.public_text(event.error))
+        return replace(event, thread_id=self.public_id)
 
     def public_error(self, exc: BaseException) -> None:
         """Rewrite the message of an error about this thread, in place, to name the public id.

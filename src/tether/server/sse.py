@@ -36,7 +36,6 @@ is the same. Shorter runs (the usual live case) keep one frame per event.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -47,7 +46,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..events import Event, MessageDeltaEvent, event_json_bytes
+from ..events import Event, MessageDeltaEvent, event_json_bytes, replace
 from ..handle import RunStream
 
 __all__ = [
@@ -112,7 +111,7 @@ def coalesce_deltas(batch: Sequence[Event], *, run: int = COALESCE_RUN) -> Seque
         if len(group) >= run:
             last = group[-1]
             text = "".join(d.content for d in group)
-            out.append(dataclasses.replace(group[0], seq=last.seq, ts=last.ts, content=text))
+            out.append(replace(group[0], seq=last.seq, ts=last.ts, content=text))
         else:
             out.extend(group)
         group.clear()

@@ -9,7 +9,7 @@ Tables (the same in both backends, prefixed `tether_` so they can share a schema
   128-bit BLAKE2b hash of the message's typed JSON. A message row is written once and never changes.
 - `tether_runs`: one row per run, the `RunRecord` as JSON, with `status` and `created_at` columns
   for listing.
-- `tether_events`: the event log, in append order. A row holds one event (`event_to_json`), or a
+- `tether_events`: the event log, in append order. A row holds one event (`event_json_bytes`), or a
   run of consecutive text deltas of one message (see "Coalesced deltas" below).
 
 A checkpoint's `msgs` column lists the refs of its messages, either as a snapshot
@@ -58,7 +58,7 @@ from typing import Any
 from pydantic_core import PydanticSerializationError, to_json
 
 from ..errors import CheckpointConflictError, CorruptRecordError, UserError
-from ..events import Event, MessageDeltaEvent, event_from_json, event_to_json
+from ..events import Event, MessageDeltaEvent, event_from_json, event_json_bytes
 from ..messages import Message
 from ..run import RunRecord
 from ..serde import decode_value, dumps, encode_value, loads
@@ -181,10 +181,14 @@ def _utf8(text: str, where: str) -> bytes:
     try:
         return text.encode()
     except UnicodeEncodeError as exc:
-        raise UserError(
-            f"{where} holds the unpaired surrogate {exc.object[exc.start : exc.end]!r}, "
-            "which cannot be stored as UTF-8; remove it or encode the data first"
-        ) from None
+        raise _surrogate(exc, where) from None
+
+
+def _surrogate(exc: UnicodeEncodeError, where: str) -> UserError:
+    return UserError(
+        f"{where} holds the unpaired surrogate {exc.object[exc.start : exc.end]!r}, "
+        "which cannot be stored as UTF-8; remove it or encode the data first"
+    )
 
 
 def encode_checkpoint(checkpoint: Checkpoint, known: MessageHead | None) -> CheckpointRow:
@@ -405,15 +409,15 @@ def decode_run(run_id: str, text: Any) -> RunRecord:
 
 
 def encode_event(event: Event) -> str:
-    """An event as JSON text (`event_to_json`); raises `UserError` if its data is not JSON."""
+    """An event as JSON text (`event_json_bytes`); raises `UserError` if its data is not JSON."""
     try:
-        text = _json(event_to_json(event))
-    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        return event_json_bytes(event).decode()
+    except UnicodeEncodeError as exc:
+        raise _surrogate(exc, f"event {event.seq} of run {event.run_id!r}") from None
+    except (TypeError, ValueError) as exc:
         raise UserError(
             f"event {event!r} cannot be stored: {exc}; custom event data must be JSON types"
         ) from None
-    _utf8(text, f"event {event.seq} of run {event.run_id!r}")
-    return text
 
 
 def decode_event(row_id: Any, run_id: str, text: Any) -> Event:
