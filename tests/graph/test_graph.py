@@ -14,10 +14,12 @@ from tether import (
     GraphRecursionError,
     InMemoryCheckpointer,
     Message,
+    MessageDelta,
     MessageDeltaEvent,
     RunContext,
     RunFailedError,
     StateGraph,
+    ToolCallDelta,
     UserError,
 )
 
@@ -130,6 +132,37 @@ async def test_node_kinds_and_signatures() -> None:
         and not seen["ctx"].stop_requested
     )
     assert seen["config"]["user"] == "u1" and seen["config"]["recursion_limit"] == 9
+
+
+async def test_a_str_extends_the_message_the_node_call_is_streaming() -> None:
+    async def node(state: dict[str, Any]) -> Any:
+        yield "new "  # no message named yet: a new one
+        yield MessageDelta(id="named", content="a")
+        yield "b"  # extends "named"
+        call = ToolCallDelta(index=0, id="c1", name="f", arguments="{}")
+        yield MessageDelta(id="tools", tool_calls=(call,))  # not text: "named" stays the one
+        yield "c"
+        yield Message.assistant("replaced", id="named")  # a whole message replaces its deltas
+        yield "d"  # so this starts a new message
+
+    g = StateGraph()
+    g.add_node("node", node)
+    g.set_entry_point("node")
+    app = g.compile(InMemoryCheckpointer())
+    events = [e async for e in app.astream("hi", thread_id="t")]
+    deltas = [(e.message_id, e.content) for e in events if isinstance(e, MessageDeltaEvent)]
+    first, last = deltas[0][0], deltas[-1][0]
+    assert deltas == [
+        (first, "new "),
+        ("named", "a"),
+        ("named", "b"),
+        ("tools", ""),
+        ("named", "c"),
+        (last, "d"),
+    ]
+    assert len({first, last, "named"}) == 3
+    messages = {m.id: m.content for m in (await app.aget_state("t")).values["messages"][1:]}
+    assert messages == {first: "new ", "named": "replaced", "tools": "", last: "d"}
 
 
 async def test_node_error_fails_the_run_and_names_the_node() -> None:

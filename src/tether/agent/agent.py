@@ -302,6 +302,7 @@ class Agent(CompiledGraph):
         continuing = resumed is not None and prompt[-1].id == resumed.id
         call = self.model.stream_continuation if continuing else self.model.stream
         partial = PartialOutput() if self.output_type is not None else None
+        named = False  # a text delta named `message_id` to the graph: later text is a plain str
         if partial is not None and resumed is not None:
             partial.feed(resumed.content)
         with self._span(ctx, f"chat {self.model.name}", self._chat_attributes()) as span:
@@ -310,7 +311,10 @@ class Agent(CompiledGraph):
                     if type(delta) is TextDelta:  # the token hot path: no isinstance chain
                         text = delta.text
                         builder.add_text(text)
-                        yield MessageDelta(id=message_id, content=text)
+                        # The first text names the message; a `str` then extends it (the graph's
+                        # cheapest path: no `MessageDelta` built per token).
+                        yield text if named else MessageDelta(id=message_id, content=text)
+                        named = True
                         if partial is not None:
                             value = partial.feed(text)
                             if value is not None:
@@ -319,6 +323,7 @@ class Agent(CompiledGraph):
                         piece = to_message_delta(delta, message_id)
                         builder.add(piece)
                         yield piece
+                        named = named or isinstance(delta, TextDelta)
                         if partial is not None and isinstance(delta, TextDelta):
                             value = partial.feed(delta.text)
                             if value is not None:

@@ -15,7 +15,8 @@ A node takes `(state)`, `(state, ctx)` with a `RunContext`, or `(state, config)`
 
 What a node yields or returns: a dict of state updates; a `Message` (streamed as a `message` event);
 a `MessageDelta` (a `message_delta` event, appended to the message with its id); a `str` (a text
-delta of one assistant message per node call); or None.
+delta of the assistant message the node call is streaming: the one its last text `MessageDelta`
+named, else a new message, one per node call); or None.
 """
 
 from __future__ import annotations
@@ -213,9 +214,10 @@ def _collect(item: Any, out: NodeOutput, handle: RunHandle, schema: StateSchema)
                 builder.add(MessageDelta(id=item.id, role=base.role, content=base.content))
         if item.tool_calls or item.role != "assistant":
             builder.add(item)
-        else:  # a text token (an agent's model stream): the hot path, as for a yielded str
+        else:  # a text token: later `str`s extend this message (an agent's model stream does so)
             builder.add_text(item.content)
             handle.emit_text(out.node, item.id, item.content)
+            out.text_builder = builder
             return
         handle.emit(
             MessageDeltaEvent,
