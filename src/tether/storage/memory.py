@@ -244,7 +244,8 @@ def _messages(channel: Any, old: tuple[Message, ...]) -> tuple[Message, ...] | N
             return None
         if id(message) not in known:
             encode_value(message, where=f"state[{_MESSAGES!r}][{i}]")
-    return tuple(channel)
+    # A step that leaves the channel as it was shares its parent's tuple: no copy to keep.
+    return old if shared == len(old) == len(channel) else tuple(channel)
 
 
 def _decoded(stored: _Stored) -> Checkpoint:
