@@ -128,3 +128,33 @@ async def test_a_checkpoint_id_is_committed_once(checkpointer: Checkpointer) -> 
         first.checkpoint_id,
     ]
     assert_same_checkpoint(await checkpointer.get_checkpoint(tid, first.checkpoint_id), first)
+
+
+async def test_mutating_a_committed_or_returned_message_list_changes_nothing_stored(
+    checkpointer: Checkpointer,
+) -> None:
+    """The messages are shared, immutable objects; the lists that hold them never are."""
+    tid = new_id()
+    messages = history(10)
+    (first,) = await chain(checkpointer, tid, [{"messages": messages}])
+    kept = list(messages)
+    messages.append(Message.user("appended after the commit"))
+    messages[0] = Message.user("replaced after the commit")
+    got = await checkpointer.get_checkpoint(tid)
+    assert got is not None
+    assert got.values["messages"] == kept
+    edited = Message.user("replaced in a read")
+    got.values["messages"].pop()
+    got.values["messages"][0] = edited
+
+    second = checkpoint(tid, first.checkpoint_id, {"messages": got.values["messages"]}, step=1)
+    await checkpointer.commit(checkpoint=second)  # the parent's objects, in a changed list
+    got.values["messages"].clear()
+    assert_same_checkpoint(
+        await checkpointer.get_checkpoint(tid, first.checkpoint_id),
+        replace(first, values={"messages": kept}),
+    )
+    assert_same_checkpoint(
+        await checkpointer.get_checkpoint(tid),
+        replace(second, values={"messages": [edited, *kept[1:-1]]}),
+    )
