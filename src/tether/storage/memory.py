@@ -6,12 +6,13 @@ a returned value cannot change what is stored.
 
 The one exception is the `messages` channel, when it is a list of `Message`s: it is kept as a
 tuple of the messages themselves (`_Stored.messages`). `Message` is immutable, so sharing the
-objects is safe, and it makes a step's cost independent of the thread's length (BENCHMARKS.md row
-7): a commit checks for storability only the messages that are not the very objects of its parent
-checkpoint (one pointer comparison per message, `identical_prefix`), and a read copies the tuple
-into a new list instead of decoding every message. This is the rule the SQL backends' `HeadCache`
-follows, with the same residual: a message whose `metadata` dict is mutated in place after it was
-committed or read is not detected as changed (here, the stored message changes with it).
+objects is safe, and a step no longer encodes or decodes the whole history (BENCHMARKS.md row 7):
+a commit checks for storability only the messages that are not the very objects of its parent
+checkpoint (`identical_prefix`), and a read copies the tuple into a new list. What still grows
+with the thread is a pointer comparison and a pointer copy per message. This is the rule the SQL
+backends' `HeadCache` follows, with the same residual: a message whose `metadata` dict is mutated
+in place after it was committed or read is not detected as changed (here, the stored message
+changes with it).
 
 Run records are kept as a tuple of their field values (`_Row`), about a sixth of a `RunRecord`
 model (whose field set alone is 0.7 KiB): one is kept per run, so this is most of what the store
