@@ -1,14 +1,18 @@
 """Long threads: a step's commit and `get_state` on threads of 20, 200 and 10,000 messages.
 
-    python bench/long_thread.py [--steps 30] [--reads 30] [--write]
+    python bench/long_thread.py [--steps 30] [--reads 30] [--postgres-dsn DSN] [--write]
+
+Backends: memory, SQLite (a temp file) and Postgres (a scratch schema on `--postgres-dsn`,
+dropped afterwards; skipped if the server is unreachable or the DSN is '').
 
 Each size gets a fresh thread, filled with one untimed checkpoint of `size` messages (user
 questions and ~100-token answers, alternating). Then:
 - step commit: `--steps` commits, each one checkpoint whose `messages` channel grew by one answer
-  (the same objects as before plus the new one, as the engine passes them) with 5 events, timed;
+  (the same objects as before plus the new one, as the engine passes them) with 3 events, timed;
 - `get_state` (warm): `app.aget_state(thread)` on the checkpointer that wrote the thread;
-- `get_state` (cold): the same on a new checkpointer over the same file, as another process or a
-  restarted server would read it (its first read fills its cache; the median is over `--reads`).
+- `get_state` (cold): the same on a new checkpointer over the same database, as another process
+  or a restarted server would read it (its first read fills its cache; the median is over
+  `--reads`).
 The target is a cost independent of the thread's length; the ratio column divides by the
 20-message row of the same backend, measured in the same run.
 """
@@ -17,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
@@ -116,15 +123,45 @@ async def measure(
     return out
 
 
-async def main(steps: int, reads: int, write: bool) -> None:
+@contextmanager
+def scratch_schema(dsn: str) -> Iterator[str | None]:
+    """A DSN whose `search_path` is a new schema, dropped afterwards; None without a server."""
+    if not dsn:
+        yield None
+        return
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    schema = f"tether_bench_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.Error as exc:
+        print(f"postgres skipped: {exc}", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield make_conninfo(dsn, options=f"-csearch_path={schema}")
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def main(steps: int, reads: int, dsn: str, write: bool) -> None:
     load = os.getloadavg()[0]
     results: dict[tuple[str, int], dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, scratch_schema(dsn) as pg:
         path = os.path.join(tmp, "long.db")
         backends: list[tuple[str, Checkpointer, Callable[[], Checkpointer] | None]] = [
             ("memory", InMemoryCheckpointer(), None),
             ("sqlite", SqliteCheckpointer(path), lambda: SqliteCheckpointer(path)),
         ]
+        if pg is not None:
+            from tether.storage.postgres import PostgresCheckpointer
+
+            backends.append(
+                ("postgres", PostgresCheckpointer(pg), lambda: PostgresCheckpointer(pg))
+            )
         for name, store, reopen in backends:
             await measure(store, reopen, 20, 5, 5)  # warm-up
             for size in SIZES:
@@ -151,10 +188,11 @@ async def main(steps: int, reads: int, write: bool) -> None:
 ## Long threads: step commit and `get_state` at 20, 200 and 10,000 messages (`bench/long_thread.py`)
 
 - Date: {date.today()}. Command: `python bench/long_thread.py --steps {steps} --reads {reads} --write`
+  (Postgres: {"local server over TCP, a scratch schema" if ("postgres", 20) in results else "skipped"})
 - Machine: {machine()}; 1-minute load average {load:.1f} at the start (shared with other work)
 - Medians in ms; in brackets the ratio to the 20-message row of the same backend, same run.
   Step commit: one checkpoint that adds a ~100-token answer, plus 3 events. `get_state` warm: the
-  checkpointer that wrote the thread; cold: a new checkpointer on the same file (median of
+  checkpointer that wrote the thread; cold: a new checkpointer on the same database (median of
   {reads} reads; "first" is its very first read, which decodes every message once).
 
 | Backend | Messages | step commit | `get_state` warm | `get_state` cold | cold, first read |
@@ -169,6 +207,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--reads", type=int, default=30)
+    parser.add_argument(
+        "--postgres-dsn", default="postgresql://postgres@127.0.0.1:5432/test", help="'' to skip"
+    )
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    anyio.run(main, args.steps, args.reads, args.write)
+    anyio.run(main, args.steps, args.reads, args.postgres_dsn, args.write)

@@ -4,6 +4,16 @@ Values are kept encoded as typed JSON data, exactly as a database backend would 
 memory backend accepts and rejects the same states as SQLite and Postgres, and a caller that mutates
 a returned value cannot change what is stored.
 
+The one exception is the `messages` channel, when it is a list of `Message`s: it is kept as a
+tuple of the messages themselves (`_Stored.messages`). `Message` is immutable, so sharing the
+objects is safe, and a step no longer encodes or decodes the whole history (BENCHMARKS.md row 7):
+a commit checks for storability only the messages that are not the very objects of its parent
+checkpoint (`identical_prefix`), and a read copies the tuple into a new list. What still grows
+with the thread is a pointer comparison and a pointer copy per message. This is the rule the SQL
+backends' `HeadCache` follows, with the same residual: a message whose `metadata` dict is mutated
+in place after it was committed or read is not detected as changed (here, the stored message
+changes with it).
+
 Run records are kept as a tuple of their field values (`_Row`), about a sixth of a `RunRecord`
 model (whose field set alone is 0.7 KiB): one is kept per run, so this is most of what the store
 adds to an idle run (BENCHMARKS.md row 5). Reads build a fresh record from the row, with deep
@@ -16,13 +26,15 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import CheckpointConflictError
 from ..events import CustomEvent, Event
+from ..messages import Message
 from ..run import RunRecord
 from ..serde import decode_value, encode_value
+from ._rows import duplicate_checkpoint, identical_prefix
 from .base import Checkpoint, Checkpointer, ThreadInfo
 
 __all__ = ["InMemoryCheckpointer"]
@@ -34,8 +46,8 @@ class InMemoryCheckpointer(Checkpointer):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._threads: dict[str, ThreadInfo] = {}
-        # thread_id -> its checkpoints, oldest first; values are encoded JSON data
-        self._checkpoints: dict[str, list[Checkpoint]] = {}
+        # thread_id -> {checkpoint_id: its stored form}, oldest first: the last one is the head
+        self._checkpoints: dict[str, dict[str, _Stored]] = {}
         self._runs: dict[str, _Row] = {}  # run_id -> the record's field values (`_row`)
         self._events: dict[str, list[Event]] = {}
 
@@ -89,18 +101,18 @@ class InMemoryCheckpointer(Checkpointer):
         self, thread_id: str, checkpoint_id: str | None = None
     ) -> Checkpoint | None:
         with self._lock:
-            chain = self._checkpoints.get(thread_id, [])
+            chain = self._checkpoints.get(thread_id, {})
             if checkpoint_id is None:
-                found = chain[-1] if chain else None
+                found = next(reversed(chain.values()), None)
             else:
-                found = next((c for c in chain if c.checkpoint_id == checkpoint_id), None)
+                found = chain.get(checkpoint_id)
         return None if found is None else _decoded(found)
 
     async def list_checkpoints(
         self, thread_id: str, *, limit: int | None = None
     ) -> list[Checkpoint]:
         with self._lock:
-            chain = list(reversed(self._checkpoints.get(thread_id, [])))
+            chain = list(reversed(self._checkpoints.get(thread_id, {}).values()))
         return [_decoded(c) for c in chain[:limit]]
 
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -139,23 +151,29 @@ class InMemoryCheckpointer(Checkpointer):
         for event in events:
             if isinstance(event, CustomEvent):
                 encode_value(event.data, where="custom event data")
-        encoded = None
+        stored = None
         if checkpoint is not None:
-            encoded = replace(
-                checkpoint,
-                values=encode_value(checkpoint.values),
-                metadata=encode_value(checkpoint.metadata, where="checkpoint metadata"),
-            )
+            parent = None
+            if checkpoint.parent_id is not None:
+                with self._lock:
+                    parent = self._checkpoints.get(checkpoint.thread_id, {}).get(
+                        checkpoint.parent_id
+                    )
+            stored = _store(checkpoint, parent)
         with self._lock:
-            if encoded is not None:
-                chain = self._checkpoints.setdefault(encoded.thread_id, [])
-                head = chain[-1].checkpoint_id if chain else None
+            if stored is not None:
+                encoded = stored.checkpoint
+                chain = self._checkpoints.setdefault(encoded.thread_id, {})
+                last = next(reversed(chain.values()), None)
+                head = None if last is None else last.checkpoint.checkpoint_id
                 if encoded.parent_id != head:
                     raise CheckpointConflictError(
                         f"thread {encoded.thread_id!r} moved to checkpoint {head!r} while this "
                         f"commit expected {encoded.parent_id!r}; reload the state and retry"
                     )
-                chain.append(encoded)
+                if encoded.checkpoint_id in chain:
+                    raise duplicate_checkpoint(encoded)
+                chain[encoded.checkpoint_id] = stored
                 self._threads.setdefault(encoded.thread_id, ThreadInfo(thread_id=encoded.thread_id))
             for event in events:
                 self._events.setdefault(event.run_id, []).append(event)
@@ -181,9 +199,60 @@ def _record(row: _Row) -> RunRecord:
     return RunRecord.model_construct(**dict(zip(_FIELDS, copy.deepcopy(row), strict=True)))
 
 
-def _decoded(checkpoint: Checkpoint) -> Checkpoint:
-    return replace(
+_MESSAGES = "messages"
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A stored checkpoint."""
+
+    # the checkpoint with `values` and `metadata` encoded as typed JSON data; its messages channel
+    # is None when `messages` holds it
+    checkpoint: Checkpoint
+    # values["messages"] when it is a non-empty list of `Message`s, every one checked storable
+    messages: tuple[Message, ...] | None
+
+
+def _store(checkpoint: Checkpoint, parent: _Stored | None) -> _Stored:
+    """The stored form of `checkpoint`; raises `UserError` for values that cannot be stored.
+
+    Messages that are the very objects of `parent`'s messages were checked when it was stored.
+    """
+    values = checkpoint.values
+    messages = _messages(values.get(_MESSAGES), () if parent is None else parent.messages or ())
+    if messages is not None:
+        values = dict(values)
+        values[_MESSAGES] = None
+    encoded = replace(
         checkpoint,
-        values=decode_value(checkpoint.values),
-        metadata=decode_value(checkpoint.metadata),
+        values=encode_value(values),
+        metadata=encode_value(checkpoint.metadata, where="checkpoint metadata"),
+    )
+    return _Stored(encoded, messages)
+
+
+def _messages(channel: Any, old: tuple[Message, ...]) -> tuple[Message, ...] | None:
+    """`channel` as a tuple if it is a non-empty list of `Message`s (else None), after checking
+    that the ones not in `old` can be stored."""
+    if not isinstance(channel, list | tuple) or not channel:
+        return None
+    shared = identical_prefix(channel, old)
+    # After an edit or a removal, the parent's later messages may sit further on.
+    known = set(map(id, old[shared:]))
+    for i in range(shared, len(channel)):
+        message = channel[i]
+        if not isinstance(message, Message):
+            return None
+        if id(message) not in known:
+            encode_value(message, where=f"state[{_MESSAGES!r}][{i}]")
+    # A step that leaves the channel as it was shares its parent's tuple: no copy to keep.
+    return old if shared == len(old) == len(channel) else tuple(channel)
+
+
+def _decoded(stored: _Stored) -> Checkpoint:
+    values = decode_value(stored.checkpoint.values)
+    if stored.messages is not None:
+        values[_MESSAGES] = list(stored.messages)
+    return replace(
+        stored.checkpoint, values=values, metadata=decode_value(stored.checkpoint.metadata)
     )

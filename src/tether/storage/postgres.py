@@ -19,7 +19,10 @@ Mechanism:
   Of two writers with the same parent, the second one waits for the row lock, then sees the new
   head and raises `CheckpointConflictError`.
 - The `messages` channel is stored as per-message rows plus a short ref list per checkpoint, so a
-  step's commit does not grow with the thread's length (see `_rows`).
+  step's commit does not grow with the thread's length (see `_rows`). Reading the head of a
+  thread whose head is the checkpoint this process last wrote or read reads only the checkpoint
+  row and reuses the cached messages, so `get_state` does not grow with the thread's length
+  either.
 
 Guarantees:
 - Reads return exactly the committed values, like every backend.
@@ -84,9 +87,11 @@ from ..serde import encode_value
 from ._rows import (
     CHECKPOINT_COLUMNS,
     CHECKPOINT_FROM,
+    HEAD_COLUMNS,
     CheckpointRow,
     HeadCache,
     MessageHead,
+    build_cached_checkpoint,
     build_checkpoint,
     conflict,
     decode_event,
@@ -480,6 +485,11 @@ class PostgresCheckpointer(Checkpointer):
         """
         params: tuple[Any, ...] = ()
         if checkpoint_id is None:
+            known = self._heads.get(thread_id)
+            if known is not None:
+                cached = await self._read_cached_head(thread_id, known)
+                if cached is not None:
+                    return cached
             where = "ORDER BY c.seq DESC LIMIT 1"
         else:
             where, params = "AND c.checkpoint_id = %s", (checkpoint_id,)
@@ -490,6 +500,25 @@ class PostgresCheckpointer(Checkpointer):
         if head is not None:
             self._heads.put(thread_id, head)
         return checkpoint
+
+    @_retry_if_dropped
+    async def _read_cached_head(self, thread_id: str, known: MessageHead) -> Checkpoint | None:
+        """The thread's head if it is the checkpoint `known` describes, else None.
+
+        The head is usually the checkpoint this process last wrote or read: then its messages are
+        in the cache, and only the small checkpoint row is read, so the cost does not grow with
+        the thread's length.
+        """
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {HEAD_COLUMNS} FROM tether_checkpoints c WHERE c.thread_id = %s "
+                "ORDER BY c.seq DESC LIMIT 1",
+                (thread_id,),
+            )
+            record = await cur.fetchone()
+        if record is None or record[0] != known.checkpoint_id:
+            return None
+        return build_cached_checkpoint(thread_id, record, known)
 
     async def list_checkpoints(
         self, thread_id: str, *, limit: int | None = None

@@ -56,6 +56,7 @@ from ..serde import encode_value
 from ._rows import (
     CHECKPOINT_COLUMNS,
     CHECKPOINT_FROM,
+    HEAD_COLUMNS,
     CheckpointRow,
     HeadCache,
     MessageHead,
@@ -422,8 +423,8 @@ class SqliteCheckpointer(Checkpointer):
                 # The head is usually the checkpoint this process last wrote or read: then its
                 # messages are in the cache, and only the small checkpoint row is read.
                 record = conn.execute(
-                    f"SELECT {CHECKPOINT_COLUMNS[: CHECKPOINT_COLUMNS.index(', c.msgs_base')]} "
-                    "FROM tether_checkpoints c WHERE c.thread_id = ? ORDER BY c.seq DESC LIMIT 1",
+                    f"SELECT {HEAD_COLUMNS} FROM tether_checkpoints c WHERE c.thread_id = ? "
+                    "ORDER BY c.seq DESC LIMIT 1",
                     (thread_id,),
                 ).fetchone()
                 if record is not None and record[0] == known.checkpoint_id:
