@@ -266,7 +266,7 @@ class Engine:
         await self.ensure_ready()
         if self.trace is not None:
             program = self.trace(program)
-        record = RunRecord(
+        record = RunRecord.live(
             run_id=run_id or new_id(),
             thread_id=options.thread_id or new_id(),
             app=self.app_name,
