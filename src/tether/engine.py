@@ -1,8 +1,8 @@
 """The run engine: executes one run of a program under the stop contract (S1–S8).
 
 Design note. `Engine.start()` registers a run, admits it when its strategy is `reject` (so a busy
-thread raises `ThreadBusyError` to the caller), and spawns `_execute` in the loop's host task group
-(`_host.py`): with `start_soon` after that admission, else with `start`, so that a run that
+thread raises `ThreadBusyError` to the caller), and spawns `_execute` as a task of the loop's host
+(`_host.py`); for the other strategies it waits until that task has begun, so that a run that
 supersedes or queues behind the thread's owner has done so when `start()` returns. `_execute` owns
 the run's single cancel scope:
 
@@ -31,7 +31,7 @@ the run's single cancel scope:
 A first-party stop ends the run normally as `cancelled`. Outside cancellation (the loop shutting
 down, the host cancelled) is recorded as `cancelled` with `requested_by="shutdown"` and then
 propagates unchanged: it is the only exception that leaves a run, so one run's failure never
-reaches the host task group or another run. A failure in user code ends the run as `failed` with
+reaches the host or another run. A failure in user code ends the run as `failed` with
 the error recorded.
 
 Residual race: if the program finishes in the same instant a stop arrives, the run ends `completed`
@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
-from anyio.abc import TaskStatus
 
 from ._host import current_host
 from .context import RunContext
@@ -267,7 +266,7 @@ class Engine:
         await self.ensure_ready()
         if self.trace is not None:
             program = self.trace(program)
-        record = RunRecord(
+        record = RunRecord.live(
             run_id=run_id or new_id(),
             thread_id=options.thread_id or new_id(),
             app=self.app_name,
@@ -279,31 +278,39 @@ class Engine:
         await self.registry.register(handle)
         try:
             host = await current_host()
-            if strategy == "reject":
-                # Admitted here, so a busy thread raises to the caller; then `start_soon`: no
-                # `start()` future and status per run (BENCHMARKS.md row 5).
+            if strategy == "reject":  # admitted here, so a busy thread raises to the caller
                 await self.registry.acquire(handle, strategy)
-                host.tg.start_soon(self._execute, ex, program, True)
-            else:
-                # The run starts waiting for its thread (and supersedes or queues behind its
-                # owner) before this call returns: `start` runs it up to its first real wait.
-                await host.tg.start(self._execute, ex, program, False)
         except BaseException:
             await self.registry.release(handle)
             raise
+        # From here on the run is started: it releases its thread itself.
+        if strategy == "reject":
+            host.spawn_run(self._execute(ex, program, None), handle.run_id)
+        else:
+            # The run starts waiting for its thread (and supersedes or queues behind its owner)
+            # before this call returns: its task runs up to its first real wait, which comes
+            # after `begun` is set. Shielded (the wait is one loop turn), so that a caller
+            # cancelled meanwhile still gets the handle of the run that started.
+            begun = anyio.Event()
+            host.spawn_run(self._execute(ex, program, begun), handle.run_id)
+            with anyio.CancelScope(shield=True):
+                await begun.wait()
         return handle
 
-    async def _execute(
-        self,
-        ex: Execution,
-        program: Program,
-        acquired: bool,
-        *,
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
+    async def _execute(self, ex: Execution, program: Program, begun: anyio.Event | None) -> None:
+        """The body of one run, in its own task (`Host.spawn_run`); see the module docstring.
+
+        `begun` is None for a run admitted by `start()`, else set when this starts, before it
+        waits for its thread.
+
+        Cancellation: only the host's (the loop shutting down) reaches it, and leaves it after
+        the run was recorded `cancelled` by `shutdown`.
+        """
         handle = ex.handle
         strategy = ex.options.multitask_strategy
-        task_status.started()
+        acquired = begun is None
+        if begun is not None:
+            begun.set()
         scope = anyio.CancelScope()
         handle.token.bind(scope)
         outcome: Outcome | None = None

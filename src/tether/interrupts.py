@@ -24,9 +24,7 @@ invisible to the node's own `interrupt()` calls, which keep their own order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,17 +87,17 @@ class GraphInterrupt(TetherError):
         self.interrupt = interrupt
 
 
-@dataclass
+@dataclass(slots=True)
 class _NodeCall:
     """The interrupt bookkeeping of one node call: the answers it may use, and how many it used."""
 
-    node: str | None
-    resumes: list[Any]  # every replayed answer, child markers and their answers included
-    own: list[Any] = field(init=False)  # the answers of the node's own `interrupt()` calls
+    node: str
+    resumes: tuple[Any, ...]  # every replayed answer, child markers and their answers included
+    own: tuple[Any, ...] = field(init=False)  # the answers of the node's own `interrupt()` calls
     used: int = 0  # how many of `own` the node's `interrupt()` calls returned so far
 
     def __post_init__(self) -> None:
-        self.own = [r for i, r in enumerate(self.resumes) if not self._child_entry(i)]
+        self.own = tuple(r for i, r in enumerate(self.resumes) if not self._child_entry(i))
 
     def _child_entry(self, index: int) -> bool:
         """Whether `resumes[index]` is a child marker or the answer right after one."""
@@ -114,15 +112,19 @@ def _is_marker(value: Any) -> bool:
 
 _CURRENT: ContextVar[_NodeCall | None] = ContextVar("tether_interrupt_scope", default=None)
 
+NodeCallToken = Token[_NodeCall | None]
 
-@contextmanager
-def node_call(node: str | None, resumes: tuple[Any, ...] = ()) -> Iterator[None]:
-    """Make `interrupt()` work in the code this block runs (and the worker threads it starts)."""
-    token = _CURRENT.set(_NodeCall(node, list(resumes)))
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
+
+def enter_node(node: str, resumes: tuple[Any, ...] = ()) -> NodeCallToken:
+    """Make `interrupt()` work in the code that runs from here until `leave_node(token)` (and in
+    the worker threads it starts). A pair of calls rather than a context manager: this runs for
+    every node call, and an idle run keeps its frames (BENCHMARKS.md row 5)."""
+    return _CURRENT.set(_NodeCall(node, resumes))
+
+
+def leave_node(token: NodeCallToken) -> None:
+    """End what `enter_node` returned `token` for; call it in a `finally`."""
+    _CURRENT.reset(token)
 
 
 def interrupt(value: Any) -> Any:
@@ -148,7 +150,7 @@ def interrupt(value: Any) -> Any:
         answer = call.own[call.used]
         call.used += 1
         return answer
-    raise GraphInterrupt(Interrupt(value, node=call.node, resumes=tuple(call.resumes)))
+    raise GraphInterrupt(Interrupt(value, node=call.node, resumes=call.resumes))
 
 
 def child_resume(path: str) -> tuple[str, Any] | None:

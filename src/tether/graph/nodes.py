@@ -35,7 +35,7 @@ from ..errors import UserError
 from ..events import MessageDeltaEvent, MessageEvent, NodeFinished, NodeStarted
 from ..handle import RunHandle
 from ..ids import new_id
-from ..interrupts import node_call
+from ..interrupts import enter_node, leave_node
 from ..messages import Message, MessageBuilder, MessageDelta
 from ..state import StateSchema
 
@@ -124,8 +124,13 @@ async def run_node(
 
     `resumes` are the answers its `interrupt()` calls return (`tether.interrupts`).
     """
-    with node_call(node.name, resumes):
+    # Rebinding `ctx` drops the caller's context, which an idle node would otherwise keep.
+    ctx = replace(ctx, _sink=lambda item: _collect(item, out, handle, schema))
+    token = enter_node(node.name, resumes)
+    try:
         await _run_node(node, state, ctx, handle, out, schema)
+    finally:
+        leave_node(token)
 
 
 async def _run_node(
@@ -138,7 +143,6 @@ async def _run_node(
 ) -> None:
     handle.emit(NodeStarted, node=node.name, step=ctx.step)
     out.existing = state.get("messages") if schema.has_messages else None
-    ctx = replace(ctx, _sink=lambda item: _collect(item, out, handle, schema))
     args: tuple[Any, ...] = (state,)
     if node.second == "ctx":
         args = (state, ctx)
