@@ -80,11 +80,12 @@ class Host:
         assert self._tg is not None, "await current_host() first"
         return self._tg
 
-    def spawn_run(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def spawn_run(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run `coro` (the body of one run) in a task of its own on the host's loop."""
         task = self._loop.create_task(coro, name=name)
         self._runs.add(task)
         task.add_done_callback(self._run_done)
+        return task
 
     def _on_end(self, task: asyncio.Task[None]) -> None:
         # The host refers to its loop: left in `_hosts`, it would keep the loop alive forever.

@@ -292,7 +292,9 @@ class Engine:
             # after `begun` is set. Shielded (the wait is one loop turn), so that a caller
             # cancelled meanwhile still gets the handle of the run that started.
             begun = anyio.Event()
-            host.spawn_run(self._execute(ex, program, begun), handle.run_id)
+            task = host.spawn_run(self._execute(ex, program, begun), handle.run_id)
+            # A task cancelled before its first step (the loop shutting down) never sets `begun`.
+            task.add_done_callback(lambda _: begun.set())
             with anyio.CancelScope(shield=True):
                 await begun.wait()
         return handle

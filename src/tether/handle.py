@@ -27,6 +27,7 @@ from .stop import StopRequest, StopToken
 
 __all__ = ["AbandonableStream", "RunHandle", "RunStream", "SyncRunStream"]
 
+_now = time.time  # one global lookup on the token hot path
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
@@ -129,7 +130,7 @@ class RunHandle:
                 run_id=self._run_id,
                 thread_id=self._thread_id,
                 seq=len(events),
-                ts=time.time(),
+                ts=_now(),
                 node=node,
                 message_id=message_id,
                 content=content,

@@ -184,7 +184,7 @@ async def _drain(
     without a call to `_collect`. The loop visits the event loop every `_CHECKPOINT_EVERY` items,
     so a generator that never awaits cannot starve the readers or delay a stop.
     """
-    emit_text, node, count = handle.emit_text, out.node, 0
+    emit_text, node, budget = handle.emit_text, out.node, _CHECKPOINT_EVERY
     async with aclosing(agen):
         async for item in agen:
             builder = out.text_builder
@@ -193,8 +193,9 @@ async def _drain(
                 emit_text(node, builder.id, item)
             else:
                 _collect(item, out, handle, schema)
-            count += 1
-            if count % _CHECKPOINT_EVERY == 0:
+            budget -= 1
+            if not budget:
+                budget = _CHECKPOINT_EVERY
                 await anyio.lowlevel.checkpoint()
 
 

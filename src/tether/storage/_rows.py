@@ -50,9 +50,9 @@ import json
 import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import count, repeat
+from itertools import count
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -444,7 +444,7 @@ def decode_event(row_id: Any, run_id: str, text: Any) -> Event:
 
 EventRow = tuple[str, str, int, str]  # (run_id, thread_id, seq, body) of `tether_events`
 # Deltas share a row when these are equal (and their seqs consecutive); tool_calls is () then.
-_JOIN_KEY = operator.attrgetter("run_id", "thread_id", "node", "message_id", "role", "tool_calls")
+_SHARED = operator.attrgetter("message_id", "node", "run_id", "thread_id", "role", "tool_calls")
 _SEQ = operator.attrgetter("seq")
 
 
@@ -470,20 +470,23 @@ def encode_events(events: Sequence[Event]) -> list[EventRow]:
 def _joinable(window: Sequence[Event]) -> int:
     """How many leading events of `window` (which starts with a text delta) can share its row.
 
-    The token hot path: each test runs as one C-level loop over the window (`map` over
-    `operator` functions), not as Python code per event.
+    The token hot path: each test is a C-level pass over the window (`map` and `list.count`),
+    not Python code per event; only where a test fails does a Python loop find the place.
     """
-    size = _first_true(
-        map(operator.is_not, map(type, window), repeat(MessageDeltaEvent)), len(window)
-    )
+    size = _equal_prefix(list(map(type, window)), MessageDeltaEvent)
     deltas = window[:size]
-    size = _first_true(map(operator.ne, map(_JOIN_KEY, deltas), repeat(_JOIN_KEY(deltas[0]))), size)
-    return _first_true(map(operator.ne, map(_SEQ, deltas[:size]), count(deltas[0].seq)), size)
+    size = _equal_prefix(list(map(_SHARED, deltas)), _SHARED(deltas[0]))
+    seqs = list(map(_SEQ, deltas[:size]))
+    if seqs == list(range(seqs[0], seqs[0] + size)):
+        return size
+    return _equal_prefix(list(map(operator.sub, seqs, count(seqs[0]))), 0)
 
 
-def _first_true(flags: Iterable[bool], default: int) -> int:
-    found = list(flags)
-    return found.index(True) if True in found else default
+def _equal_prefix(values: list[Any], value: Any) -> int:
+    """How many leading items of `values` equal `value`."""
+    if values.count(value) == len(values):
+        return len(values)
+    return next(i for i, item in enumerate(values) if item != value)
 
 
 def _flush_deltas(batch: Sequence[MessageDeltaEvent], rows: list[EventRow]) -> None:

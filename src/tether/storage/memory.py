@@ -27,6 +27,8 @@ import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from ..errors import CheckpointConflictError
@@ -148,9 +150,10 @@ class InMemoryCheckpointer(Checkpointer):
         # databases refuse the same values.
         if run is not None:
             encode_value(run.metadata, where="run metadata")
-        for event in events:
-            if isinstance(event, CustomEvent):
-                encode_value(event.data, where="custom event data")
+        if CustomEvent in map(type, events):  # one C-level pass over a run's tokens
+            for event in events:
+                if isinstance(event, CustomEvent):
+                    encode_value(event.data, where="custom event data")
         stored = None
         if checkpoint is not None:
             parent = None
@@ -175,8 +178,8 @@ class InMemoryCheckpointer(Checkpointer):
                     raise duplicate_checkpoint(encoded)
                 chain[encoded.checkpoint_id] = stored
                 self._threads.setdefault(encoded.thread_id, ThreadInfo(thread_id=encoded.thread_id))
-            for event in events:
-                self._events.setdefault(event.run_id, []).append(event)
+            for run_id, group in groupby(events, attrgetter("run_id")):
+                self._events.setdefault(run_id, []).extend(group)
             if run is not None:
                 self._threads.setdefault(run.thread_id, ThreadInfo(thread_id=run.thread_id))
                 self._runs[run.run_id] = _row(run)
