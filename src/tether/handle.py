@@ -15,7 +15,7 @@ stop with `requested_by="disconnect"`, unless it was opened with `on_disconnect=
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
@@ -331,22 +331,31 @@ class RunStream(AbandonableStream):
             return await self._resolve()
         return await super().__aenter__()
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
 
-    async def __anext__(self) -> Event:
-        handle, cursor = self.handle, self._cursor
-        if handle is not None and not self._finished:
-            events = handle.events
-            if cursor < len(events):  # the hot path: the event is already logged, take it
-                event = events[cursor]
+    async def _events(self) -> AsyncIterator[Event]:
+        """What `async for` iterates: an async generator, cheaper per event than `__anext__`
+        (a coroutine per event). Events already logged are taken in its loop: the token hot path.
+
+        Dropping it (breaking out of `async for`) changes nothing by itself: the stream is
+        abandoned when it is dropped or closed, as without `async for`.
+        """
+        while True:
+            handle, cursor = self.handle, self._cursor
+            if handle is not None and not self._finished and cursor < len(handle.events):
+                event = handle.events[cursor]
                 self._cursor = cursor + 1
                 if type(event) is RunFinished:
                     self._finished = True
-                return event
-        return await self._next_event()
+            else:
+                try:
+                    event = await self.__anext__()
+                except StopAsyncIteration:
+                    return
+            yield event
 
-    async def _next_event(self) -> Event:
+    async def __anext__(self) -> Event:
         if self._finished:
             raise StopAsyncIteration
         if self._join is not None:

@@ -8,7 +8,7 @@ the same message id appends to it, and the builder makes the final `Message` onc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -183,6 +183,9 @@ class MessageBuilder:
         self.role: Role = role
         self._parts: list[str] = []
         self._calls: dict[int, _ToolCallParts] = {}
+        # `add_text(text)`: append text, the same as adding a text-only delta without building
+        # one. It is the parts list's own `append`, so a token costs a C call, no Python frame.
+        self.add_text: Callable[[str], None] = self._parts.append
 
     def add(self, delta: MessageDelta) -> None:
         """Append one delta; it must carry this builder's id."""
@@ -195,10 +198,6 @@ class MessageBuilder:
             parts.name = parts.name or (frag.name or "")
             if frag.arguments:
                 parts.arguments.append(frag.arguments)
-
-    def add_text(self, text: str) -> None:
-        """Append text (the same as adding a text-only delta, without building one)."""
-        self._parts.append(text)
 
     @property
     def content(self) -> str:
