@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
-from pydantic_core import PydanticSerializationError, to_json
+import msgspec
 
 from ..errors import CheckpointConflictError, CorruptRecordError, UserError
 from ..events import Event, MessageDeltaEvent, event_from_json, event_json_bytes
@@ -446,6 +446,9 @@ EventRow = tuple[str, str, int, str]  # (run_id, thread_id, seq, body) of `tethe
 # Deltas share a row when these are equal (and their seqs consecutive); tool_calls is () then.
 _SHARED = operator.attrgetter("message_id", "node", "run_id", "thread_id", "role", "tool_calls")
 _SEQ = operator.attrgetter("seq")
+_TS = operator.attrgetter("ts")
+_CONTENT = operator.attrgetter("content")
+_JSON = msgspec.json.Encoder()
 
 
 def encode_events(events: Sequence[Event]) -> list[EventRow]:
@@ -502,11 +505,10 @@ def _flush_deltas(batch: Sequence[MessageDeltaEvent], rows: list[EventRow]) -> N
         "role": first.role,
         "seq": first.seq,
     }
-    data = {"deltas": head, "ts": [e.ts for e in batch], "content": [e.content for e in batch]}
+    data = {"deltas": head, "ts": list(map(_TS, batch)), "content": list(map(_CONTENT, batch))}
     try:
-        # pydantic-core's encoder: ~5x faster than `json.dumps` on these lists of floats and text
-        text = to_json(data).decode()
-    except PydanticSerializationError as exc:  # e.g. an unpaired surrogate in a token
+        text = _JSON.encode(data).decode()  # msgspec: ~2x pydantic-core's `to_json` on these lists
+    except UnicodeEncodeError as exc:  # an unpaired surrogate in a token
         raise UserError(
             f"events {first.seq}-{batch[-1].seq} of run {first.run_id!r} cannot be stored: {exc}; "
             "remove unpaired surrogates from streamed text"
