@@ -1,8 +1,9 @@
 """Optional features and the extras that install them: one check, one message.
 
 tether's core needs anyio, httpx, pydantic and msgspec (the events) only. Everything else lives
-in an extra (`pip install 'tether[server]'`, ...). Each entry point that needs one calls `require()` before it
-imports anything from the extra, so a missing extra is one line that names the command to run:
+in an extra (`pip install 'tether[server]'`, ...). Each entry point that needs one calls
+`require()` before it imports anything from the extra, so a missing extra is one line that names
+the command to run:
 
     tether.server needs the server extra: pip install 'tether[server]'
 
