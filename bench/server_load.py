@@ -3,9 +3,11 @@
     python bench/server_load.py [--streams 100,1000,1000@2] [--rate 10] [--samples 200] [--write]
         [--http auto|h11|httptools] [--loop auto|asyncio|uvloop] [--flush-interval SECONDS]
 
-For each N (or `N@rate`, to override `--rate` for that N) it starts one uvicorn worker (a subprocess, loopback, in-memory storage) serving a
-`tether.Agent` whose model streams a token every 1/`--rate` seconds, forever. One client process
-(asyncio + httpx) then:
+For each N (or `N@rate`, to override `--rate` for that N) it starts one uvicorn worker (a
+subprocess, loopback, in-memory storage) serving a `tether.Agent` whose model streams `--rate`
+tokens per second, forever, on a fixed schedule (the k-th token is due k/rate seconds after the
+start: a server that falls behind does not slow the tokens down). One client process (asyncio +
+httpx) then:
 
 1. opens N streams (`POST /threads/{id}/runs/stream`) and waits until each has sent a token;
 2. counts the run events it receives during `--window` seconds (events/s, all streams; counted by
@@ -72,15 +74,22 @@ def serve(
     from tether.models import Finish, Model, ModelDelta, TextDelta
 
     class PacedModel(Model):
-        """Streams "tok " every 1/rate seconds until the stream is closed."""
+        """Streams "tok " at `rate` per second until the stream is closed.
+
+        The k-th token is due k/rate seconds after the start, whenever the previous one went
+        out, so a server that cannot keep up shows as a growing delivery lag, not as fewer
+        tokens offered.
+        """
 
         name = "paced"
 
         @asynccontextmanager
         async def stream(self, messages: Any, **kwargs: Any) -> AsyncIterator[Any]:
             async def deltas() -> AsyncIterator[ModelDelta]:
+                due = time.monotonic()
                 for _ in range(1_000_000):
-                    await anyio.sleep(1 / rate)
+                    due += 1 / rate
+                    await anyio.sleep(max(0.0, due - time.monotonic()))
                     yield TextDelta("tok ")
                 yield Finish("length")
 
