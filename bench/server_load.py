@@ -1,19 +1,29 @@
 """Server load: N concurrent SSE streams on one uvicorn worker; events/s and cancel latency.
 
     python bench/server_load.py [--streams 100,1000,1000@2] [--rate 10] [--samples 200] [--write]
+        [--http auto|h11|httptools] [--loop auto|asyncio|uvloop] [--flush-interval SECONDS]
 
-For each N (or `N@rate`, to override `--rate` for that N) it starts one uvicorn worker (a subprocess, loopback, in-memory storage) serving a
-`tether.Agent` whose model streams a token every 1/`--rate` seconds, forever. One client process
-(asyncio + httpx) then:
+For each N (or `N@rate`, to override `--rate` for that N) it starts one uvicorn worker (a
+subprocess, loopback, in-memory storage) serving a `tether.Agent` whose model streams `--rate`
+tokens per second, forever, on a fixed schedule (the k-th token is due k/rate seconds after the
+start: a server that falls behind does not slow the tokens down). One client process (asyncio +
+httpx) then:
 
 1. opens N streams (`POST /threads/{id}/runs/stream`) and waits until each has sent a token;
 2. counts the run events it receives during `--window` seconds (events/s, all streams; counted by
-   SSE id, as one frame may carry several text deltas of one message), and the
-   server process's CPU use over the same window;
+   SSE id, as one frame may carry several text deltas of one message), the server process's CPU
+   use over the same window, and the *delivery lag*: at each read, how long ago the server made
+   the newest event read (its `ts`), which shows whether streams fall behind;
 3. cancels `--samples` streams one at a time (`POST .../runs/{run_id}/cancel`) while the others
    keep streaming, and opens a replacement after each, so N streams stay open. The latency is from
    just before the cancel request is sent to the moment the client has read that stream's
-   `run_finished` (the end of the stream), so it includes the cancel request's round trip.
+   `run_finished` (the end of the stream), so it includes the cancel request's round trip (on a
+   connection opened before, as a client that keeps one does).
+
+`--http` and `--loop` choose uvicorn's HTTP parser and event loop (`auto`: what uvicorn picks,
+httptools and uvloop when installed), to compare them; `--flush-interval` sets the server's
+`create_app(sse_flush_interval=...)`. The server prints how many generation 1 and 2 collections it
+ran, and the longest, when it stops.
 
 Bounded: at most `--max-seconds` per N, and every number above is a count given on the command
 line. `--write` replaces this script's section of BENCHMARKS.md.
@@ -52,8 +62,11 @@ BODY = {"input": {"messages": [{"role": "user", "content": "go"}]}, "on_disconne
 # ---------------------------------------------------------------- server (child process)
 
 
-def serve(fd: int, rate: float, tune: bool) -> None:
-    """Run one uvicorn worker on the inherited socket `fd`."""
+def serve(
+    fd: int, rate: float, tune: bool, http: str, loop: str, flush_interval: float | None
+) -> None:
+    """Run one uvicorn worker on the inherited socket `fd` (`http`, `loop`: uvicorn's options;
+    `flush_interval`: `create_app(sse_flush_interval=...)`, None for its default)."""
     import anyio
     import uvicorn
 
@@ -61,15 +74,22 @@ def serve(fd: int, rate: float, tune: bool) -> None:
     from tether.models import Finish, Model, ModelDelta, TextDelta
 
     class PacedModel(Model):
-        """Streams "tok " every 1/rate seconds until the stream is closed."""
+        """Streams "tok " at `rate` per second until the stream is closed.
+
+        The k-th token is due k/rate seconds after the start, whenever the previous one went
+        out, so a server that cannot keep up shows as a growing delivery lag, not as fewer
+        tokens offered.
+        """
 
         name = "paced"
 
         @asynccontextmanager
         async def stream(self, messages: Any, **kwargs: Any) -> AsyncIterator[Any]:
             async def deltas() -> AsyncIterator[ModelDelta]:
+                due = time.monotonic()
                 for _ in range(1_000_000):
-                    await anyio.sleep(1 / rate)
+                    due += 1 / rate
+                    await anyio.sleep(max(0.0, due - time.monotonic()))
                     yield TextDelta("tok ")
                 yield Finish("length")
 
@@ -78,14 +98,56 @@ def serve(fd: int, rate: float, tune: bool) -> None:
     from tether.server import create_app, tune_gc
 
     agent = Agent(PacedModel(), checkpointer=InMemoryCheckpointer(), name="bench")
-    api = create_app(agent, ui=False)
-    config = uvicorn.Config(api, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    options = {} if flush_interval is None else {"sse_flush_interval": flush_interval}
+    api = create_app(agent, ui=False, **options)
+    config = uvicorn.Config(
+        api,
+        http=http,
+        loop=loop,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
     # `socket.socket(fileno=...)` detects the family (AF_INET). uvicorn's own `fd=` treats every
     # inherited fd as AF_UNIX, so asyncio would not set TCP_NODELAY on accepted connections and
     # Nagle + delayed ACK would add ~40 ms to every small response.
     if tune:
         tune_gc()  # as `tether serve` does
-    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
+    pauses = gc_pauses()
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # Here, not after `run()`: uvicorn re-raises the SIGTERM once it has shut down.
+            longest = max(pauses, default=0.0)
+            print(
+                f"  server GC: {len(pauses)} collections of generation 1 or 2, longest "
+                f"{longest * 1e3:.1f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+            await super().shutdown(sockets)
+
+    Server(config).run(sockets=[socket.socket(fileno=fd)])
+
+
+def gc_pauses() -> list[float]:
+    """The durations of the process's generation 1 and 2 collections, as they happen."""
+    import gc
+
+    pauses: list[float] = []
+    started = 0.0
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if info["generation"] == 0:
+            return
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started)
+
+    gc.callbacks.append(callback)
+    return pauses
 
 
 # ---------------------------------------------------------------- client
@@ -105,6 +167,8 @@ class Stream:
 class Counters:
     events: int = 0
     errors: int = 0
+    # During the window: for each read, how long ago the server made the newest event in it.
+    lags: list[float] | None = None
 
 
 async def follow(host: str, port: int, s: Stream, counters: Counters) -> None:
@@ -140,6 +204,9 @@ async def follow(host: str, port: int, s: Stream, counters: Counters) -> None:
                 last = int(data[at + 5 : end])
                 counters.events += last - s.last_id
                 s.last_id = last
+            if counters.lags is not None and (ts := data.rfind(b'"ts":')) >= 0:
+                made = float(data[ts + 5 : data.find(b",", ts)])
+                counters.lags.append(time.time() - made)
             if not s.started.is_set() and b"event: message_delta" in data:
                 s.started.set()
             if b"event: run_finished" in data:
@@ -172,6 +239,8 @@ class Result:
     open_seconds: float
     events_per_s: float
     server_cpu: float  # fraction of one core during the window
+    client_cpu: float  # the same for this (client) process
+    lags: list[float]  # the delivery lags during the window (see `Counters.lags`)
     latencies: list[float]
     cancel_rtts: list[float]
     errors: int
@@ -182,6 +251,8 @@ async def load(url: str, pid: int, n: int, window: float, samples: int, deadline
     host, port = url.removeprefix("http://").split(":")
     counters = Counters()
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        # Open the cancels' connection now: its set-up (~40 ms here) is not a cancel's cost.
+        (await client.get("/healthz")).raise_for_status()
         tasks: set[asyncio.Task[None]] = set()
         streams: list[Stream] = []
         serial = 0
@@ -203,8 +274,12 @@ async def load(url: str, pid: int, n: int, window: float, samples: int, deadline
         log(f"{n} streams open after {open_seconds:.1f} s")
 
         e0, c0, w0 = counters.events, cpu_seconds(pid), time.perf_counter()
+        m0 = cpu_seconds(os.getpid())
+        counters.lags = lags = []
         await asyncio.sleep(window)
         e1, c1, w1 = counters.events, cpu_seconds(pid), time.perf_counter()
+        m1 = cpu_seconds(os.getpid())
+        counters.lags = None
 
         log(f"window done: {(e1 - e0) / (w1 - w0):,.0f} events/s")
         latencies: list[float] = []
@@ -233,6 +308,8 @@ async def load(url: str, pid: int, n: int, window: float, samples: int, deadline
         open_seconds=open_seconds,
         events_per_s=(e1 - e0) / (w1 - w0),
         server_cpu=(c1 - c0) / (w1 - w0),
+        client_cpu=(m1 - m0) / (w1 - w0),
+        lags=lags,
         latencies=latencies,
         cancel_rtts=rtts,
         errors=counters.errors,
@@ -247,6 +324,8 @@ def run_one(n: int, rate: float, tune: bool, args: argparse.Namespace) -> Result
     port = sock.getsockname()[1]
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve-fd", str(sock.fileno()), "--rate", str(rate)]
+        + ["--http", args.http, "--loop", args.loop]
+        + ([] if args.flush_interval is None else ["--flush-interval", str(args.flush_interval)])
         + ([] if tune else ["--default-gc"]),
         pass_fds=(sock.fileno(),),
         cwd=ROOT,
@@ -274,7 +353,7 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> str:
         "## Server load: concurrent SSE streams, cancel -> stream end (`bench/server_load.py`)",
         "",
         f"- Machine: {os.cpu_count()} CPUs (nproc), {machine().split(', ', 1)[1]}",
-        f"- Server: one uvicorn worker ({impl()}), `tether.server.create_app` over an "
+        f"- Server: one uvicorn worker ({impl(args)}), `tether.server.create_app` over an "
         "`Agent` whose model streams tokens at a fixed rate per stream, forever; in-memory "
         "storage; loopback. Client: one asyncio process (raw sockets for the streams, httpx for "
         "the cancels) on the same machine.",
@@ -287,33 +366,38 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> str:
         "(a replacement stream is opened after each, so N stay open).",
         "",
         "| Streams | Tokens/s each | GC | Open all (s) | Events/s received | Server CPU "
-        "| Cancel -> end p50 | p99 | max | Cancel request RTT p50 | Errors |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Delivery lag p99 | Cancel -> end p50 | p99 | max | Cancel request RTT p50 | Errors |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lat = r.latencies
         lines.append(
             f"| {r.streams:,} | {r.rate:g} | {r.gc} | {r.open_seconds:.2f} | "
             f"{r.events_per_s:,.0f} | "
-            f"{r.server_cpu * 100:.0f}% of a core | {statistics.median(lat) * 1e3:.1f} ms | "
+            f"{r.server_cpu * 100:.0f}% of a core | {percentile(r.lags, 99) * 1e3:.0f} ms | "
+            f"{statistics.median(lat) * 1e3:.1f} ms | "
             f"{percentile(lat, 99) * 1e3:.1f} ms | {max(lat) * 1e3:.1f} ms | "
             f"{statistics.median(r.cancel_rtts) * 1e3:.1f} ms | {r.errors} |"
         )
     lines += [
         "",
         "Target: cancel -> stream end <= 20 ms p99 with 1,000 concurrent streams on one worker.",
+        "Delivery lag: at each read, how long ago the server made the newest event read.",
         f"Python {platform.python_version()}.",
         f"<!-- /{SECTION} -->",
     ]
     return "\n".join(lines)
 
 
-def impl() -> str:
-    """What uvicorn's `auto` settings pick here: its HTTP parser and event loop."""
+def impl(args: argparse.Namespace) -> str:
+    """The HTTP parser and event loop the server uses (what uvicorn's `auto` picks here)."""
     import importlib.util
 
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http, loop = args.http, args.loop
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     return f"{http}, {loop}"
 
 
@@ -329,6 +413,23 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=5.0, help="seconds of counting events")
     parser.add_argument("--samples", type=int, default=200, help="cancels measured per N")
     parser.add_argument("--max-seconds", type=float, default=180.0, help="time limit per N")
+    parser.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="uvicorn's HTTP implementation (auto: httptools when installed)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="uvicorn's event loop (auto: uvloop when installed)",
+    )
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        help="the server's create_app(sse_flush_interval=...) in seconds (default: its default)",
+    )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--default-gc", action="store_true", help=argparse.SUPPRESS)
@@ -336,7 +437,14 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.serve_fd is not None:
-        serve(args.serve_fd, args.rate, tune=not args.default_gc)
+        serve(
+            args.serve_fd,
+            args.rate,
+            tune=not args.default_gc,
+            http=args.http,
+            loop=args.loop,
+            flush_interval=args.flush_interval,
+        )
         return
     args.loadavg = os.getloadavg()[0]
     results = []
@@ -350,9 +458,14 @@ def main() -> None:
         lat = r.latencies
         print(
             f"{n:>5} streams ({r.gc} GC): opened in {r.open_seconds:.2f} s, {r.events_per_s:,.0f} events/s, "
-            f"server CPU {r.server_cpu * 100:.0f}%, cancel->end p50 "
+            f"server CPU {r.server_cpu * 100:.0f}% "
+            f"({r.server_cpu / r.events_per_s * 1e6:.1f} µs per event), "
+            f"client CPU {r.client_cpu * 100:.0f}%, delivery lag p50 "
+            f"{statistics.median(r.lags) * 1e3:.0f} ms p99 {percentile(r.lags, 99) * 1e3:.0f} ms "
+            f"max {max(r.lags) * 1e3:.0f} ms, cancel->end p50 "
             f"{statistics.median(lat) * 1e3:.1f} ms p99 {percentile(lat, 99) * 1e3:.1f} ms "
-            f"max {max(lat) * 1e3:.1f} ms (n={len(lat)}), errors {r.errors}",
+            f"max {max(lat) * 1e3:.1f} ms (n={len(lat)}), cancel RTT p50 "
+            f"{statistics.median(r.cancel_rtts) * 1e3:.1f} ms, errors {r.errors}",
             flush=True,
         )
     text = report(results, args)

@@ -29,6 +29,7 @@ class ServerContext:
     keys: ApiKeys | None  # None: auth is off
     max_body_bytes: int
     queue_background_runs: bool = False  # POST .../runs queues runs for `tether worker`
+    sse_flush_interval: float = 0.0  # the longest a run's SSE stream holds text deltas (seconds)
 
 
 def server_context(conn: HTTPConnection) -> ServerContext:

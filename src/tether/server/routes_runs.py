@@ -32,6 +32,7 @@ from .sse import (
     EventStreamResponse,
     RunEventSource,
     encode_event,
+    flush_now,
     parse_last_event_id,
 )
 
@@ -43,9 +44,13 @@ StopMode = Literal["now", "after_step", "rollback"]
 _ACTION_MODES: dict[str, StopMode] = {"interrupt": "now", "rollback": "rollback"}
 
 
-def _events(ref: ThreadRef, stream: RunStream) -> RunEventSource:
+def _events(ctx: ServerContext, ref: ThreadRef, stream: RunStream) -> RunEventSource:
     """A run's events as SSE, each with the caller's thread id (`ThreadRef.public_event`)."""
-    return RunEventSource(stream, encode=lambda event: encode_event(ref.public_event(event)))
+    return RunEventSource(
+        stream,
+        encode=lambda event: encode_event(ref.public_event(event)),
+        flush_interval=ctx.sse_flush_interval,
+    )
 
 
 async def _prepare(
@@ -131,7 +136,7 @@ async def stream_run(
     )
     # ThreadBusyError (409) surfaces here, before any byte is sent
     handle = await ctx.catalog.start_run(ref, stream.start())
-    return EventStreamResponse(_events(ref, stream), headers=run_headers(ref, handle))
+    return EventStreamResponse(_events(ctx, ref, stream), headers=run_headers(ref, handle))
 
 
 @router.post("/threads/{thread_id}/runs/wait", summary="Start a run and wait for its end")
@@ -225,7 +230,7 @@ async def join_run(
     await ctx.catalog.run_on(ref, run_id)
     stream = await ref.app.ajoin(run_id, after_seq=parse_last_event_id(last_event_id, after_seq))
     return EventStreamResponse(
-        _events(ref, stream),
+        _events(ctx, ref, stream),
         headers={
             "X-Tether-Run-Id": header_value(run_id),
             "X-Tether-Thread-Id": header_value(ref.public_id),
@@ -238,6 +243,7 @@ async def _stop_result(ref: ThreadRef, run_id: str | None, result: StopResult) -
     run_id = result.run_id or run_id
     record: RunRecord | None
     if result.handle is not None:
+        flush_now(result.handle)  # the run's streams here write its last events without delay
         record = result.handle.snapshot()
     else:
         record = await ref.app.aget_run(run_id) if run_id else None
