@@ -447,6 +447,11 @@ def main() -> None:
         )
         return
     args.loadavg = os.getloadavg()[0]
+    # This process measures: its own collector's pauses (1,000 sockets and their buffers) would
+    # count as the server's latency, so it tunes its GC as the server does.
+    from tether.server import tune_gc
+
+    tune_gc()
     results = []
     for spec in args.streams.split(","):
         tune = not spec.endswith("!")
