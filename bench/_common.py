@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import secrets
 import statistics
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -53,3 +56,31 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+@contextmanager
+def scratch_schema(dsn: str, options: str = "") -> Iterator[str | None]:
+    """A DSN whose `search_path` is a new Postgres schema, dropped afterwards (plus `options`,
+    e.g. `-csynchronous_commit=off`); None without a DSN, psycopg or a reachable server."""
+    if not dsn:
+        yield None
+        return
+    try:
+        import psycopg
+        from psycopg.conninfo import make_conninfo
+    except ImportError:
+        yield None
+        return
+    schema = f"tether_bench_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.Error as exc:
+        print(f"postgres skipped: {exc}", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield make_conninfo(dsn, options=f"-csearch_path={schema} {options}".strip())
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

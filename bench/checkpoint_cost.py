@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import write_section
+from _common import scratch_schema, write_section
 
 from tether.events import (
     CheckpointSaved,
@@ -146,41 +146,29 @@ def delta_events_cost(rounds: int = 200) -> float:
 
 @asynccontextmanager
 async def postgres_stores(dsn: str) -> AsyncIterator[dict[str, Checkpointer]]:
-    """Postgres checkpointers on a scratch schema (dropped afterwards); none if unreachable.
+    """Postgres checkpointers, each on a scratch schema (dropped afterwards); none if unreachable.
 
     `postgres` runs with the server's settings; `postgres, synchronous_commit=off` skips the WAL
     fsync at each commit, which is SQLite's `synchronous=NORMAL` trade-off.
     """
     try:
-        import psycopg
-        from psycopg.conninfo import make_conninfo
-
         from tether.storage.postgres import PostgresCheckpointer
     except ImportError:
         yield {}
         return
-    schema = f"tether_bench_{secrets.token_hex(4)}"
-    try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.Error as exc:
-        print(f"postgres skipped: {exc}", file=sys.stderr)
-        yield {}
-        return
-    path = f"-csearch_path={schema}"
-    stores: dict[str, Checkpointer] = {
-        "postgres": PostgresCheckpointer(make_conninfo(dsn, options=path)),
-        "postgres, synchronous_commit=off": PostgresCheckpointer(
-            make_conninfo(dsn, options=f"{path} -csynchronous_commit=off")
-        ),
-    }
-    try:
-        yield stores
-    finally:
-        for store in stores.values():
-            await store.aclose()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with scratch_schema(dsn) as plain, scratch_schema(dsn, "-csynchronous_commit=off") as unsafe:
+        if plain is None or unsafe is None:
+            yield {}
+            return
+        stores: dict[str, Checkpointer] = {
+            "postgres": PostgresCheckpointer(plain),
+            "postgres, synchronous_commit=off": PostgresCheckpointer(unsafe),
+        }
+        try:
+            yield stores
+        finally:
+            for store in stores.values():
+                await store.aclose()
 
 
 def fsync_floor(dsn: str, rounds: int = 300) -> float | None:

@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 import anyio
-from _common import machine, write_section
+from _common import machine, scratch_schema, write_section
 
 from tether import InMemoryCheckpointer, StateGraph
 from tether.events import Event, MessageEvent, NodeFinished, NodeStarted
@@ -121,30 +118,6 @@ async def measure(
         out["cold_first"] = cold[0]
         out["cold"] = statistics.median(cold)
     return out
-
-
-@contextmanager
-def scratch_schema(dsn: str) -> Iterator[str | None]:
-    """A DSN whose `search_path` is a new schema, dropped afterwards; None without a server."""
-    if not dsn:
-        yield None
-        return
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    schema = f"tether_bench_{secrets.token_hex(4)}"
-    try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.Error as exc:
-        print(f"postgres skipped: {exc}", file=sys.stderr)
-        yield None
-        return
-    try:
-        yield make_conninfo(dsn, options=f"-csearch_path={schema}")
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 async def main(steps: int, reads: int, dsn: str, write: bool) -> None:
