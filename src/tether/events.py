@@ -188,10 +188,10 @@ Event = (
     | RunFinished
 )
 
-E = TypeVar("E", bound=_Base)
+_E = TypeVar("_E", bound=_Base)
 
 
-def replace(event: E, /, **changes: Any) -> E:
+def replace(event: _E, /, **changes: Any) -> _E:
     """A copy of `event` with `changes` applied (events are frozen)."""
     return msgspec.structs.replace(event, **changes)
 
