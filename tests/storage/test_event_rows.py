@@ -28,9 +28,12 @@ from tether.storage.sqlite import SqliteCheckpointer
 
 RUN, THREAD = "run-1", "thread-1"
 
-# One event kind per draw: a plain text delta of message "a" or "b" (from node "x" or "y"), a
-# delta with a tool-call fragment, or another event type; `seq` and `ts` are filled in later.
-_KIND = st.sampled_from(["a/x", "a/x", "a/x", "a/y", "b/x", "tool", "custom", "node"])
+# One event kind per draw: a plain text delta of message "a" or "b" (from node "x" or "y"; "@sub":
+# forwarded from a child run, with that `path`), a delta with a tool-call fragment, or another
+# event type; `seq` and `ts` are filled in later.
+_KIND = st.sampled_from(
+    ["a/x", "a/x", "a/x", "a/y", "b/x", "a/x@sub", "a/x@sub", "tool", "custom", "node"]
+)
 
 
 def _events(kinds: list[str], start: int = 0) -> list[Event]:
@@ -45,9 +48,15 @@ def _events(kinds: list[str], start: int = 0) -> list[Event]:
         elif kind == "node":
             out.append(NodeStarted(**base, node="x", step=i))
         else:
+            kind, _, sub = kind.partition("@")
             message_id, node = kind.split("/")
             content = f"t{i} é👋 " if i % 3 else ""
-            out.append(MessageDeltaEvent(**base, node=node, message_id=message_id, content=content))
+            path = (sub,) if sub else ()
+            out.append(
+                MessageDeltaEvent(
+                    **base, node=node, path=path, message_id=message_id, content=content
+                )
+            )
     return out
 
 

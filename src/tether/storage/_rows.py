@@ -31,9 +31,10 @@ encodes every message, writes a snapshot and inserts the message rows it needs w
 Coalesced deltas. A streamed answer is mostly `message_delta` events that differ only in `seq`,
 `ts` and `content`; encoding each through the event schema cost ~10x what the rest of the token
 path costs. So `encode_events` stores up to `DELTAS_PER_ROW` consecutive text deltas (same run,
-node, message and role, consecutive seqs, no tool-call fragments) as one row,
-`{"deltas": {run_id, thread_id, node, message_id, role, seq}, "ts": [...], "content": [...]}`,
-whose `seq` column is the seq of its *last* event. Event ids stay per token: `decode_event_rows`
+node, path, message and role, consecutive seqs, no tool-call fragments) as one row,
+`{"deltas": {run_id, thread_id, node, message_id, role, seq}, "ts": [...], "content": [...]}`
+(plus `path` in `deltas` for a child run's forwarded deltas; rows written before it was added
+hold none, which is the run's own `()`), whose `seq` column is the seq of its *last* event. Event ids stay per token: `decode_event_rows`
 expands the row back into the very same events. A read of `seq > after_seq` selects every row
 that holds an event after `after_seq` (seqs in a row are consecutive, so the row's last seq is
 past `after_seq` exactly when one of its events is) and drops the events up to `after_seq`, so
@@ -444,7 +445,9 @@ def decode_event(row_id: Any, run_id: str, text: Any) -> Event:
 
 EventRow = tuple[str, str, int, str]  # (run_id, thread_id, seq, body) of `tether_events`
 # Deltas share a row when these are equal (and their seqs consecutive); tool_calls is () then.
-_SHARED = operator.attrgetter("message_id", "node", "run_id", "thread_id", "role", "tool_calls")
+_SHARED = operator.attrgetter(
+    "message_id", "node", "path", "run_id", "thread_id", "role", "tool_calls"
+)
 _SEQ = operator.attrgetter("seq")
 _TS = operator.attrgetter("ts")
 _CONTENT = operator.attrgetter("content")
@@ -497,7 +500,7 @@ def _flush_deltas(batch: Sequence[MessageDeltaEvent], rows: list[EventRow]) -> N
     if len(batch) == 1:
         rows.append((first.run_id, first.thread_id, first.seq, encode_event(first)))
         return
-    head = {
+    head: dict[str, Any] = {
         "run_id": first.run_id,
         "thread_id": first.thread_id,
         "node": first.node,
@@ -505,6 +508,8 @@ def _flush_deltas(batch: Sequence[MessageDeltaEvent], rows: list[EventRow]) -> N
         "role": first.role,
         "seq": first.seq,
     }
+    if first.path:
+        head["path"] = first.path
     data = {"deltas": head, "ts": list(map(_TS, batch)), "content": list(map(_CONTENT, batch))}
     try:
         text = _JSON.encode(data).decode()  # msgspec: ~2x pydantic-core's `to_json` on these lists
@@ -555,6 +560,7 @@ def _expand_deltas(
         and isinstance(texts, list)
         and all(isinstance(head.get(k), str) for k in ("run_id", "thread_id", "message_id", "role"))
         and isinstance(head.get("node"), str | None)
+        and _str_list(head.get("path", []))
         and type(head.get("seq")) is int
         and len(stamps) == len(texts)
         and all(type(t) is float or type(t) is int for t in stamps)
@@ -567,6 +573,7 @@ def _expand_deltas(
     rid, tid, node, mid, role = (
         head[k] for k in ("run_id", "thread_id", "node", "message_id", "role")
     )
+    path = tuple(head.get("path", ()))
     return [
         MessageDeltaEvent(
             run_id=rid,
@@ -574,6 +581,7 @@ def _expand_deltas(
             seq=first + i,
             ts=float(stamps[i]),
             node=node,
+            path=path,
             message_id=mid,
             content=texts[i],
             role=role,
