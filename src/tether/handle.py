@@ -15,7 +15,7 @@ stop with `requested_by="disconnect"`, unless it was opened with `on_disconnect=
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
@@ -27,7 +27,6 @@ from .stop import StopRequest, StopToken
 
 __all__ = ["AbandonableStream", "RunHandle", "RunStream", "SyncRunStream"]
 
-_now = time.time  # one global lookup on the token hot path
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
@@ -130,7 +129,7 @@ class RunHandle:
                 run_id=self._run_id,
                 thread_id=self._thread_id,
                 seq=len(events),
-                ts=_now(),
+                ts=time.time(),
                 node=node,
                 message_id=message_id,
                 content=content,
@@ -331,31 +330,22 @@ class RunStream(AbandonableStream):
             return await self._resolve()
         return await super().__aenter__()
 
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._events()
+    def __aiter__(self) -> Self:
+        return self
 
-    async def _events(self) -> AsyncIterator[Event]:
-        """What `async for` iterates: an async generator, cheaper per event than `__anext__`
-        (a coroutine per event). Events already logged are taken in its loop: the token hot path.
-
-        Dropping it (breaking out of `async for`) changes nothing by itself: the stream is
-        abandoned when it is dropped or closed, as without `async for`.
-        """
-        while True:
-            handle, cursor = self.handle, self._cursor
-            if handle is not None and not self._finished and cursor < len(handle.events):
-                event = handle.events[cursor]
+    async def __anext__(self) -> Event:
+        handle, cursor = self.handle, self._cursor
+        if handle is not None and not self._finished:
+            events = handle.events
+            if cursor < len(events):  # the hot path: the event is already logged, take it
+                event = events[cursor]
                 self._cursor = cursor + 1
                 if type(event) is RunFinished:
                     self._finished = True
-            else:
-                try:
-                    event = await self.__anext__()
-                except StopAsyncIteration:
-                    return
-            yield event
+                return event
+        return await self._next_event()
 
-    async def __anext__(self) -> Event:
+    async def _next_event(self) -> Event:
         if self._finished:
             raise StopAsyncIteration
         if self._join is not None:

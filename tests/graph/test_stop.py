@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import anyio
@@ -117,6 +118,22 @@ async def test_breaking_out_of_the_stream_is_a_disconnect_that_stops_the_run() -
     record = await app.aget_run(run_id)
     assert record is not None and record.status == "cancelled"
     assert record.stop_requested_by == "disconnect"
+
+
+async def test_closing_the_iterator_of_async_for_is_a_disconnect_at_once() -> None:
+    # `aiter(stream)` is the stream itself: closing it (as `aclosing` or a framework that closes
+    # what it iterates does) abandons the stream there and then, even while it is still held.
+    app, _gates = gated_app()
+    stream = app.astream("x", thread_id="t")
+    async with contextlib.aclosing(aiter(stream)) as events:
+        async for event in events:
+            if event.type == "message_delta":
+                break
+    assert stream.handle is not None and stream.handle.token.requested
+    with anyio.fail_after(10):
+        await stream.handle.wait()
+    assert stream.handle.status == "cancelled"
+    assert stream.handle.record.stop_requested_by == "disconnect"
 
 
 async def test_on_disconnect_continue_lets_the_run_finish_and_be_rejoined() -> None:

@@ -53,6 +53,7 @@ from .context import ServerContext, server_context
 from .errors import ApiError, error_body
 from .inputs import check_json, check_thread_id
 from .schemas import RunCreate, Strategy, first_user_text, run_input
+from .sse import flush_now
 
 __all__ = ["router"]
 
@@ -219,6 +220,8 @@ class _Session:
             requested_by="user",
             wait=False,
         )
+        if result.handle is not None:
+            flush_now(result.handle)  # the run's SSE streams here write its end without delay
         await self.send(
             {"type": "stop_result", "stopped": result.accepted, "run_id": result.run_id}
         )

@@ -40,12 +40,12 @@ after a pause goes out at once.
 
 A batch that holds any other kind of event goes out at once. An event that comes while the writer
 waits (the run's end, a tool call) goes out when the wait ends, so within one interval, except:
-- a stop requested through this server (`/cancel`, `/stop`) calls `flush_now()`, which ends the
-  wait at once;
+- a stop requested through this server (`/cancel`, `/stop`, a WebSocket `stop` frame) calls
+  `flush_now()`, which ends the wait at once;
 - once a stop was requested (from anywhere), the stream no longer gathers, so the run's last
   events go out as they come.
-A stop that reaches the run another way (another process, a superseding run) therefore reaches
-the client up to one interval later than it would without gathering.
+A stop that reaches the run another way (another process, a superseding run, deleting its
+thread) therefore reaches the client up to one interval later than it would without gathering.
 
 Coalescing. A client that is behind (the run logged a backlog while the writer was busy) would
 otherwise get one frame per token. When one batch holds `COALESCE_RUN` or more consecutive text
