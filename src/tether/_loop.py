@@ -46,12 +46,13 @@ from typing import Any
 import anyio.from_thread
 import anyio.lowlevel
 
-__all__ = ["RunLoop", "Signal", "in_event_loop"]
+__all__ = ["RunLoop", "Signal", "in_event_loop", "resolve"]
 
 _Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def resolve(future: asyncio.Future[None]) -> None:
+    """Wake whoever awaits `future` (once; later calls do nothing). Call it on the future's loop."""
     if not future.done():
         future.set_result(None)
 
@@ -64,11 +65,11 @@ def _wake(waiters: list[_Waiter]) -> None:
         here = None
     for loop, future in waiters:
         if loop is here:
-            _resolve(future)
+            resolve(future)
         else:
             # A closed loop raises RuntimeError: its waiter cannot run any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, future)
+                loop.call_soon_threadsafe(resolve, future)
 
 
 class Signal:

@@ -283,16 +283,14 @@ class Engine:
         except BaseException:
             await self.registry.release(handle)
             raise
-        # From here on the run is started: it releases its thread itself.
-        if strategy == "reject":
-            host.spawn_run(self._execute(ex, program, None), handle.run_id)
-        else:
-            # The run starts waiting for its thread (and supersedes or queues behind its owner)
-            # before this call returns: its task runs up to its first real wait, which comes
-            # after `begun` is set. Shielded (the wait is one loop turn), so that a caller
-            # cancelled meanwhile still gets the handle of the run that started.
-            begun = anyio.Event()
-            task = host.spawn_run(self._execute(ex, program, begun), handle.run_id)
+        # From here on the run is started: it releases its thread itself. Any other strategy
+        # starts waiting for its thread (and supersedes or queues behind its owner) before this
+        # call returns: its task runs up to its first real wait, which comes after `begun` is
+        # set. Shielded (the wait is one loop turn), so that a caller cancelled meanwhile still
+        # gets the handle of the run that started.
+        begun = None if strategy == "reject" else anyio.Event()
+        task = host.spawn_run(self._execute(ex, program, begun), handle.run_id)
+        if begun is not None:
             # A task cancelled before its first step (the loop shutting down) never sets `begun`.
             task.add_done_callback(lambda _: begun.set())
             with anyio.CancelScope(shield=True):

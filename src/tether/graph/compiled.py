@@ -10,6 +10,7 @@ ones that did not, marked `stopped`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -128,16 +129,7 @@ class GraphProgram(Program):
             self.outputs = {name: NodeOutput(name) for name in frontier}
             try:
                 if len(frontier) == 1:  # awaited here: one coroutine frame less per idle run
-                    name = frontier[0]
-                    await run_node(
-                        app.topology.nodes[name],
-                        dict(values),
-                        ex.context(name, step, resume=self.resume),
-                        ex.handle,
-                        self.outputs[name],
-                        schema,
-                        self.resumes.get(name, ()),
-                    )
+                    await self._node_call(ex, frontier[0], values, step)
                 else:
                     await self._run_parallel(ex, frontier, values, step)
             except Exception as exc:
@@ -182,23 +174,27 @@ class GraphProgram(Program):
         self, ex: Execution, frontier: list[str], values: dict[str, Any], step: int
     ) -> None:
         """Run a step of several nodes, each in a task of its own; raises the first error."""
-        assert self.outputs is not None
-        app = self.app
         try:
             async with anyio.create_task_group() as tg:
                 for name in frontier:
-                    tg.start_soon(
-                        run_node,
-                        app.topology.nodes[name],
-                        dict(values),
-                        ex.context(name, step, resume=self.resume),
-                        ex.handle,
-                        self.outputs[name],
-                        app.schema,
-                        self.resumes.get(name, ()),
-                    )
+                    tg.start_soon(self._node_call, ex, name, values, step)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
+
+    def _node_call(
+        self, ex: Execution, name: str, values: dict[str, Any], step: int
+    ) -> Coroutine[Any, Any, None]:
+        """Node `name`'s call in this step, on a copy of `values` (awaiting it runs the node)."""
+        assert self.outputs is not None
+        return run_node(
+            self.app.topology.nodes[name],
+            dict(values),
+            ex.context(name, step, resume=self.resume),
+            ex.handle,
+            self.outputs[name],
+            self.app.schema,
+            self.resumes.get(name, ()),
+        )
 
     def stopped_state(self, ex: Execution) -> StoppedState | None:
         if self.outputs is None:

@@ -69,6 +69,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from .._loop import resolve
 from ..events import Event, MessageDeltaEvent, event_json_bytes, replace
 from ..handle import RunHandle, RunStream
 
@@ -199,12 +200,7 @@ def flush_now(handle: RunHandle) -> None:
     """End the interval wait of every stream of `handle` in this process, so what the run logged
     goes out at once; call it on the server's loop when a stop was requested."""
     for future in _gathering.waiting.get(handle, ()):
-        _wake(future)
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        resolve(future)
 
 
 async def _wait_until(handle: RunHandle, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
@@ -213,7 +209,7 @@ async def _wait_until(handle: RunHandle, deadline: float, loop: asyncio.Abstract
     Cancellation: stops waiting; nothing else changes.
     """
     future = loop.create_future()
-    timer = loop.call_at(deadline, _wake, future)
+    timer = loop.call_at(deadline, resolve, future)
     waiting = _gathering.waiting.setdefault(handle, set())
     waiting.add(future)
     try:
