@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 CASES = ("bare", "emit", "read", "graph", "agent")
 
 CHILD = r"""
-import gc, sys
+import gc, inspect, sys
 gc.disable()
 import anyio
 from tether import Agent, InMemoryCheckpointer, StateGraph
@@ -64,8 +64,11 @@ async def main():
             pass
     elif case in ("emit", "read"):
         handle = RunHandle(RunRecord(run_id="r", thread_id="t"))
+        args = (("node", "m"), "tok ")
+        if len(inspect.signature(RunHandle.emit_text).parameters) == 4:  # before (node, id, text)
+            args = ("node", "m", "tok ")
         for _ in range(n):
-            handle.emit_text("node", "m", "tok ")
+            handle.emit_text(*args)
         handle.events.append(RunFinished(run_id="r", thread_id="t", seq=n, ts=0.0, status="completed"))
         if case == "read":
             async for _ in RunStream(handle=handle):

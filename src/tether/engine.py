@@ -78,7 +78,7 @@ from .handle import RunHandle
 from .ids import new_id
 from .messages import Message
 from .run import RunOptions, RunRecord, check_strategy
-from .storage.base import Checkpoint, Checkpointer, ThreadInfo
+from .storage.base import Checkpoint, Checkpointer, EventBatch, ThreadInfo
 from .transcript import repair_transcript
 
 __all__ = ["COMMIT_DEADLINE", "Engine", "Execution", "Outcome", "Program", "StoppedState"]
@@ -175,10 +175,17 @@ class Execution:
             _loop=token.loop,
         )
 
-    def unflushed(self) -> list[Any]:
-        events = self.handle.events[self.flushed :]
+    def unflushed(self) -> EventBatch:
+        """The events not yet committed, as committed from now on."""
+        events = self.unflushed_with()
         self.flushed = len(self.handle.events)
         return events
+
+    def unflushed_with(self, *final: Event) -> EventBatch:
+        """The events not yet committed, then `final`, for a commit (`flushed` does not move)."""
+        handle, start = self.handle, self.flushed
+        stop = len(handle.events)
+        return EventBatch([*handle.events[start:stop], *final], handle.text_spans(start, stop))
 
     async def commit(
         self,
@@ -440,8 +447,7 @@ class Engine:
             except Exception as exc:  # user code (a reducer) failed while the run was stopped
                 exc.add_note(f"while ending stopped run {ex.handle.run_id!r}")
                 status, failure, reason = "failed", exc, "stop_failed"
-        with token._lock:
-            token.finished = True  # from here on: no stop is accepted, no event is sent
+        ex.handle.finish_events()  # from here on: no stop is accepted, no event is sent
         error = None if failure is None else public_error(failure)
         interrupt = outcome.interrupt if outcome is not None and status == "interrupted" else None
         record.interrupt = interrupt
@@ -465,7 +471,7 @@ class Engine:
     ) -> bool:
         """Commit the stop's checkpoint, the remaining events, `final` and the run record, under
         `commit_deadline`. Returns False (and logs why) when storage failed or was too slow."""
-        events = [*ex.handle.events[ex.flushed :], final]
+        events = ex.unflushed_with(final)
         with anyio.move_on_after(self.commit_deadline) as deadline:
             try:
                 await self.checkpointer.commit(
@@ -566,8 +572,7 @@ class Engine:
             await self.registry.release(handle)
         finally:
             if final is None:  # deciding the outcome itself broke: a bug, but the run must end
-                with handle.token._lock:
-                    handle.token.finished = True
+                handle.finish_events()
                 handle.record.status = "failed"
                 final = RunFinished(
                     run_id=handle.run_id,
@@ -577,7 +582,7 @@ class Engine:
                     status="failed",
                     reason="internal_error",
                 )
-            handle.events.append(final)
+            handle.append_final(final)
             handle.values = (
                 outcome.values if outcome is not None and final.status != "failed" else None
             )

@@ -15,6 +15,7 @@ stop with `requested_by="disconnect"`, unless it was opened with `on_disconnect=
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
@@ -25,9 +26,11 @@ from .events import Event, MessageDeltaEvent, RunFinished, RunStatus
 from .run import OnDisconnect, RunRecord
 from .stop import StopRequest, StopToken
 
-__all__ = ["AbandonableStream", "RunHandle", "RunStream", "SyncRunStream"]
+__all__ = ["AbandonableStream", "RunHandle", "RunStream", "SyncRunStream", "TextKey"]
 
 T = TypeVar("T")
+_NO_SPAN = object()  # no text span is open
+TextKey = tuple[str | None, str]  # `emit_text`'s (node, message_id)
 T_co = TypeVar("T_co", covariant=True)
 
 
@@ -41,6 +44,8 @@ class RunHandle:
     __slots__ = (
         "_loop",
         "_run_id",
+        "_span",
+        "_spans",
         "_thread_id",
         "error",
         "events",
@@ -64,6 +69,10 @@ class RunHandle:
         self.error: BaseException | None = None
         # Called with each event `emit` appends (tracing, `tether.tracing`); None: no one.
         self.observer: Callable[[Event], None] | None = None
+        # Text spans (see `text_spans`): the flat list of their start and end seqs (the last one
+        # open while its length is odd), and the `emit_text` key of the open one.
+        self._spans: list[int] | None = None
+        self._span: object = _NO_SPAN
 
     @property
     def run_id(self) -> str:
@@ -102,6 +111,8 @@ class RunHandle:
         """
         if self.token.finished:
             return None
+        if self._span is not _NO_SPAN:
+            self._end_span()
         event: Event = cls(
             run_id=self.record.run_id,
             thread_id=self.record.thread_id,
@@ -116,14 +127,19 @@ class RunHandle:
             self.observer(event)
         return event
 
-    def emit_text(self, node: str | None, message_id: str, content: str) -> None:
-        """`emit(MessageDeltaEvent, ...)` for a text token, without the keyword plumbing.
+    def emit_text(self, key: TextKey, content: str) -> None:
+        """`emit(MessageDeltaEvent, node=..., message_id=..., content=...)` for a text token.
 
-        Token streaming is the hot path: one call per token. Must be called on the run's loop.
+        Token streaming is the hot path: one call per token. `key` is `(node, message_id)`; pass
+        the same tuple object for every token of one message, so that they form one text span
+        (see `text_spans`). Must be called on the run's loop.
         """
-        if self.token.finished:
-            return
         events = self.events
+        if key is not self._span:  # a new span; or the run finished, which ends every span
+            if self.token.finished:
+                return
+            self._start_span(key)
+        node, message_id = key
         events.append(
             MessageDeltaEvent(
                 run_id=self._run_id,
@@ -137,6 +153,55 @@ class RunHandle:
         )
         if self._loop.waiters:
             self._loop.notify()
+
+    def finish_events(self) -> None:
+        """From here on no stop is accepted and no event is logged but the terminal one (the
+        engine calls this once it decided how the run ends)."""
+        with self.token._lock:
+            self.token.finished = True
+        if self._span is not _NO_SPAN:
+            self._end_span()
+
+    def append_final(self, event: RunFinished) -> None:
+        """Log the run's terminal event (the engine does, once the run is finished)."""
+        if self._span is not _NO_SPAN:
+            self._end_span()
+        self.events.append(event)
+
+    def text_spans(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """The text spans among `events[start:stop]`, as `(first, end)` indexes into that slice.
+
+        A text span is a run of two or more consecutive events logged by `emit_text` with one key
+        (so for one node and one message): they differ only in `seq`, `ts` and `content`. Storage keeps each as one
+        row without comparing its events (`tether.storage.EventBatch`).
+        """
+        flat = self._spans
+        if not flat:
+            return []
+        if len(flat) % 2:
+            flat = [*flat, len(self.events)]
+        spans = []
+        for k in range(bisect_right(flat, start) // 2 * 2, len(flat), 2):
+            first, end = max(flat[k], start), min(flat[k + 1], stop)
+            if first >= stop:
+                break
+            if end - first > 1:
+                spans.append((first - start, end - start))
+        return spans
+
+    def _start_span(self, key: TextKey) -> None:
+        spans = self._spans
+        if spans is None:
+            spans = self._spans = []
+        if len(spans) % 2:
+            spans.append(len(self.events))
+        spans.append(len(self.events))
+        self._span = key
+
+    def _end_span(self) -> None:
+        assert self._spans is not None
+        self._spans.append(len(self.events))
+        self._span = _NO_SPAN
 
     def _finish(self) -> None:
         """Mark the run ended and wake every reader and waiter; the terminal event is logged."""

@@ -33,7 +33,7 @@ import anyio.lowlevel
 from ..context import RunContext
 from ..errors import UserError
 from ..events import MessageDeltaEvent, MessageEvent, NodeFinished, NodeStarted
-from ..handle import RunHandle
+from ..handle import RunHandle, TextKey
 from ..ids import new_id
 from ..interrupts import enter_node, leave_node
 from ..messages import Message, MessageBuilder, MessageDelta
@@ -90,6 +90,7 @@ class NodeOutput:
     messages: dict[str, Message] = field(default_factory=dict)  # whole messages, by id
     builders: dict[str, MessageBuilder] = field(default_factory=dict)  # streamed, still open
     text_builder: MessageBuilder | None = None  # the message that plain `str` yields append to
+    text_key: TextKey = (None, "")  # (node, id of `text_builder`): its tokens' `emit_text` key
     finished: bool = False  # the node returned
     existing: list[Message] | None = None  # the messages the node saw: deltas extend these by id
 
@@ -184,13 +185,13 @@ async def _drain(
     without a call to `_collect`. The loop visits the event loop every `_CHECKPOINT_EVERY` items,
     so a generator that never awaits cannot starve the readers or delay a stop.
     """
-    emit_text, node, budget = handle.emit_text, out.node, _CHECKPOINT_EVERY
+    emit_text, budget = handle.emit_text, _CHECKPOINT_EVERY
     async with aclosing(agen):
         async for item in agen:
             builder = out.text_builder
             if builder is not None and type(item) is str:
                 builder.add_text(item)
-                emit_text(node, builder.id, item)
+                emit_text(out.text_key, item)
             else:
                 _collect(item, out, handle, schema)
             budget -= 1
@@ -208,8 +209,9 @@ def _collect(item: Any, out: NodeOutput, handle: RunHandle, schema: StateSchema)
         if builder is None:  # the first text of this call, or its message was replaced
             builder = out.text_builder = MessageBuilder(new_id())
             out.builders[builder.id] = builder
+            out.text_key = (out.node, builder.id)
         builder.add_text(item)
-        handle.emit_text(out.node, builder.id, item)
+        handle.emit_text(out.text_key, item)
     elif isinstance(item, MessageDelta):
         builder = out.builders.get(item.id)
         if builder is None:
@@ -221,8 +223,9 @@ def _collect(item: Any, out: NodeOutput, handle: RunHandle, schema: StateSchema)
             builder.add(item)
         else:  # a text token: later `str`s extend this message (an agent's model stream does so)
             builder.add_text(item.content)
-            handle.emit_text(out.node, item.id, item.content)
-            out.text_builder = builder
+            if out.text_builder is not builder:
+                out.text_builder, out.text_key = builder, (out.node, item.id)
+            handle.emit_text(out.text_key, item.content)
             return
         handle.emit(
             MessageDeltaEvent,

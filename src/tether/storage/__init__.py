@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-from .base import Checkpoint, Checkpointer, ThreadInfo
+from .base import Checkpoint, Checkpointer, EventBatch, ThreadInfo
 from .memory import InMemoryCheckpointer
 from .sqlite import SqliteCheckpointer
 
 __all__ = [
     "Checkpoint",
     "Checkpointer",
+    "EventBatch",
     "InMemoryCheckpointer",
     "SqliteCheckpointer",
     "ThreadInfo",

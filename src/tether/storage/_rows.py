@@ -458,9 +458,38 @@ def encode_events(events: Sequence[Event]) -> list[EventRow]:
     """The `tether_events` rows for `events`: one per event, except that consecutive text deltas
     of one message share a row (see the module docstring). Raises `UserError` for data that
     cannot be stored.
+
+    The text spans of an `EventBatch` are taken as they are; elsewhere, deltas are compared.
     """
     rows: list[EventRow] = []
-    i, n = 0, len(events)
+    done = 0
+    for first, end in getattr(events, "text_spans", ()):
+        if not _is_span(events, first, end):  # not what the batch says: compare them instead
+            continue
+        _encode_compared(events, done, first, rows)
+        for i in range(first, end, DELTAS_PER_ROW):
+            _flush_deltas(events[i : min(end, i + DELTAS_PER_ROW)], rows)  # type: ignore[arg-type]
+        done = end
+    _encode_compared(events, done, len(events), rows)
+    return rows
+
+
+def _is_span(events: Sequence[Event], first: int, end: int) -> bool:
+    """A cheap sanity check of an `EventBatch` text span: its ends are text deltas as far apart
+    as their seqs."""
+    if not 0 <= first < end <= len(events):
+        return False
+    a, b = events[first], events[end - 1]
+    return (
+        type(a) is MessageDeltaEvent
+        and type(b) is MessageDeltaEvent
+        and not a.tool_calls
+        and b.seq - a.seq == end - 1 - first
+    )
+
+
+def _encode_compared(events: Sequence[Event], i: int, n: int, rows: list[EventRow]) -> None:
+    """Append the rows of `events[i:n]`, comparing deltas to find the ones that share a row."""
     while i < n:
         first = events[i]
         if type(first) is not MessageDeltaEvent or first.tool_calls:
@@ -470,7 +499,6 @@ def encode_events(events: Sequence[Event]) -> list[EventRow]:
         j = i + _joinable(events[i : min(n, i + DELTAS_PER_ROW)])
         _flush_deltas(events[i:j], rows)  # type: ignore[arg-type]  # all MessageDeltaEvents
         i = j
-    return rows
 
 
 def _joinable(window: Sequence[Event]) -> int:

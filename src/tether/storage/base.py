@@ -30,7 +30,24 @@ from typing import Any, Self
 from ..events import Event
 from ..run import RunRecord
 
-__all__ = ["Checkpoint", "Checkpointer", "ThreadInfo"]
+__all__ = ["Checkpoint", "Checkpointer", "EventBatch", "ThreadInfo"]
+
+
+class EventBatch(list[Event]):
+    """The events of a `commit()`, as the engine hands them over: a list, plus `text_spans`.
+
+    Each text span is a `(first, end)` range of indexes into the list: two or more text deltas of
+    one message, with consecutive seqs, that differ only in `seq`, `ts` and `content`. The run's
+    handle records them as it logs the tokens (`RunHandle.text_spans`), so a backend can store each
+    span as one row without comparing its events. Any other sequence of events works too: a
+    backend that gets one finds such runs itself, or stores events one by one.
+    """
+
+    __slots__ = ("text_spans",)
+
+    def __init__(self, events: Sequence[Event], text_spans: Sequence[tuple[int, int]]) -> None:
+        super().__init__(events)
+        self.text_spans = text_spans
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -58,6 +58,7 @@ from ._rows import (
     CHECKPOINT_FROM,
     HEAD_COLUMNS,
     CheckpointRow,
+    EventRow,
     HeadCache,
     MessageHead,
     build_cached_checkpoint,
@@ -75,6 +76,7 @@ from ._rows import (
     message_refs,
     metadata_matches,
 )
+from ._wal import BackgroundCheckpoints
 from .base import Checkpoint, Checkpointer, ThreadInfo
 
 __all__ = ["SqliteCheckpointer"]
@@ -150,13 +152,13 @@ def _transaction(conn: sqlite3.Connection, mode: str = "DEFERRED") -> Iterator[N
         raise
 
 
-def _enable_wal(conn: sqlite3.Connection, deadline: float) -> None:
+def _enable_wal(conn: sqlite3.Connection, deadline: float) -> bool:
     # Switching a new file to WAL needs it to itself, and SQLite answers "database is locked"
     # at once instead of calling the busy handler; so retry until `busy_timeout` runs out.
+    # Returns False where WAL does not apply (an in-memory database).
     while True:
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
+            return bool(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal")
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
@@ -207,6 +209,7 @@ class SqliteCheckpointer(Checkpointer):
         self._lock = threading.Lock()  # held for every use of `_conn`
         self._conn: sqlite3.Connection | None = None  # open from first use until `aclose()`
         self._heads = HeadCache(cache_threads)
+        self._wal: BackgroundCheckpoints | None = None  # for a file in WAL mode, once open
 
     def __repr__(self) -> str:
         return f"SqliteCheckpointer({self.path!r})"
@@ -224,7 +227,13 @@ class SqliteCheckpointer(Checkpointer):
                 uri=self.path.startswith("file:"),
             )
             try:
-                _enable_wal(conn, time.monotonic() + self._busy_timeout)
+                if _enable_wal(conn, time.monotonic() + self._busy_timeout):
+                    BackgroundCheckpoints.configure(conn)
+                    self._wal = BackgroundCheckpoints(
+                        self.path,
+                        uri=self.path.startswith("file:"),
+                        busy_timeout=self._busy_timeout,
+                    )
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
                 _migrate(conn, self.path)
             except BaseException:
@@ -258,6 +267,9 @@ class SqliteCheckpointer(Checkpointer):
 
         def close() -> None:
             with self._lock:
+                if self._wal is not None:
+                    self._wal.wait()
+                    self._wal = None
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None
@@ -557,8 +569,19 @@ class SqliteCheckpointer(Checkpointer):
                 raise
             if row is not None:
                 self._heads.put(row.checkpoint.thread_id, row.head)
+            if self._wal is not None:
+                self._wal.wrote(_size(event_rows, row))
 
         await self._run(write)
+
+
+def _size(event_rows: list[EventRow], row: CheckpointRow | None) -> int:
+    """About how many bytes a commit wrote to the log."""
+    size = sum(len(body) for *_, body in event_rows)
+    if row is not None:
+        size += len(row.channels) + len(row.msgs or "") + len(row.metadata)
+        size += sum(len(body) for _, body in row.new_messages)
+    return size
 
 
 def _ensure_thread(conn: sqlite3.Connection, thread_id: str) -> None:

@@ -1,0 +1,78 @@
+"""Copying SQLite's write-ahead log back into the database file, off the commit path.
+
+In WAL mode a commit appends pages to the `-wal` file, and a *checkpoint* later copies them into the
+database file, with an fsync of each. By default SQLite checkpoints inside the commit that takes
+the log past 1,000 pages, so every few megabytes one commit stalls for the copy and the fsyncs (on a
+streamed answer, about a third of what storing its events costs).
+
+`BackgroundCheckpoints` turns that off for the committing connection and runs the same checkpoint
+(`PASSIVE`: it never blocks a writer or a reader) on its own connection in a background thread,
+once the commits since the last one wrote about as much as SQLite would have waited for. What is
+durable when does not change: a commit is in the log when it returns, whoever copies it later.
+
+If the background thread falls behind (a reader holding an old snapshot, a slow disk), the log
+grows; SQLite's own checkpoint in the commit path stays on, at `FALLBACK_PAGES`, as a bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+
+__all__ = ["BackgroundCheckpoints"]
+
+_log = logging.getLogger(__name__)
+
+EVERY_BYTES = 4 << 20  # written between two background checkpoints: SQLite's 1,000 default pages
+FALLBACK_PAGES = 16_000  # the commit path checkpoints itself past this many pages (64 MiB)
+
+
+class BackgroundCheckpoints:
+    """Checkpoints one database file's WAL in a background thread; see the module docstring."""
+
+    def __init__(self, path: str, *, uri: bool, busy_timeout: float) -> None:
+        self._path, self._uri, self._busy_timeout = path, uri, busy_timeout
+        self._written = 0  # bytes committed since the last checkpoint started (an estimate)
+        self._lock = threading.Lock()  # guards `_written` and `_thread`
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def configure(conn: sqlite3.Connection) -> None:
+        """Move the committing connection's own checkpoints out to the fallback bound."""
+        conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
+
+    def wrote(self, nbytes: int) -> None:
+        """Count `nbytes` just committed; start a checkpoint if enough has accumulated and none
+        is running. Never blocks."""
+        with self._lock:
+            self._written += nbytes
+            if self._written < EVERY_BYTES or self._thread is not None:
+                return
+            self._written = 0
+            self._thread = threading.Thread(
+                target=self._checkpoint, name="tether-sqlite-wal", daemon=True
+            )
+            self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for a running checkpoint to end (before the file is closed)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _checkpoint(self) -> None:
+        try:
+            conn = sqlite3.connect(
+                self._path, timeout=self._busy_timeout, isolation_level=None, uri=self._uri
+            )
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:  # the next one retries; commits are not affected
+            _log.warning("background WAL checkpoint of %r failed: %s", self._path, exc)
+        finally:
+            with self._lock:
+                self._thread = None
