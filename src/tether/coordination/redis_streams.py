@@ -11,7 +11,7 @@ counts as sent.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 from redis.exceptions import RedisError
@@ -22,10 +22,7 @@ from ..storage.base import Checkpointer
 from .redis_context import RETRY, RedisContext
 from .redis_runs import LocalRuns
 
-if TYPE_CHECKING:
-    from .redis import RedisRunRegistry
-
-__all__ = ["STREAM_TTL", "EventStreams", "RemoteRunStream"]
+__all__ = ["STREAM_TTL", "EventStreams", "LiveRuns", "RemoteRunStream"]
 
 STREAM_TTL = 300  # seconds a finished run's event stream stays readable in Redis
 _JOIN_BLOCK = 1.0  # seconds a join waits on the stream before it re-checks that the run lives
@@ -109,6 +106,16 @@ class EventStreams:
         ]
 
 
+class LiveRuns(Protocol):
+    """What a `RemoteRunStream` reads through: a `RedisRunRegistry`."""
+
+    async def read_stream(
+        self, run_id: str, after_seq: int, block: float | None = None
+    ) -> list[Event] | None: ...
+
+    async def is_live(self, run_id: str) -> bool: ...
+
+
 class RemoteRunStream(RunStream):
     """A join on a run that executes in another process: its Redis Stream, live and in order.
 
@@ -118,7 +125,7 @@ class RemoteRunStream(RunStream):
     """
 
     def __init__(
-        self, registry: RedisRunRegistry, checkpointer: Checkpointer, run_id: str, after_seq: int
+        self, registry: LiveRuns, checkpointer: Checkpointer, run_id: str, after_seq: int
     ) -> None:
         super().__init__(after_seq=after_seq, on_disconnect="continue")
         self._registry = registry
