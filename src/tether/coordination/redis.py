@@ -62,6 +62,7 @@ from .base import RunRegistry, StopResult
 from .redis_admission import Admission
 from .redis_context import RedisContext
 from .redis_inbox import Inbox
+from .redis_leases import QUEUE_ROW_LOST as QUEUE_ROW_LOST
 from .redis_leases import Heartbeat, Sweeper
 from .redis_runs import LocalRuns, RunIndex
 from .redis_signals import Subscription, Waiters
@@ -120,6 +121,10 @@ class RedisRunRegistry(RunRegistry):
             run_queue=run_queue,
             background=self._background,
         )
+        # Fixed at construction (the parts read them from `ctx`).
+        self.url, self.prefix, self.lease = url, prefix, lease
+        self.run_queue = run_queue
+        self.worker_id = ctx.worker_id
         self._ctx = ctx
         self._local = LocalRuns()
         self._index = RunIndex(ctx, self._local)
@@ -140,37 +145,13 @@ class RedisRunRegistry(RunRegistry):
     # ------------------------------------------------------------------ settings
 
     @property
-    def url(self) -> str:
-        return self._ctx.url
-
-    @property
-    def prefix(self) -> str:
-        return self._ctx.prefix
-
-    @property
-    def lease(self) -> float:
-        return self._ctx.lease
-
-    @property
-    def worker_id(self) -> str:
-        """This process's id in Redis: `host:pid:random`."""
-        return self._ctx.worker_id
-
-    @property
     def checkpointer(self) -> Checkpointer | None:
+        """Where the registry records runs it ends (shared with its parts; see `attach`)."""
         return self._ctx.checkpointer
 
     @checkpointer.setter
     def checkpointer(self, checkpointer: Checkpointer | None) -> None:
         self._ctx.checkpointer = checkpointer
-
-    @property
-    def run_queue(self) -> PostgresRunQueue | None:
-        return self._ctx.run_queue
-
-    @run_queue.setter
-    def run_queue(self, run_queue: PostgresRunQueue | None) -> None:
-        self._ctx.run_queue = run_queue
 
     def attach(self, checkpointer: Checkpointer) -> None:
         """Use `checkpointer` to record runs of dead workers, unless one was given already."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 import anyio
 from redis.exceptions import RedisError
@@ -35,33 +36,26 @@ __all__ = ["Admission"]
 log = logging.getLogger("tether.coordination")
 
 
+@dataclass(frozen=True, slots=True)
 class Admission:
     """Admits runs to their threads (`acquire`, `admit_queued`) for one registry."""
 
-    def __init__(
-        self,
-        ctx: RedisContext,
-        local: LocalRuns,
-        index: RunIndex,
-        waiters: Waiters,
-        registry: RunRegistry,
-    ) -> None:
-        self._ctx = ctx
-        self._local = local
-        self._index = index
-        self._waiters = waiters
-        self._registry = registry  # stops the owner a new run supersedes, wherever it runs
+    ctx: RedisContext
+    local: LocalRuns
+    index: RunIndex
+    waiters: Waiters
+    registry: RunRegistry  # stops the owner a new run supersedes, wherever it runs
 
     async def acquire(self, handle: RunHandle, strategy: MultitaskStrategy) -> None:
         """See `RedisRunRegistry.acquire`."""
-        ctx = self._ctx
+        ctx = self.ctx
         client = await ctx.client()
         thread, run = handle.thread_id, handle.run_id
         keys = [ctx.key("owner", thread), ctx.key("queue", thread)]
         stopped: set[str] = set()
         try:
             while True:
-                freed = self._waiters.freed.setdefault(thread, anyio.Event())
+                freed = self.waiters.freed.setdefault(thread, anyio.Event())
                 try:
                     reply = await ctx.scripts.acquire(
                         keys=keys, args=[ctx.prefix, run, strategy], client=client
@@ -70,14 +64,14 @@ class Admission:
                     raise ctx.unavailable(f"admit run {run!r} to its thread", exc) from exc
                 verdict = reply[0]
                 if verdict == "acquired":
-                    self._local.owners[thread] = handle
+                    self.local.owners[thread] = handle
                     return
                 if verdict == "busy":
                     raise ThreadBusyError(thread, reply[1])
                 blocker = reply[1]
                 if blocker and strategy in ("interrupt", "rollback") and blocker not in stopped:
                     stopped.add(blocker)
-                    await self._registry.request_stop(
+                    await self.registry.request_stop(
                         StopRequest(
                             mode="now" if strategy == "interrupt" else "rollback",
                             reason=f"superseded by run {run}",
@@ -101,7 +95,7 @@ class Admission:
         """See `RedisRunRegistry.admit_queued`."""
         if strategy not in ("reject", "enqueue"):
             return
-        ctx = self._ctx
+        ctx = self.ctx
         client = await ctx.client()
         keys = [
             ctx.key("owner", thread_id),
@@ -122,11 +116,11 @@ class Admission:
 
     async def forget_queued(self, run_id: str, thread_id: str) -> None:
         """See `RedisRunRegistry.forget_queued`."""
-        client = self._ctx.redis
+        client = self.ctx.redis
         if client is None:
             return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._ctx.timeout):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.ctx.timeout):
             try:
-                await self._index.erase(client, run_id, thread_id, queued_only=True)
+                await self.index.erase(client, run_id, thread_id, queued_only=True)
             except RedisError as exc:
                 log.warning("could not free the place of queued run %s: %s", run_id, exc)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import anyio
 import redis.asyncio as aredis
@@ -39,52 +40,44 @@ log = logging.getLogger("tether.coordination")
 QUEUE_ROW_LOST = "its queue entry was never stored (the process that queued it failed)"
 
 
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """The loop that keeps this process's lease, and what it does on every beat."""
 
-    def __init__(
-        self,
-        ctx: RedisContext,
-        local: LocalRuns,
-        index: RunIndex,
-        *,
-        catch_up: Callable[[aredis.Redis], Awaitable[None]],
-        sweep: Callable[[], Awaitable[object]],
-    ) -> None:
-        self._ctx = ctx
-        self._local = local
-        self._index = index
-        self._catch_up = catch_up  # applies the local runs' stop intents and inputs
-        self._sweep = sweep
+    ctx: RedisContext
+    local: LocalRuns
+    index: RunIndex
+    catch_up: Callable[[aredis.Redis], Awaitable[None]]  # applies local runs' intents and inputs
+    sweep: Callable[[], Awaitable[object]]  # the registry's sweep
 
     async def run(self) -> None:
         """Every `lease / 3`: renew the lease, re-read stop intents, retry owed releases, sweep."""
         while True:
-            client = self._ctx.redis
+            client = self.ctx.redis
             if client is None:
                 return
             try:
                 await self._beat(client)
             except RedisError as exc:
                 log.warning("Redis heartbeat failed (runs keep running): %s", exc)
-            await anyio.sleep(self._ctx.lease / 3)
+            await anyio.sleep(self.ctx.lease / 3)
 
     async def _beat(self, client: aredis.Redis) -> None:
-        ctx = self._ctx
+        ctx = self.ctx
         lease_key, lease_ms = ctx.key("lease", ctx.worker_id), ctx.lease_ms
         # Renewed even while idle, so a live process is never swept (only a stalled one).
         if not await client.set(lease_key, "1", px=lease_ms, xx=True):
             await self._on_lease_lost(client)
             await client.set(lease_key, "1", px=lease_ms)
-        await self._catch_up(client)
-        await self._index.retry_releases(client)
-        await self._sweep()
+        await self.catch_up(client)
+        await self.index.retry_releases(client)
+        await self.sweep()
 
     async def _on_lease_lost(self, client: aredis.Redis) -> None:
         """Our lease lapsed: either Redis restarted (write our runs back) or a sweeper took our
         runs for lost (stop them: their threads were handed on)."""
-        swept = await client.delete(self._ctx.key("swept", self._ctx.worker_id))
-        for handle in list(self._local.runs.values()):
+        swept = await client.delete(self.ctx.key("swept", self.ctx.worker_id))
+        for handle in list(self.local.runs.values()):
             if swept:
                 handle.token.request_stop(
                     StopRequest(
@@ -93,20 +86,20 @@ class Heartbeat:
                     )
                 )
             else:
-                await self._index.write(client, handle, holds=self._local.holds(handle))
+                await self.index.write(client, handle, holds=self.local.holds(handle))
 
 
+@dataclass(frozen=True, slots=True)
 class Sweeper:
     """Recovers the runs of dead workers, and frees the places of lost queued runs."""
 
-    def __init__(self, ctx: RedisContext, index: RunIndex, streams: EventStreams) -> None:
-        self._ctx = ctx
-        self._index = index
-        self._streams = streams
+    ctx: RedisContext
+    index: RunIndex
+    streams: EventStreams  # what a dead worker streamed after its last commit
 
     async def sweep(self, *, queued_stale: float) -> list[str]:
         """See `RedisRunRegistry.sweep`; queued runs are checked once `queued_stale` seconds old."""
-        ctx = self._ctx
+        ctx = self.ctx
         client = ctx.redis
         if client is None:
             return []
@@ -127,9 +120,9 @@ class Sweeper:
                     await client.srem(ctx.key("wruns", worker), run)
                     continue
                 if ctx.checkpointer is not None:
-                    streamed = await self._streams.read(run, -1) or []
+                    streamed = await self.streams.read(run, -1) or []
                     await recover_lost_run(ctx.checkpointer, run, streamed)
-                await self._index.erase(client, run, thread, worker)
+                await self.index.erase(client, run, thread, worker)
                 recovered.append(run)
             await client.srem(f"{ctx.prefix}:workers", worker)
         await self._sweep_queued(client, queued_stale)
@@ -139,7 +132,7 @@ class Sweeper:
         """Free the places of queued runs that are neither in the run queue nor started: the
         process that queued one died (or failed) between admitting it and committing its queue
         row. Looked at once they are `queued_stale` seconds old, then again every as long."""
-        ctx = self._ctx
+        ctx = self.ctx
         if ctx.run_queue is None:
             return
         key, now = f"{ctx.prefix}:queued", time.time()
@@ -162,7 +155,7 @@ class Sweeper:
                     record = await ctx.checkpointer.get_run(run)
                     if record is not None and record.status == "pending":
                         await end_unstarted_run(ctx.checkpointer, run, thread, error=QUEUE_ROW_LOST)
-                await self._index.erase(client, run, thread, queued_only=True)
+                await self.index.erase(client, run, thread, queued_only=True)
             except TetherError as exc:  # the database is down: look again next sweep
                 log.warning("could not check queued run %s: %s", run, exc)
                 return

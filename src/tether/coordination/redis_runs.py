@@ -10,6 +10,7 @@ it stays in `LocalRuns.unreleased` and the heartbeat retries it (`retry_releases
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import anyio
 import redis.asyncio as aredis
@@ -59,16 +60,16 @@ class LocalRuns:
         return len(self.runs) + len(self.owners) + len(self.unreleased)
 
 
+@dataclass(frozen=True, slots=True)
 class RunIndex:
     """The live runs in Redis: written by the process that runs them, erased on release."""
 
-    def __init__(self, ctx: RedisContext, local: LocalRuns) -> None:
-        self._ctx = ctx
-        self._local = local
+    ctx: RedisContext
+    local: LocalRuns
 
     async def write(self, client: aredis.Redis, handle: RunHandle, *, holds: bool) -> list[str]:
         """Write the local run to Redis; returns its stop intents (JSON requests)."""
-        ctx = self._ctx
+        ctx = self.ctx
         run, thread = handle.run_id, handle.thread_id
         keys = [
             ctx.key("run", run),
@@ -86,8 +87,8 @@ class RunIndex:
 
     async def write_all(self, client: aredis.Redis) -> None:
         """Write every local run back (Redis may have restarted and lost them)."""
-        for handle in list(self._local.runs.values()):
-            await self.write(client, handle, holds=self._local.holds(handle))
+        for handle in list(self.local.runs.values()):
+            await self.write(client, handle, holds=self.local.holds(handle))
 
     async def erase(
         self,
@@ -101,7 +102,7 @@ class RunIndex:
         """Erase the run from Redis (of `worker`, by default this process), freeing its thread
         or its place in the thread's queue. With `queued_only`, only while no worker started it.
         """
-        ctx = self._ctx
+        ctx = self.ctx
         keys = [
             ctx.key("owner", thread),
             ctx.key("queue", thread),
@@ -118,32 +119,32 @@ class RunIndex:
     async def release(self, handle: RunHandle) -> None:
         """Forget the run here and erase it in Redis; on failure the release is owed (retried
         by `retry_releases`). Never raises; shielded, with the registry's timeout."""
-        self._local.forget(handle)
-        client = self._ctx.redis
+        self.local.forget(handle)
+        client = self.ctx.redis
         if client is None:
             return
-        self._local.unreleased[handle.run_id] = handle
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._ctx.timeout):
+        self.local.unreleased[handle.run_id] = handle
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.ctx.timeout):
             try:
                 await self.erase(client, handle.run_id, handle.thread_id)
             except RedisError as exc:
                 log.warning("could not release run %s in Redis (retrying): %s", handle.run_id, exc)
             else:
-                self._local.unreleased.pop(handle.run_id, None)
+                self.local.unreleased.pop(handle.run_id, None)
 
     async def retry_releases(self, client: aredis.Redis) -> None:
         """Erase the runs whose release is owed. Raises `RedisError` (the rest stay owed)."""
-        for run, handle in list(self._local.unreleased.items()):
+        for run, handle in list(self.local.unreleased.items()):
             await self.erase(client, run, handle.thread_id)
-            self._local.unreleased.pop(run, None)
+            self.local.unreleased.pop(run, None)
 
     async def exists(self, run_id: str) -> bool:
         """Whether the run is live in Redis (registered, or queued and holding its place).
 
         Raises `CoordinationUnavailableError` when Redis cannot be reached.
         """
-        client = await self._ctx.client()
+        client = await self.ctx.client()
         try:
-            return bool(await client.exists(self._ctx.key("run", run_id)))
+            return bool(await client.exists(self.ctx.key("run", run_id)))
         except RedisError as exc:
-            raise self._ctx.unavailable(f"look up run {run_id!r}", exc) from exc
+            raise self.ctx.unavailable(f"look up run {run_id!r}", exc) from exc

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import anyio
 import redis.asyncio as aredis
@@ -47,23 +48,17 @@ class Waiters:
             waiters.clear()
 
 
+@dataclass(frozen=True, slots=True)
 class Subscription:
     """The listening loop on the registry's channel."""
 
-    def __init__(
-        self,
-        ctx: RedisContext,
-        *,
-        on_message: Callable[[str], None],
-        resync: Callable[[aredis.Redis], Awaitable[None]],
-    ) -> None:
-        self._ctx = ctx
-        self._on_message = on_message
-        self._resync = resync
+    ctx: RedisContext
+    on_message: Callable[[str], None]  # handles one published message
+    resync: Callable[[aredis.Redis], Awaitable[None]]  # catches up on what may have been missed
 
     async def listen(self) -> None:
         """Apply published stops and wake waiters; resubscribe (and resync) after any failure."""
-        ctx = self._ctx
+        ctx = self.ctx
         while True:
             client = ctx.redis
             if client is None:
@@ -74,10 +69,10 @@ class Subscription:
                     await pubsub.subscribe(ctx.channel)
                     async for message in pubsub.listen():
                         if message["type"] == "subscribe":
-                            await self._resync(client)
+                            await self.resync(client)
                             ctx.subscribed.set()
                         elif message["type"] == "message":
-                            self._on_message(message["data"])
+                            self.on_message(message["data"])
             except RedisError as exc:
                 if ctx.subscribed.is_set():
                     log.warning("Redis subscription lost (reconnecting): %s", exc)

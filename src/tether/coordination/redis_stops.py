@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -36,20 +37,20 @@ from .redis_runs import LocalRuns
 __all__ = ["Stops", "decode_stop", "encode_stop"]
 
 
+@dataclass(frozen=True, slots=True)
 class Stops:
     """Delivers stops to runs wherever they execute (`RedisRunRegistry.request_stop`)."""
 
-    def __init__(self, ctx: RedisContext, local: LocalRuns, admission: Admission) -> None:
-        self._ctx = ctx
-        self._local = local
-        self._admission = admission
+    ctx: RedisContext
+    local: LocalRuns
+    admission: Admission  # gives up the place of a queued run the stop took off the queue
 
     async def request(
         self, request: StopRequest, run_id: str | None, thread_id: str | None
     ) -> StopResult:
         """See `RedisRunRegistry.request_stop`."""
-        ctx = self._ctx
-        local = self._local.target(run_id, thread_id)
+        ctx = self.ctx
+        local = self.local.target(run_id, thread_id)
         if local is not None:
             if not local.token.request_stop(request):
                 return StopResult(accepted=False)
@@ -76,7 +77,7 @@ class Stops:
             found, _ = await self._stop_remote(request, run_id, thread_id)  # a worker took it
         if not found:
             return StopResult(accepted=False)
-        handle = self._local.runs.get(found)  # registered here meanwhile
+        handle = self.local.runs.get(found)  # registered here meanwhile
         if handle is not None:
             if not handle.token.request_stop(request):
                 return StopResult(accepted=False)
@@ -88,7 +89,7 @@ class Stops:
     ) -> tuple[str | None, tuple[str, str] | None]:
         """Record and publish the stop for the live run in Redis. Returns its id (None if no
         run matched), and `(run, thread)` when that run is queued and has not started."""
-        ctx = self._ctx
+        ctx = self.ctx
         client = await ctx.client()
         try:
             found = await ctx.scripts.request_stop(
@@ -109,18 +110,18 @@ class Stops:
         """A stop of a queued run that holds its place on the thread: the intent is recorded
         (a worker that takes the run now applies it as it registers, so it never runs); if the
         run is still in the queue it leaves it and ends `cancelled` here, freeing its place."""
-        ctx = self._ctx
+        ctx = self.ctx
         run, thread = queued
         if ctx.run_queue is not None and await ctx.run_queue.cancel(run_id=run) is not None:
             if ctx.checkpointer is not None:
                 await end_unstarted_run(ctx.checkpointer, run, thread, stop=request)
-            await self._admission.forget_queued(run, thread)
+            await self.admission.forget_queued(run, thread)
         return StopResult(accepted=True, run_id=run)
 
     async def _publish_intent(self, run: str, request: StopRequest) -> None:
         """Record a locally applied stop in Redis too, so other processes see the owner stopping
         (a `reject` then waits instead of failing). Best effort: the stop already took effect."""
-        ctx = self._ctx
+        ctx = self.ctx
         if ctx.redis is None:
             return
         with anyio.move_on_after(ctx.timeout):
@@ -133,7 +134,7 @@ class Stops:
 
     def deliver(self, run: str, payload: str) -> None:
         """Apply a published stop (`stop <run> <json>`) to the run, if it executes here."""
-        handle = self._local.runs.get(run)
+        handle = self.local.runs.get(run)
         if handle is not None:
             handle.token.request_stop(decode_stop(payload))
 
@@ -141,7 +142,7 @@ class Stops:
         """Apply every stop intent Redis holds for `runs` (one pipelined read)."""
         async with client.pipeline(transaction=False) as pipe:
             for handle in runs:
-                pipe.lrange(self._ctx.key("stops", handle.run_id), 0, -1)
+                pipe.lrange(self.ctx.key("stops", handle.run_id), 0, -1)
             intents = await pipe.execute()
         for handle, requests in zip(runs, intents, strict=True):
             for payload in requests:

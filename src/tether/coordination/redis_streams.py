@@ -11,6 +11,7 @@ counts as sent.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -28,12 +29,12 @@ STREAM_TTL = 300  # seconds a finished run's event stream stays readable in Redi
 _JOIN_BLOCK = 1.0  # seconds a join waits on the stream before it re-checks that the run lives
 
 
+@dataclass(frozen=True, slots=True)
 class EventStreams:
     """Writes this process's runs' events to their streams, and reads any run's stream."""
 
-    def __init__(self, ctx: RedisContext, local: LocalRuns) -> None:
-        self._ctx = ctx
-        self._local = local
+    ctx: RedisContext
+    local: LocalRuns  # a pump whose run left it and stays silent gives up
 
     async def pump(self, handle: RunHandle) -> None:
         """Copy the run's events into its Redis Stream as they come, until its terminal event.
@@ -43,7 +44,7 @@ class EventStreams:
         `max(lease / 3, 2 * timeout)` seconds (a run that ends appends its terminal event right
         after its release, which takes at most `timeout`).
         """
-        ctx = self._ctx
+        ctx = self.ctx
         key = ctx.key("events", handle.run_id)
         sent = 0
         tries_after_end = 0  # once the run ended, give up after a few failed tries
@@ -52,7 +53,7 @@ class EventStreams:
                 with anyio.move_on_after(max(ctx.lease / 3, 2 * ctx.timeout)) as idle:
                     await handle.wait_for_events(sent)
                 silent = len(handle.events) <= sent and not handle.done
-                if idle.cancelled_caught and silent and handle.run_id not in self._local.runs:
+                if idle.cancelled_caught and silent and handle.run_id not in self.local.runs:
                     return
             batch = handle.events[sent:]
             if not batch and handle.done:
@@ -88,7 +89,7 @@ class EventStreams:
         self, run_id: str, after_seq: int, block: float | None = None
     ) -> list[Event] | None:
         """See `RedisRunRegistry.read_stream`."""
-        ctx = self._ctx
+        ctx = self.ctx
         client = await ctx.client()
         key = ctx.key("events", run_id)
         try:
