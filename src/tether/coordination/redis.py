@@ -386,7 +386,8 @@ class RedisRunRegistry(RunRegistry):
             if handle is not None and self._ctx.tg is not None:
                 self._ctx.tg.start_soon(self._inbox.drain, [handle])
         elif kind == "free":
-            thread, _, run = rest.partition(" ")
+            # A thread id may hold spaces; a run id (`new_id`, hex) never does.
+            thread, _, run = rest.rpartition(" ")
             self._waiters.on_free(thread, run)
 
     async def _resync(self, client: aredis.Redis) -> None:
