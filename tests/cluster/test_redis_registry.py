@@ -171,6 +171,29 @@ async def test_enqueue_keeps_fifo_order_across_nodes(node: Node) -> None:
     assert all(n.registry.size() == 0 for n in (a, b, c))
 
 
+async def test_a_thread_id_with_spaces_is_freed_for_waiters_on_other_nodes_at_once(
+    node: Node,
+) -> None:
+    """A `free` notification names the thread and the run; a thread id may hold spaces. With a
+    lease of minutes, a waiter that missed its notification would only re-check minutes later."""
+    gate, second_gate = Gate(), Gate()
+    a, b = node(["old ", gate], ["held ", second_gate], lease=600.0), node(lease=600.0)
+    old = await a.astart("one", thread_id="my chat 8")
+    await started(old, gate)
+    with anyio.fail_after(10) as watchdog:
+        # b waits for the thread (`interrupt` stops the old run on a, then waits for its free).
+        new = await b.astart("two", thread_id="my chat 8", multitask_strategy="interrupt")
+        await new.wait()
+        held = await a.astart("three", thread_id="my chat 8")
+        await started(held, second_gate)
+        # b's stop returns once the run released its thread (the run's free, on a).
+        assert await b.astop(run_id=held.run_id)
+    assert not watchdog.cancel_called
+    assert old.status == "cancelled" and new.status == "completed"
+    assert held.status == "cancelled"
+    assert a.registry.size() == 0 and b.registry.size() == 0
+
+
 async def test_a_join_on_another_node_is_live_gapless_and_ends_with_one_run_finished(
     node: Node,
 ) -> None:

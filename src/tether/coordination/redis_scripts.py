@@ -1,5 +1,8 @@
 """The Lua scripts of `RedisRunRegistry`: each one is a single atomic step on the Redis server.
 
+`Scripts` holds them registered on one client (redis-py then calls them by SHA, loading a script
+again after a Redis restart).
+
 Keys, all under the registry's prefix `P` (one Redis server; not Redis Cluster, because the
 scripts compute some key names from values):
 - `P:run:{run}`       hash `thread`, `worker`: the run is live (registered, not yet released);
@@ -22,6 +25,11 @@ scripts compute some key names from values):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import redis.asyncio as aredis
+from redis.commands.core import AsyncScript
+
 __all__ = [
     "ACQUIRE",
     "DRAIN_INPUT",
@@ -30,6 +38,7 @@ __all__ = [
     "REQUEST_STOP",
     "RESTORE",
     "SEND_INPUT",
+    "Scripts",
 ]
 
 # KEYS: owner, queue. ARGV: prefix, run_id, strategy.
@@ -176,3 +185,28 @@ local values = redis.call('LRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1])
 return values
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """The scripts above, registered on one client."""
+
+    acquire: AsyncScript
+    release: AsyncScript
+    request_stop: AsyncScript
+    restore: AsyncScript
+    send_input: AsyncScript
+    drain_input: AsyncScript
+    enqueue: AsyncScript
+
+    @classmethod
+    def register(cls, client: aredis.Redis) -> Scripts:
+        return cls(
+            acquire=client.register_script(ACQUIRE),
+            release=client.register_script(RELEASE),
+            request_stop=client.register_script(REQUEST_STOP),
+            restore=client.register_script(RESTORE),
+            send_input=client.register_script(SEND_INPUT),
+            drain_input=client.register_script(DRAIN_INPUT),
+            enqueue=client.register_script(ENQUEUE),
+        )
