@@ -3,6 +3,21 @@
 A `Message` is immutable. Streaming builds one with a `MessageBuilder`: each `MessageDelta` with
 the same message id appends to it, and the builder makes the final `Message` once, either
 `complete` when the producer finished or `stopped` when the run was stopped first.
+
+`add_messages` returns a `MessageList`: a plain `list` to its users that also remembers, for as
+long as nothing changes it, two things about its own making (its `MessageTrace`), so that a step
+of a long thread costs the same as a step of a short one (BENCHMARKS.md row 7):
+- the position of each message id, so the next `add_messages` need not index the whole history
+  again;
+- an `origin`: an object that storage put there (a stored checkpoint's messages) and the number of
+  leading items the list shares with it, so a commit can skip those messages without comparing
+  them one by one.
+
+Every method of the list that changes it drops the trace first, and every reader of a trace reads
+it after the items it relies on, so a change made through the list, from any thread, is never
+missed. A change that bypasses the subclass (`list.__setitem__(lst, i, m)` or `list.reverse(lst)`
+called on the base class) is not seen; one that changes the list's length is (the trace records
+it).
 """
 
 from __future__ import annotations
@@ -10,7 +25,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from operator import attrgetter
+from typing import Any, Literal, SupportsIndex
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +37,9 @@ __all__ = [
     "Message",
     "MessageBuilder",
     "MessageDelta",
+    "MessageList",
     "MessageStatus",
+    "MessageTrace",
     "Role",
     "ToolCall",
     "ToolCallDelta",
@@ -231,6 +249,106 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
+class MessageTrace:
+    """What a `MessageList` knows about its items while it is unchanged (see the module docstring).
+
+    Storage may fill in `origin` and `shared` (`MessageList.stamp`); `add_messages` takes `index`.
+    """
+
+    __slots__ = ("index", "length", "origin", "shared")
+
+    def __init__(
+        self, origin: object | None, shared: int, length: int, index: dict[str, int] | None
+    ) -> None:
+        # Stands for a sequence of messages that never changes (for storage, a stored checkpoint's
+        # messages); None: the list shares nothing known with any
+        self.origin = origin
+        # the list's first `shared` items are the very objects of `origin`'s first `shared`
+        # messages; 0 when `origin` is None
+        self.shared = shared
+        # len() of the list when the trace was made: a change of length that bypassed the list's
+        # methods shows as a mismatch
+        self.length = length
+        # message id -> position of its last occurrence in the list; None once `add_messages`
+        # handed it on to the list it built (or never built)
+        self.index = index
+
+
+class MessageList(list[Message]):
+    """The list of messages that `add_messages` returns: a `list` with a `MessageTrace`.
+
+    It reads, compares, copies, pickles and serializes as a plain list (copies and pickles are
+    made without the trace). Every method that changes it drops its trace first; the next
+    `add_messages` or commit then does the work the trace spared it, once.
+    """
+
+    __slots__ = ("_trace",)
+
+    def __init__(self, items: Iterable[Message] = ()) -> None:
+        self._trace: MessageTrace | None = None
+        super().__init__(items)
+
+    @classmethod
+    def traced(cls, items: Sequence[Message], origin: object) -> MessageList:
+        """A new list of `items`, all of which are `origin`'s messages, in order."""
+        out = cls(items)
+        out._trace = MessageTrace(origin, len(out), len(out), None)
+        return out
+
+    @property
+    def trace(self) -> MessageTrace | None:
+        """The list's trace; None when it has none or the list changed since it was made.
+
+        Read it after reading the items it vouches for: a change drops it before it happens.
+        """
+        trace = self._trace
+        return trace if trace is not None and trace.length == len(self) else None
+
+    def stamp(self, trace: MessageTrace, origin: object) -> None:
+        """Record that `origin` stands for this whole list, as it was when `trace` was read.
+
+        Does nothing if the list changed since: `trace` is then no longer its trace.
+        """
+        if self._trace is trace and trace.length == len(self):
+            trace.origin, trace.shared = origin, trace.length
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        # a copy or an unpickled list is a new list: it shares no trace with this one
+        return (MessageList, (list(self),))
+
+
+def _forgetting(name: str) -> Callable[..., Any]:
+    """`list.<name>`, after dropping the list's trace: the way every change goes through."""
+    method = getattr(list, name)
+
+    def change(self: MessageList, *args: Any, **kwargs: Any) -> Any:
+        self._trace = None
+        return method(self, *args, **kwargs)
+
+    change.__name__ = change.__qualname__ = name
+    change.__doc__ = method.__doc__
+    return change
+
+
+for _name in (
+    "__setitem__",
+    "__delitem__",
+    "__iadd__",
+    "__imul__",
+    "append",
+    "extend",
+    "insert",
+    "pop",
+    "remove",
+    "clear",
+    "sort",
+    "reverse",
+):
+    setattr(MessageList, _name, _forgetting(_name))
+
+_ID = attrgetter("id")
+
+
 def add_messages(
     left: Sequence[Message] | None, right: Message | MessageDelta | Iterable[Message | MessageDelta]
 ) -> list[Message]:
@@ -239,16 +357,38 @@ def add_messages(
     A `Message` whose id is already present replaces it in place; a new one is appended. A
     `MessageDelta` appends its text to the message with its id (creating it if needed). Plain dicts
     in the OpenAI format are accepted as messages.
+
+    Returns a new `MessageList`; `left` is not changed. When `left` is a `MessageList` that is
+    unchanged since it was made, this costs one copy of the list (a C-level pointer copy) plus the
+    work for `right`: the id index is taken over from `left` (which then has none; a second merge
+    into the same `left` indexes it again), and the result shares `left`'s origin up to the first
+    message it replaced.
     """
-    merged = list(left or ())
-    index = {msg.id: i for i, msg in enumerate(merged)}
+    merged = MessageList(left or ())
+    # Read after the copy: a change of `left` that began before the copy has dropped the trace.
+    trace = left.trace if isinstance(left, MessageList) else None
+    origin, shared, known = None, 0, None
+    if trace is not None:
+        origin, shared, known = trace.origin, trace.shared, trace.index
+        trace.index = None  # `merged` changes it from here on
+    index = _index(merged) if known is None else known
+
+    def find(message_id: str) -> int | None:
+        nonlocal index, origin
+        pos = index.get(message_id)
+        if pos is not None and merged[pos].id != message_id:
+            # `left` was changed behind its methods: trust nothing its trace said
+            index, origin = _index(merged), None
+            pos = index.get(message_id)
+        return pos
+
     items: Iterable[Any] = [right] if isinstance(right, Message | MessageDelta | dict) else right
     for item in items:
         if isinstance(item, dict):
             item = Message.from_openai(item)
         if isinstance(item, MessageDelta):
             builder = MessageBuilder(item.id, item.role)
-            pos = index.get(item.id)
+            pos = find(item.id)
             if pos is not None:
                 base = merged[pos]
                 builder.add(MessageDelta(id=item.id, role=base.role, content=base.content))
@@ -262,10 +402,17 @@ def add_messages(
             raise UserError(
                 f"the messages channel takes Message, MessageDelta or OpenAI-style dicts, not {item!r}"
             )
-        pos = index.get(item.id)
+        pos = find(item.id)
         if pos is None:
             index[item.id] = len(merged)
             merged.append(item)
         else:
             merged[pos] = item
+            shared = min(shared, pos)
+    merged._trace = MessageTrace(origin, shared if origin is not None else 0, len(merged), index)
     return merged
+
+
+def _index(messages: Sequence[Message]) -> dict[str, int]:
+    """Message id -> position of its last occurrence (C-level passes, no Python frame per item)."""
+    return dict(zip(map(_ID, messages), range(len(messages)), strict=True))

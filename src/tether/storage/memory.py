@@ -4,15 +4,31 @@ Values are kept encoded as typed JSON data, exactly as a database backend would 
 memory backend accepts and rejects the same states as SQLite and Postgres, and a caller that mutates
 a returned value cannot change what is stored.
 
-The one exception is the `messages` channel, when it is a list of `Message`s: it is kept as a
-tuple of the messages themselves (`_Stored.messages`). `Message` is immutable, so sharing the
-objects is safe, and a step no longer encodes or decodes the whole history (BENCHMARKS.md row 7):
-a commit checks for storability only the messages that are not the very objects of its parent
-checkpoint (`identical_prefix`), and a read copies the tuple into a new list. What still grows
-with the thread is a pointer comparison and a pointer copy per message. This is the rule the SQL
-backends' `HeadCache` follows, with the same residual: a message whose `metadata` dict is mutated
-in place after it was committed or read is not detected as changed (here, the stored message
-changes with it).
+The one exception is the `messages` channel, when it is a list of `Message`s: it is kept as
+the messages themselves (`Message` is immutable, so sharing the objects is safe), in a
+`_History`: "the first `keep` messages of another `_History`, then these". A step that appends or
+replaces a few messages stores just those, so the history is held once however many checkpoints
+share it, and a commit neither encodes nor copies it (BENCHMARKS.md row 7). What tells the commit
+which messages are old is the channel's `MessageTrace` (see `tether.messages`):
+- once a commit stores a `MessageList`, it stamps the list with its `_History`, and a read
+  returns a `MessageList` stamped the same way; `add_messages` passes the stamp on to the list it
+  builds, up to the first message it replaced;
+- so the next commit of that list skips the stamped prefix without looking at it, and checks for
+  storability only the messages after it that are not among the stamped history's own from that
+  position on;
+- any other channel (a plain list, a tuple, a `MessageList` changed in place since) is compared
+  with the parent's messages by identity, one pointer comparison per message
+  (`identical_prefix`).
+A `_History` more than `_MAX_DEPTH` links from a complete tuple is stored complete (a copy of the
+history once per `_MAX_DEPTH` steps), so a read walks a bounded chain; a read builds the whole tuple once per checkpoint (then keeps it) and copies it
+into the list it returns: one pointer copy per message, the part of `get_state` that still grows
+with the thread.
+
+Residual, as in the SQL backends' `HeadCache`: a message whose `metadata` dict is mutated in
+place after it was committed or read is not detected as changed (here, the stored message changes
+with it). And a `MessageList` changed behind its methods without a change of length
+(`list.__setitem__(lst, i, m)` on the base class) keeps its stamp: the commit would then store the
+stamped messages at those positions, not the list's.
 
 Run records are kept as a tuple of their field values (`_Row`), about a sixth of a `RunRecord`
 model (whose field set alone is 0.7 KiB): one is kept per run, so this is most of what the store
@@ -24,16 +40,18 @@ to `commit` or a returned one cannot change what is stored.
 from __future__ import annotations
 
 import copy
+import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
 from ..errors import CheckpointConflictError
 from ..events import CustomEvent, Event
-from ..messages import Message
+from ..messages import Message, MessageList, MessageTrace
 from ..run import RunRecord
 from ..serde import decode_value, encode_value
 from ._rows import duplicate_checkpoint, identical_prefix
@@ -154,7 +172,7 @@ class InMemoryCheckpointer(Checkpointer):
             for event in events:
                 if isinstance(event, CustomEvent):
                     encode_value(event.data, where="custom event data")
-        stored = None
+        stored = stamp = None
         if checkpoint is not None:
             parent = None
             if checkpoint.parent_id is not None:
@@ -162,7 +180,7 @@ class InMemoryCheckpointer(Checkpointer):
                     parent = self._checkpoints.get(checkpoint.thread_id, {}).get(
                         checkpoint.parent_id
                     )
-            stored = _store(checkpoint, parent)
+            stored, stamp = _store(checkpoint, parent)
         with self._lock:
             if stored is not None:
                 encoded = stored.checkpoint
@@ -183,6 +201,8 @@ class InMemoryCheckpointer(Checkpointer):
             if run is not None:
                 self._threads.setdefault(run.thread_id, ThreadInfo(thread_id=run.thread_id))
                 self._runs[run.run_id] = _row(run)
+        if stamp is not None:
+            stamp()
 
 
 _Row = tuple[Any, ...]  # a run record's field values, in `RunRecord.model_fields` order
@@ -203,6 +223,72 @@ def _record(row: _Row) -> RunRecord:
 
 
 _MESSAGES = "messages"
+# How many links `_History.messages_from` may walk before it reaches a node with its messages in
+# full: a commit that would go further stores its messages in full (an O(thread) copy, once per
+# this many steps), so a read walks at most this far.
+_MAX_DEPTH = 256
+
+
+@dataclass(eq=False, slots=True)
+class _History:
+    """The messages of a stored checkpoint's `messages` channel, stored as a change of others.
+
+    Its messages are `base`'s first `keep` messages, then `added`. Nothing in it changes after it
+    is made, except `full`, filled in once when the whole tuple is first needed; so a node may be
+    shared by any number of checkpoints and lists (`MessageList` origins), of any thread.
+    """
+
+    base: _History | None  # None: `added` is all of its messages (and `full` is `added`)
+    keep: int  # how many leading messages of `base` come first; 0 when `base` is None
+    added: tuple[Message, ...]  # the messages after those, every one checked storable
+    length: int  # keep + len(added)
+    depth: int  # links from here to a node whose `full` was set when it was made: <= _MAX_DEPTH
+    full: tuple[Message, ...] | None  # all `length` messages, once built
+
+    @classmethod
+    def whole(cls, messages: tuple[Message, ...]) -> _History:
+        return cls(None, 0, messages, len(messages), 0, messages)
+
+    @classmethod
+    def after(cls, base: _History, keep: int, added: tuple[Message, ...]) -> _History:
+        """`base`'s first `keep` messages, then `added`."""
+        if keep == 0:
+            return cls.whole(added)
+        if keep == base.length and not added:
+            return base
+        node = cls(base, keep, added, keep + len(added), base.depth + 1, None)
+        if node.depth > _MAX_DEPTH:
+            return cls.whole(node.messages_from(0))
+        return node
+
+    def messages_from(self, start: int) -> tuple[Message, ...]:
+        """Its messages from position `start` on; walks back only as far as they reach."""
+        if self.full is not None:
+            return self.full[start:]
+        parts: list[tuple[Message, ...]] = []
+        node, end = self, self.length  # still needed: node's messages [start, end)
+        while end > start:
+            if node.full is not None:
+                parts.append(node.full[start:end])
+                break
+            if end > node.keep:
+                parts.append(node.added[max(start, node.keep) - node.keep : end - node.keep])
+                end = node.keep
+            assert node.base is not None  # a node without a base has `full`
+            node = node.base
+        if not parts:
+            return ()
+        # The oldest part is usually all but the last few messages: copy it once.
+        found = parts.pop()
+        if parts:
+            found += (
+                parts[0]
+                if len(parts) == 1
+                else tuple(itertools.chain.from_iterable(reversed(parts)))
+            )
+        if start == 0:
+            self.full = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,49 +299,77 @@ class _Stored:
     # is None when `messages` holds it
     checkpoint: Checkpoint
     # values["messages"] when it is a non-empty list of `Message`s, every one checked storable
-    messages: tuple[Message, ...] | None
+    messages: _History | None
 
 
-def _store(checkpoint: Checkpoint, parent: _Stored | None) -> _Stored:
+def _store(
+    checkpoint: Checkpoint, parent: _Stored | None
+) -> tuple[_Stored, Callable[[], None] | None]:
     """The stored form of `checkpoint`; raises `UserError` for values that cannot be stored.
 
-    Messages that are the very objects of `parent`'s messages were checked when it was stored.
+    With it, what to call once it is stored, if its messages channel is a `MessageList`: that
+    stamps the list with the stored messages, so the next step's `add_messages` passes them on as
+    its result's origin and the next commit skips them.
     """
     values = checkpoint.values
-    messages = _messages(values.get(_MESSAGES), () if parent is None else parent.messages or ())
+    channel = values.get(_MESSAGES)
+    listed = channel if isinstance(channel, MessageList) else None
+    trace = None if listed is None else listed.trace
+    messages = _history(channel, trace, None if parent is None else parent.messages)
+    stamp = None
     if messages is not None:
         values = dict(values)
         values[_MESSAGES] = None
+        if listed is not None and trace is not None:
+            stamp = partial(listed.stamp, trace, messages)
     encoded = replace(
         checkpoint,
         values=encode_value(values),
         metadata=encode_value(checkpoint.metadata, where="checkpoint metadata"),
     )
-    return _Stored(encoded, messages)
+    return _Stored(encoded, messages), stamp
 
 
-def _messages(channel: Any, old: tuple[Message, ...]) -> tuple[Message, ...] | None:
-    """`channel` as a tuple if it is a non-empty list of `Message`s (else None), after checking
-    that the ones not in `old` can be stored."""
+def _history(channel: Any, trace: MessageTrace | None, old: _History | None) -> _History | None:
+    """`channel` as a `_History` if it is a non-empty list of `Message`s (else None), after checking
+    that its messages that are not stored already can be stored.
+
+    `trace` is `channel`'s trace, read before its items. When its origin is a `_History`, the
+    leading messages it shares with it are skipped without a look: a step that appends or replaces
+    a few messages costs the same at any length. Otherwise the channel is compared with `old` (the
+    parent's messages), one pointer comparison per message.
+    """
     if not isinstance(channel, list | tuple) or not channel:
         return None
-    shared = identical_prefix(channel, old)
-    # After an edit or a removal, the parent's later messages may sit further on.
-    known = set(map(id, old[shared:]))
-    for i in range(shared, len(channel)):
-        message = channel[i]
+    base: _History | None
+    origin = None if trace is None else trace.origin
+    if isinstance(origin, _History) and trace is not None:
+        base, shared = origin, trace.shared
+        tail = channel[shared:]
+        # Read again after the items: a change that began before the slice has dropped the trace.
+        if channel.trace is not trace:  # type: ignore[union-attr]  # a MessageList: it has a trace
+            return _history(channel, None, old)
+    else:
+        base = old
+        shared = identical_prefix(channel, () if old is None else old.messages_from(0))
+        tail = channel[shared:]
+    # After an edit or a removal, the base's later messages may sit further on.
+    known = set() if base is None else set(map(id, base.messages_from(shared)))
+    for i, message in enumerate(tail, start=shared):
         if not isinstance(message, Message):
             return None
         if id(message) not in known:
             encode_value(message, where=f"state[{_MESSAGES!r}][{i}]")
-    # A step that leaves the channel as it was shares its parent's tuple: no copy to keep.
-    return old if shared == len(old) == len(channel) else tuple(channel)
+    if base is None:
+        return _History.whole(tuple(tail))
+    return _History.after(base, shared, tuple(tail))
 
 
 def _decoded(stored: _Stored) -> Checkpoint:
     values = decode_value(stored.checkpoint.values)
     if stored.messages is not None:
-        values[_MESSAGES] = list(stored.messages)
+        history = stored.messages
+        values[_MESSAGES] = MessageList.traced(history.messages_from(0), history)
     return replace(
         stored.checkpoint, values=values, metadata=decode_value(stored.checkpoint.metadata)
     )
