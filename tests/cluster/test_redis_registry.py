@@ -228,8 +228,9 @@ async def test_a_dead_workers_run_is_failed_worker_lost_with_its_streamed_output
     await a.registry.register(handle)
     await a.registry.acquire(handle, "reject")
     handle.emit(RunStarted)
-    handle.emit_text("agent", "m1", "half an ")
-    handle.emit_text("agent", "m1", "answer")
+    key = ("agent", "m1")
+    handle.emit_text(key, "half an ")
+    handle.emit_text(key, "answer")
     await a.checkpointer.commit(events=handle.events[:1])  # the log has run_started only
     registry = a.registry
     assert isinstance(registry, RedisRunRegistry)
