@@ -68,6 +68,9 @@ class StateGraph:
 
     def add_edge(self, source: str, target: str) -> StateGraph:
         """Run `target` after `source`. Several edges out of one node fan out in parallel."""
+        for name in (source, target):
+            if not isinstance(name, str):
+                raise UserError(f"an edge joins node names (str), not {name!r}")
         self.edges.setdefault(source, []).append(target)
         return self
 

@@ -1,0 +1,80 @@
+"""SQLite's write-ahead log is copied into the database file by a background thread
+(`storage/_wal.py`), not inside a commit, and a failing copy loses nothing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import types
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tether.events import Event, MessageDeltaEvent
+from tether.storage import _wal
+from tether.storage.sqlite import SqliteCheckpointer
+
+
+def _tokens(run_id: str, n: int) -> list[Event]:
+    return [
+        MessageDeltaEvent(
+            run_id=run_id, thread_id="t", seq=i, ts=1.0 + i, message_id="m", content="x" * 200
+        )
+        for i in range(n)
+    ]
+
+
+def test_commits_leave_the_checkpoint_to_a_background_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_wal, "EVERY_BYTES", 100_000)
+    path = os.fspath(tmp_path / "t.db")
+
+    async def main() -> None:
+        async with SqliteCheckpointer(path) as store:
+            fallback = await store._run(
+                lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            )
+            assert fallback == _wal.FALLBACK_PAGES  # a commit checkpoints only past 64 MiB
+            before = os.path.getsize(path)
+            await store.commit(events=_tokens("r1", 2_000))  # ~400 KB into the log
+            assert store._wal is not None
+            store._wal.wait()
+            # The pages reached the database file, which no commit would have done by itself.
+            assert os.path.getsize(path) > before + 300_000
+            assert await store.read_events("r1") == _tokens("r1", 2_000)
+
+    anyio.run(main)
+
+
+def test_a_failing_background_checkpoint_is_logged_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_wal, "EVERY_BYTES", 1)
+
+    def refuse(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    # Fault injection: only the background thread's connection fails.
+    monkeypatch.setattr(_wal, "sqlite3", types.SimpleNamespace(connect=refuse, Error=sqlite3.Error))
+    path = os.fspath(tmp_path / "t.db")
+
+    async def main() -> None:
+        async with SqliteCheckpointer(path) as store:
+            for run in ("r1", "r2"):
+                await store.commit(events=_tokens(run, 50))
+                assert store._wal is not None
+                store._wal.wait()
+            assert await store.read_events("r1") == _tokens("r1", 50)
+            assert await store.read_events("r2") == _tokens("r2", 50)
+
+    with caplog.at_level(logging.WARNING, logger="tether.storage._wal"):
+        anyio.run(main)
+    failures = [r for r in caplog.records if "background WAL checkpoint" in r.getMessage()]
+    assert len(failures) == 2  # each commit started a new attempt after the failed one
+    # Closing checkpointed the log into the file (SQLite does, on the last close).
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM tether_events").fetchone()[0] == 2
