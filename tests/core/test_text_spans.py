@@ -9,6 +9,7 @@ nodes with other events, cut into random commit batches.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,11 @@ def test_spans_are_exactly_the_runs_of_one_emit_text_key(
     handle, keys = _log(ops)
     events = handle.events
     bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
-    for start, stop in zip(bounds, bounds[1:], strict=False):
+    for start, stop in itertools.pairwise(bounds):
         spans = handle.text_spans(start, stop)
         covered = set()
         for first, end in spans:
-            assert 0 <= first and first + 2 <= end <= stop - start
+            assert first >= 0 and first + 2 <= end <= stop - start
             batch = events[start + first : start + end]
             head = batch[0]
             assert isinstance(head, MessageDeltaEvent)
