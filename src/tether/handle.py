@@ -354,6 +354,9 @@ class RunStream(AbandonableStream):
         self._join = join
         self._remote: RunStream | None = None  # set when the re-join found a remote run
         self.handle = handle
+        # The live run's event list while this stream reads it; () before the run is attached
+        # and once the stream ended (so the hot path in `__anext__` needs one length check).
+        self._live: Sequence[Event] = () if handle is None else handle.events
         self._cursor = after_seq + 1
         self._on_disconnect = on_disconnect
         self._finished = False
@@ -371,6 +374,8 @@ class RunStream(AbandonableStream):
         if self.handle is None:
             assert self._start is not None
             self.handle = await self._start()
+            if not self._finished:
+                self._live = self.handle.events
         return self.handle
 
     async def _resolve(self) -> Self:
@@ -380,6 +385,8 @@ class RunStream(AbandonableStream):
             self._join = None
             if isinstance(found, RunHandle):
                 self.handle = found
+                if not self._finished:
+                    self._live = found.events
             elif isinstance(found, RunStream):
                 self._remote = found
             else:
@@ -399,16 +406,18 @@ class RunStream(AbandonableStream):
         return self
 
     async def __anext__(self) -> Event:
-        handle, cursor = self.handle, self._cursor
-        if handle is not None and not self._finished:
-            events = handle.events
-            if cursor < len(events):  # the hot path: the event is already logged, take it
-                event = events[cursor]
-                self._cursor = cursor + 1
-                if type(event) is RunFinished:
-                    self._finished = True
-                return event
+        live, cursor = self._live, self._cursor
+        if cursor < len(live):  # the hot path: the event is already logged, take it
+            event = live[cursor]
+            self._cursor = cursor + 1
+            if type(event) is RunFinished:
+                self._end()
+            return event
         return await self._next_event()
+
+    def _end(self) -> None:
+        self._finished = True
+        self._live = ()
 
     async def _next_event(self) -> Event:
         if self._finished:
@@ -423,7 +432,7 @@ class RunStream(AbandonableStream):
         try:
             while len(handle.events) <= self._cursor:
                 if handle.done:  # a cursor past the end of an ended run: end with its terminal
-                    self._finished = True  # event, as a re-join from the event log does
+                    self._end()  # event, as a re-join from the event log does
                     return handle.events[-1]
                 await handle.wait_for_events(self._cursor)
         except BaseException:
@@ -432,24 +441,24 @@ class RunStream(AbandonableStream):
         event = handle.events[self._cursor]
         self._cursor += 1
         if isinstance(event, RunFinished):
-            self._finished = True
+            self._end()
         return event
 
     async def _next_remote(self, remote: RunStream) -> Event:
         try:
             event = await remote.__anext__()
         except StopAsyncIteration:
-            self._finished = True
+            self._end()
             raise
         if isinstance(event, RunFinished):
-            self._finished = True
+            self._end()
         return event
 
     def _next_logged(self) -> Event:
         assert self._logged is not None
         rest = [e for e in self._logged if e.seq >= self._cursor]
         if not rest:
-            self._finished = True
+            self._end()
             # A re-join always ends with the terminal event, even one logged with a seq at or
             # below the cursor (a crashed run's recovered end reuses the first unlogged seq).
             final = next((e for e in self._logged if isinstance(e, RunFinished)), None)
@@ -458,7 +467,7 @@ class RunStream(AbandonableStream):
             return final
         self._cursor = rest[0].seq + 1
         if isinstance(rest[0], RunFinished):
-            self._finished = True
+            self._end()
         return rest[0]
 
     async def next_batch(self) -> list[Event]:
@@ -475,14 +484,14 @@ class RunStream(AbandonableStream):
                 batch.append(event)
                 self._cursor += 1
                 if isinstance(event, RunFinished):
-                    self._finished = True
+                    self._end()
                     break
         return batch
 
     def _abandon(self) -> None:
         if self._finished:
             return
-        self._finished = True
+        self._end()
         if self.handle is not None and self._on_disconnect == "cancel":
             self.handle.request_stop(requested_by="disconnect", reason="the client disconnected")
 

@@ -10,6 +10,7 @@ schema.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 from contextlib import closing
@@ -26,7 +27,7 @@ from tether.ids import new_id
 from tether.messages import Message, ToolCall
 from tether.run import RunRecord
 from tether.serde import decode_value
-from tether.storage import Checkpoint, Checkpointer, ThreadInfo
+from tether.storage import Checkpoint, Checkpointer, SqliteCheckpointer, ThreadInfo
 
 pytestmark = pytest.mark.anyio
 
@@ -235,7 +236,7 @@ async def test_processes_starting_together_migrate_once(durable: Backend) -> Non
                 for store in stores:
                     tg.start_soon(store.setup)
         assert not watchdog.cancel_called
-        every = [2] if durable.name == "sqlite" else [1, 2]  # SQLite keeps only the number
+        every = [2] if durable.name == "sqlite" else [1]
         assert schema_versions(durable) == every
         # a second setup is a no-op
         await stores[0].setup()
@@ -244,23 +245,19 @@ async def test_processes_starting_together_migrate_once(durable: Backend) -> Non
         await close_all(durable)
 
 
-async def test_a_version_1_store_is_migrated_to_2_with_its_data(durable: Backend) -> None:
-    # Version 2 changes no table: it only keeps a tether that cannot read coalesced delta rows
-    # away from a store that has them.
-    store = await opened(durable)
+async def test_a_version_1_sqlite_file_is_migrated_to_2_with_its_data(tmp_path: Path) -> None:
+    # SQLite's version 2 changes no table: it only keeps a tether that cannot read coalesced delta
+    # rows away from a file that has them. (Postgres stores one row per event: still version 1.)
+    path = os.fspath(tmp_path / "v1.db")
     cp = checkpoint("t-v1", None, {"messages": [Message.user("kept")]})
-    await store.commit(checkpoint=cp)
-    await store.aclose()
-    if durable.name == "sqlite":
-        durable.execute("PRAGMA user_version = 1")
-    else:
-        durable.execute("DELETE FROM tether_schema_version WHERE version = 2")
-    try:
-        reopened = await opened(durable)
-        assert await reopened.get_checkpoint("t-v1") == cp
-        assert schema_versions(durable)[-1] == 2
-    finally:
-        await close_all(durable)
+    async with SqliteCheckpointer(path) as store:
+        await store.commit(checkpoint=cp)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA user_version = 1")
+    async with SqliteCheckpointer(path) as store:
+        assert await store.get_checkpoint("t-v1") == cp
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 async def test_newer_schema_is_refused(durable: Backend) -> None:

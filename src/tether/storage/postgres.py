@@ -173,9 +173,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX tether_events_by_run ON tether_events (run_id, seq)",
         "CREATE INDEX tether_events_by_thread ON tether_events (thread_id)",
     ),
-    # 2: a `tether_events` row may hold a run of text deltas (`_rows.encode_events`), which a
-    # tether of version 1 would misread; no table changes, the number keeps such a tether out.
-    (),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
