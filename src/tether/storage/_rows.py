@@ -38,7 +38,9 @@ hold none, which is the run's own `()`), whose `seq` column is the seq of its *l
 expands the row back into the very same events. A read of `seq > after_seq` selects every row
 that holds an event after `after_seq` (seqs in a row are consecutive, so the row's last seq is
 past `after_seq` exactly when one of its events is) and drops the events up to `after_seq`, so
-re-joining from any event id stays exact and gapless.
+re-joining from any event id stays exact and gapless. The engine's commits come as `EventBatch`es
+whose text spans say which deltas qualify (the run's handle records them as it logs tokens), so the
+token path compares nothing; any other sequence of events is compared field by field.
 
 Decoding never builds anything but JSON types, `Message`s, `RunRecord`s and events; a row that does
 not decode raises `CorruptRecordError` naming its table and id.

@@ -17,7 +17,10 @@ Mechanism:
   reuses the cached messages, so `get_state` does not grow with the thread's length either.
 - The event log stores consecutive text deltas of one message in one row (`_rows.encode_events`),
   so a streamed answer costs one short JSON array per `DELTAS_PER_ROW` tokens instead of one
-  schema-driven encoding and one row per token; event ids and re-join stay per token.
+  schema-driven encoding and one row per token; event ids and re-join stay per token. The text
+  spans of an `EventBatch` are taken without comparing their events.
+- WAL checkpoints run in a background thread (`_wal.BackgroundCheckpoints`), not in the commit
+  that crosses SQLite's threshold: the copy and its fsyncs no longer stall a commit.
 - The schema is versioned with `PRAGMA user_version`; migrations run at first use (or `setup()`)
   inside a write transaction, so two processes opening a new file do not race.
 
