@@ -491,7 +491,7 @@ def main() -> None:
     print()
     print(text)
     if args.write:
-        write_section(SECTION, text)
+        write_section(SECTION, text + "\n")
 
 
 if __name__ == "__main__":
