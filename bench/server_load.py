@@ -22,8 +22,8 @@ httpx) then:
 
 `--http` and `--loop` choose uvicorn's HTTP parser and event loop (`auto`: what uvicorn picks,
 httptools and uvloop when installed), to compare them; `--flush-interval` sets the server's
-`create_app(sse_flush_interval=...)`. The server prints how many generation 1 and 2 collections it
-ran, and the longest, when it stops.
+`create_app(sse_flush_interval=...)`. The server prints how many young and how many older (generation
+1 or 2) collections it ran, and the longest of each, when it stops.
 
 Bounded: at most `--max-seconds` per N, and every number above is a count given on the command
 line. `--write` replaces this script's section of BENCHMARKS.md.
@@ -118,10 +118,11 @@ def serve(
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
             # Here, not after `run()`: uvicorn re-raises the SIGTERM once it has shut down.
-            longest = max(pauses, default=0.0)
+            young, older = pauses[0], pauses[1] + pauses[2]
             print(
-                f"  server GC: {len(pauses)} collections of generation 1 or 2, longest "
-                f"{longest * 1e3:.1f} ms",
+                f"  server GC: {len(young)} young collections, longest "
+                f"{max(young, default=0.0) * 1e3:.1f} ms; {len(older)} of generation 1 or 2, "
+                f"longest {max(older, default=0.0) * 1e3:.1f} ms",
                 file=sys.stderr,
                 flush=True,
             )
@@ -130,21 +131,19 @@ def serve(
     Server(config).run(sockets=[socket.socket(fileno=fd)])
 
 
-def gc_pauses() -> list[float]:
-    """The durations of the process's generation 1 and 2 collections, as they happen."""
+def gc_pauses() -> tuple[list[float], list[float], list[float]]:
+    """The durations of the process's collections of generation 0, 1 and 2, as they happen."""
     import gc
 
-    pauses: list[float] = []
+    pauses: tuple[list[float], list[float], list[float]] = ([], [], [])
     started = 0.0
 
     def callback(phase: str, info: dict[str, int]) -> None:
         nonlocal started
-        if info["generation"] == 0:
-            return
         if phase == "start":
             started = time.perf_counter()
         else:
-            pauses.append(time.perf_counter() - started)
+            pauses[info["generation"]].append(time.perf_counter() - started)
 
     gc.callbacks.append(callback)
     return pauses
@@ -244,6 +243,7 @@ class Result:
     latencies: list[float]
     cancel_rtts: list[float]
     errors: int
+    load: float = 0.0  # the 1-minute load average just before this run (the machine is shared)
     gc: str = "tuned"  # "tuned": `tune_gc()` as `tether serve` does; "default": CPython's defaults
 
 
@@ -317,6 +317,7 @@ async def load(url: str, pid: int, n: int, window: float, samples: int, deadline
 
 
 def run_one(n: int, rate: float, tune: bool, args: argparse.Namespace) -> Result:
+    load_before = os.getloadavg()[0]
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -338,6 +339,7 @@ def run_one(n: int, rate: float, tune: bool, args: argparse.Namespace) -> Result
         coro = load(url, child.pid, n, args.window, min(args.samples, n), deadline)
         result = asyncio.run(asyncio.wait_for(coro, args.max_seconds + 60))
         result.rate = rate
+        result.load = load_before
         return result
     finally:
         child.terminate()
@@ -357,22 +359,21 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> str:
         "`Agent` whose model streams tokens at a fixed rate per stream, forever; in-memory "
         "storage; loopback. Client: one asyncio process (raw sockets for the streams, httpx for "
         "the cancels) on the same machine.",
-        f"- Command: `python bench/server_load.py --streams {args.streams} --rate {args.rate:g} "
-        f"--samples {args.samples} --write`",
-        f"- Date: {datetime.date.today().isoformat()}; load average before the run "
-        f"{args.loadavg:.2f} (the machine is shared with other work)",
+        f"- Command: `python bench/server_load.py {command(args)} --write`",
+        f"- Date: {datetime.date.today().isoformat()}; the machine is shared with other work: "
+        "each row gives the 1-minute load average just before it",
         "- Cancel latency: from sending `POST .../runs/{run_id}/cancel` to the client having read "
         "that stream's `run_finished`, one cancel at a time while the other streams keep running "
         "(a replacement stream is opened after each, so N stay open).",
         "",
-        "| Streams | Tokens/s each | GC | Open all (s) | Events/s received | Server CPU "
+        "| Streams | Tokens/s each | GC | Load | Open all (s) | Events/s received | Server CPU "
         "| Delivery lag p99 | Cancel -> end p50 | p99 | max | Cancel request RTT p50 | Errors |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lat = r.latencies
         lines.append(
-            f"| {r.streams:,} | {r.rate:g} | {r.gc} | {r.open_seconds:.2f} | "
+            f"| {r.streams:,} | {r.rate:g} | {r.gc} | {r.load:.2f} | {r.open_seconds:.2f} | "
             f"{r.events_per_s:,.0f} | "
             f"{r.server_cpu * 100:.0f}% of a core | {percentile(r.lags, 99) * 1e3:.0f} ms | "
             f"{statistics.median(lat) * 1e3:.1f} ms | "
@@ -387,6 +388,20 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> str:
         f"<!-- /{SECTION} -->",
     ]
     return "\n".join(lines)
+
+
+def command(args: argparse.Namespace) -> str:
+    """The options this run was given, as a command line."""
+    words = [f"--streams {args.streams}"]
+    if any("@" not in spec for spec in args.streams.split(",")):
+        words.append(f"--rate {args.rate:g}")
+    words.append(f"--samples {args.samples} --window {args.window:g}")
+    words.append(f"--max-seconds {args.max_seconds:g}")
+    if args.http != "auto" or args.loop != "auto":
+        words.append(f"--http {args.http} --loop {args.loop}")
+    if args.flush_interval is not None:
+        words.append(f"--flush-interval {args.flush_interval:g}")
+    return " ".join(words)
 
 
 def impl(args: argparse.Namespace) -> str:
@@ -446,7 +461,6 @@ def main() -> None:
             flush_interval=args.flush_interval,
         )
         return
-    args.loadavg = os.getloadavg()[0]
     # This process measures: its own collector's pauses (1,000 sockets and their buffers) would
     # count as the server's latency, so it tunes its GC as the server does.
     from tether.server import tune_gc
@@ -462,7 +476,7 @@ def main() -> None:
         results.append(r)
         lat = r.latencies
         print(
-            f"{n:>5} streams ({r.gc} GC): opened in {r.open_seconds:.2f} s, {r.events_per_s:,.0f} events/s, "
+            f"{n:>5} streams ({r.gc} GC, load {r.load:.2f}): opened in {r.open_seconds:.2f} s, {r.events_per_s:,.0f} events/s, "
             f"server CPU {r.server_cpu * 100:.0f}% "
             f"({r.server_cpu / r.events_per_s * 1e6:.1f} µs per event), "
             f"client CPU {r.client_cpu * 100:.0f}%, delivery lag p50 "
@@ -477,7 +491,7 @@ def main() -> None:
     print()
     print(text)
     if args.write:
-        write_section(SECTION, text)
+        write_section(SECTION, text + "\n")
 
 
 if __name__ == "__main__":

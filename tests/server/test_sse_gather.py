@@ -1,5 +1,6 @@
-"""SSE gathering: a run's stream holds text deltas for an interval that grows with the number of
-open streams, and writes them together; a stop requested through the server is written at once.
+"""SSE gathering: after writing text deltas, a run's stream holds the next events for an interval
+that grows with the number of open streams, and writes them together; a stop requested through
+the server is written at once.
 
 The tests set the interval to an hour, so "held until the interval ends" and "written at once" are
 told apart without timing anything: whatever is written comes from a flush, never from the timer.
@@ -39,9 +40,11 @@ def hour_long_interval(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("hour_long_interval")
-async def test_deltas_are_held_for_the_interval_then_written_together_and_a_stop_ends_it() -> None:
-    gates = Gate("before a"), Gate("after b"), Gate("after d")
-    app = chat_app(ScriptedModel([gates[0], "a", "b", gates[1], "c", "d", gates[2], "e"]))
+async def test_deltas_after_a_delta_write_are_held_for_the_interval_and_a_stop_ends_it() -> None:
+    gates = Gate("before a"), Gate("after a"), Gate("after c"), Gate("after e")
+    app = chat_app(
+        ScriptedModel([gates[0], "a", gates[1], "b", "c", gates[2], "d", "e", gates[3], "f"])
+    )
     api = create_app(app)
     api.state.tether = dataclasses.replace(api.state.tether, sse_flush_interval=HOUR)
     stream = FakeClient(api, "POST", "/threads/t1/runs/stream", HI)
@@ -57,19 +60,24 @@ async def test_deltas_are_held_for_the_interval_then_written_together_and_a_stop
             assert handle is not None
             gates[0].release()
             await gates[1].reached()
+            # The first delta after another kind of event is not held either (an hour would
+            # time the watchdog out).
+            await stream.wait_for(lambda b: b'"content":"a"' in b)
+            gates[1].release()
+            await gates[2].reached()
             await anyio.wait_all_tasks_blocked()
-            assert b"message_delta" not in stream.body  # held: the interval has not ended
+            assert b'"content":"b"' not in stream.body  # held: the interval has not ended
             writes = len(bodies(stream))
 
             sse.flush_now(handle)  # as the end of the interval does
-            await stream.wait_for(lambda b: b'"content":"b"' in b)
+            await stream.wait_for(lambda b: b'"content":"c"' in b)
             (together,) = bodies(stream)[writes:]  # one write for both
-            assert b'"content":"a"' in together and b'"content":"b"' in together
+            assert b'"content":"b"' in together and b'"content":"c"' in together
 
-            gates[1].release()  # "c" and "d" come, and are held again
-            await gates[2].reached()
+            gates[2].release()  # "d" and "e" come, and are held again
+            await gates[3].reached()
             await anyio.wait_all_tasks_blocked()
-            assert b'"content":"c"' not in stream.body
+            assert b'"content":"d"' not in stream.body
             r = await client.post(f"/threads/t1/runs/{handle.run_id}/cancel")
             assert r.json()["stopped"] is True
             await stream.done.wait()  # the stop ended the wait, and its end was not held
@@ -77,7 +85,7 @@ async def test_deltas_are_held_for_the_interval_then_written_together_and_a_stop
     events = sse_events(stream.body.decode())
     assert events[-1][0] == "run_finished"
     assert events[-1][2]["status"] == "cancelled"
-    assert "".join(d["content"] for e, _, d in events if e == "message_delta") == "abcd"
+    assert "".join(d["content"] for e, _, d in events if e == "message_delta") == "abcde"
     assert (sse._gathering.open, sse._gathering.waiting) == (0, {})  # nothing left behind
 
 

@@ -25,21 +25,32 @@ ends (or is cancelled) can only *ask* a run to stop, never kill it mid-commit.
 
 Events available at once are written in one `send` (one syscall for a burst of tokens).
 
+Pings. Each response has a pinger task that wakes when the stream could have been idle for
+`ping_interval`, and sends `: ping` only if it was. A stream that writes often still wakes it once
+per interval, and streams opened together (a burst of clients, a server restart) would all wake at
+the same moment every interval: 1,000 wake-ups in one burst stall the event loop for tens of
+milliseconds, and every stream's latency with it. So the first check of each stream comes at its
+own fraction of the interval (`ping_phase()`: consecutive streams get evenly spread fractions),
+and each later one one interval after that stream's own last write. Whether a ping is sent does
+not change: only when the stream was idle for the whole interval.
+
 Gathering. A socket write costs far more than a token (a syscall, and on loopback the reader's TCP
 processing and wake-up too), so a worker serving many streams spends most of its time writing. So
-a run's stream writes text deltas at most once per *interval*: a batch of only deltas that comes
-sooner after the previous write waits, on one timer, for the interval to end, and goes out with
-the deltas that came meanwhile (one `send`; `COALESCE_RUN` or more become one frame). While it
-waits, the writer is not woken per token (the run appends without notifying anyone), which saves
-as much again. The interval grows with the load: it is the number of run streams open in this
+a run's stream writes text deltas at most once per *interval*: after a write of only text deltas,
+the writer waits, on one timer, until one interval after that write, and then sends whatever came
+meanwhile (one `send`; `COALESCE_RUN` or more deltas become one frame). While it waits, the writer
+is not woken per token (the run appends without notifying anyone), which saves as much again, and
+it does not wait for the next token first: one wake-up per write. The interval grows with the
+load: it is the number of run streams open in this
 process divided by `WRITE_RATE`, at most `flush_interval` (`create_app(sse_flush_interval=...)`).
 So all streams together write about `WRITE_RATE` times a second at most, whatever their number:
 one stream gathers for 0.2 ms (nothing to notice), 100 for 20 ms, 1,000 for 0.2 s (the default
 `flush_interval`). A stream is never more than one interval behind its run, and the first token
 after a pause goes out at once.
 
-A batch that holds any other kind of event goes out at once. An event that comes while the writer
-waits (the run's end, a tool call) goes out when the wait ends, so within one interval, except:
+After a write that held any other kind of event, the next events go out as they come. An event
+that comes while the writer waits (the run's end, a tool call) goes out when the wait ends, so
+within one interval, except:
 - a stop requested through this server (`/cancel`, `/stop`, a WebSocket `stop` frame) calls
   `flush_now()`, which ends the wait at once;
 - once a stop was requested (from anywhere), the stream no longer gathers, so the run's last
@@ -59,6 +70,7 @@ is the same. Shorter runs (the usual live case) keep one frame per event.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -84,6 +96,7 @@ __all__ = [
     "flush_now",
     "gather_interval",
     "parse_last_event_id",
+    "ping_phase",
 ]
 
 # One SSE message as OpenAPI describes a `text/event-stream` item (`data` holds the JSON text).
@@ -104,6 +117,19 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
 }
+
+
+_GOLDEN = (5**0.5 - 1) / 2  # frac(k * golden ratio) spreads any run of consecutive k evenly
+_ping_streams = itertools.count()  # event streams started in this process
+
+
+def ping_phase(k: int | None = None) -> float:
+    """The fraction of the ping interval, in [0, 1), at which stream `k` (by default: the next
+    stream of this process) first checks whether it is idle. Any N consecutive streams get
+    fractions spread over [0, 1) with gaps of less than 3/N (the three-gap theorem)."""
+    if k is None:
+        k = next(_ping_streams)
+    return (k * _GOLDEN) % 1.0
 
 
 def encode_event(event: Event) -> bytes:
@@ -243,6 +269,9 @@ class RunEventSource:
         self._limit = flush_interval
         self._counted = False  # True from the first chunk to `aclose()`: in `_gathering.open`
         self._written = -float("inf")  # the loop's clock when the last chunk was handed out
+        # True when gathering is on and the last chunk held only text deltas of a live run: the
+        # next chunk waits for the interval to end first.
+        self._hold_next = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the writer's loop, once known
 
     async def next_chunk(self) -> bytes | None:
@@ -251,37 +280,37 @@ class RunEventSource:
         Cancellation: stops waiting (the response is ending); events it had taken from the
         stream are not written, and a client that re-joins from its last id gets them.
         """
+        if self._hold_next:
+            await self._hold()
         batch = await self.stream.next_batch()
         if not batch:
             return None
         if self._limit > 0:
-            await self._gather(batch)
+            self._handed_out(batch)
         out: Sequence[Event] = coalesce_deltas(batch) if self._coalesce else batch
         return b"".join(self._encode(event) for event in out)
 
-    async def _gather(self, batch: list[Event]) -> None:
-        """Wait until one interval after the previous chunk, and add the events that came
-        meanwhile to `batch`, when `batch` holds only text deltas of a run that is not being
-        stopped."""
+    async def _hold(self) -> None:
+        """Wait until one interval after the previous chunk, unless the run is being stopped;
+        `flush_now()` ends the wait at once."""
+        handle, loop = self.stream.handle, self._loop
+        assert handle is not None  # `_hold_next` is only set for a live run
+        assert loop is not None  # set by `_handed_out`
+        due = self._written + gather_interval(_gathering.open, self._limit)
+        if not handle.token.requested and loop.time() < due:
+            await _wait_until(handle, due, loop)
+
+    def _handed_out(self, batch: list[Event]) -> None:
+        """Note a chunk: when it went out, and whether the next one waits for the interval."""
         if not self._counted:
             self._counted = True
             _gathering.open += 1
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
-        now = loop.time()
-        due = self._written + gather_interval(_gathering.open, self._limit)
-        handle = self.stream.handle
-        if (
-            now < due
-            and handle is not None
-            and not handle.token.requested
-            and all(type(event) is MessageDeltaEvent for event in batch)
-        ):
-            await _wait_until(handle, due, loop)
-            if len(handle.events) > batch[-1].seq + 1:  # more came: take them (without waiting)
-                batch += await self.stream.next_batch()
-            now = loop.time()
-        self._written = now
+        self._written = loop.time()
+        self._hold_next = self.stream.handle is not None and all(
+            type(event) is MessageDeltaEvent for event in batch
+        )
 
     async def aclose(self) -> None:
         if self._counted:
@@ -336,8 +365,9 @@ class EventStreamResponse(Response):
 
         async def ping(interval: float) -> None:
             nonlocal pinging, last_write
+            wake = last_write + interval * ping_phase()  # see "Pings" in the module docstring
             while True:
-                await anyio.sleep(max(0.0, last_write + interval - time.monotonic()))
+                await anyio.sleep(max(0.0, wake - time.monotonic()))
                 if not writing and time.monotonic() - last_write >= interval:
                     pinging = done = anyio.Event()
                     try:
@@ -348,6 +378,7 @@ class EventStreamResponse(Response):
                         pinging = None
                         done.set()
                     last_write = time.monotonic()
+                wake = last_write + interval
 
         async def watch(cancel: Callable[[], None]) -> None:
             while True:
