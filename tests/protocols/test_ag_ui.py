@@ -324,3 +324,43 @@ async def test_interrupts_on_the_wire_and_resume_entries_that_do_not_fit_are_ref
             )
         assert events_of(r.text)[-1]["type"] == "RUN_FINISHED"
         assert (await greeter.aget_state("g")).values["name"] == "Ada"
+
+
+def test_user_text_takes_only_string_text_of_content_parts() -> None:
+    # Found by schemathesis: a part may carry a `text` extra field that is not a string (here in a
+    # document part), which broke the join with a 500.
+    from ag_ui.core import RunAgentInput
+
+    from tether.server.ag_ui import _user_text
+
+    run = RunAgentInput.model_validate(
+        {
+            "threadId": "t",
+            "runId": "r",
+            "state": None,
+            "tools": [],
+            "context": [],
+            "forwardedProps": None,
+            "messages": [
+                {
+                    "id": "u1",
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "hello "},
+                        {
+                            "type": "document",
+                            "text": {"not": "a string"},
+                            "source": {
+                                "type": "file",
+                                "value": "x",
+                                "mimeType": None,
+                                "provider": None,
+                            },
+                        },
+                        {"type": "text", "text": "there"},
+                    ],
+                }
+            ],
+        }
+    )
+    assert _user_text(run.messages[0].content) == "hello there"

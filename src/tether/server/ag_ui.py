@@ -113,9 +113,12 @@ def _encode(event: BaseEvent) -> bytes:
 
 
 def _user_text(content: Any) -> str:
+    """The text of a user message's content: a string, or the text of its parts that have one
+    (other parts, and a non-string `text` an extra field may carry, add nothing)."""
     if isinstance(content, str):
         return content
-    return "".join(getattr(part, "text", "") or "" for part in content or ())
+    texts = (getattr(part, "text", None) for part in content or ())
+    return "".join(text for text in texts if isinstance(text, str))
 
 
 class AGUIStream:
