@@ -176,7 +176,7 @@ class Execution:
         )
 
     def unflushed(self) -> EventBatch:
-        """The events not yet committed, as committed from now on."""
+        """The events not yet committed, which from now on count as committed."""
         events = self.unflushed_with()
         self.flushed = len(self.handle.events)
         return events

@@ -29,9 +29,10 @@ from .stop import StopRequest, StopToken
 __all__ = ["AbandonableStream", "RunHandle", "RunStream", "SyncRunStream", "TextKey"]
 
 T = TypeVar("T")
-_NO_SPAN = object()  # no text span is open
-TextKey = tuple[str | None, str]  # `emit_text`'s (node, message_id)
 T_co = TypeVar("T_co", covariant=True)
+
+TextKey = tuple[str | None, str]  # `emit_text`'s (node, message_id)
+_NO_SPAN = object()  # no text span is open
 
 
 class RunHandle:
@@ -171,20 +172,19 @@ class RunHandle:
     def text_spans(self, start: int, stop: int) -> list[tuple[int, int]]:
         """The text spans among `events[start:stop]`, as `(first, end)` indexes into that slice.
 
-        A text span is a run of two or more consecutive events logged by `emit_text` with one key
-        (so for one node and one message): they differ only in `seq`, `ts` and `content`. Storage keeps each as one
-        row without comparing its events (`tether.storage.EventBatch`).
+        A text span is a run of two or more consecutive events logged by `emit_text` with one
+        key (so for one node and one message): they differ only in `seq`, `ts` and `content`.
+        Storage keeps each as one row without comparing its events (`tether.storage.EventBatch`).
         """
         flat = self._spans
         if not flat:
             return []
-        if len(flat) % 2:
-            flat = [*flat, len(self.events)]
         spans = []
         for k in range(bisect_right(flat, start) // 2 * 2, len(flat), 2):
-            first, end = max(flat[k], start), min(flat[k + 1], stop)
+            first = max(flat[k], start)
             if first >= stop:
                 break
+            end = min(flat[k + 1], stop) if k + 1 < len(flat) else stop  # else: still open
             if end - first > 1:
                 spans.append((first - start, end - start))
         return spans

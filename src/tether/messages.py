@@ -252,26 +252,41 @@ def _is_json_object(text: str) -> bool:
 class MessageTrace:
     """What a `MessageList` knows about its items while it is unchanged (see the module docstring).
 
-    Storage may fill in `origin` and `shared` (`MessageList.stamp`); `add_messages` takes `index`.
+    Storage may set its `shares` (`MessageList.stamp`); `add_messages` takes its index
+    (`take_index`). Both are single, atomic operations, so threads see one or the other state.
     """
 
-    __slots__ = ("index", "length", "origin", "shared")
+    __slots__ = ("_index", "length", "shares")
 
     def __init__(
         self, origin: object | None, shared: int, length: int, index: dict[str, int] | None
     ) -> None:
-        # Stands for a sequence of messages that never changes (for storage, a stored checkpoint's
-        # messages); None: the list shares nothing known with any
-        self.origin = origin
-        # the list's first `shared` items are the very objects of `origin`'s first `shared`
-        # messages; 0 when `origin` is None
-        self.shared = shared
+        # (origin, shared), replaced as a whole: `origin` stands for a sequence of messages that
+        # never changes (for storage, a stored checkpoint's messages), and the list's first
+        # `shared` items are the very objects of its first `shared` messages; (None, 0): the list
+        # shares nothing known with any
+        self.shares: tuple[object | None, int] = (origin, shared)
         # len() of the list when the trace was made: a change of length that bypassed the list's
         # methods shows as a mismatch
         self.length = length
-        # message id -> position of its last occurrence in the list; None once `add_messages`
-        # handed it on to the list it built (or never built)
-        self.index = index
+        # [message id -> position of its last occurrence in the list], or [] once `add_messages`
+        # took it for the list it built (or none was built)
+        self._index = [] if index is None else [index]
+
+    @property
+    def origin(self) -> object | None:
+        return self.shares[0]
+
+    @property
+    def shared(self) -> int:
+        return self.shares[1]
+
+    def take_index(self) -> dict[str, int] | None:
+        """The id index, to the one caller that gets it (`list.pop` is atomic); then None."""
+        try:
+            return self._index.pop()
+        except IndexError:
+            return None
 
 
 class MessageList(list[Message]):
@@ -310,7 +325,7 @@ class MessageList(list[Message]):
         Does nothing if the list changed since: `trace` is then no longer its trace.
         """
         if self._trace is trace and trace.length == len(self):
-            trace.origin, trace.shared = origin, trace.length
+            trace.shares = (origin, trace.length)
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         # a copy or an unpickled list is a new list: it shares no trace with this one
@@ -369,14 +384,13 @@ def add_messages(
     trace = left.trace if isinstance(left, MessageList) else None
     origin, shared, known = None, 0, None
     if trace is not None:
-        origin, shared, known = trace.origin, trace.shared, trace.index
-        trace.index = None  # `merged` changes it from here on
+        (origin, shared), known = trace.shares, trace.take_index()  # `merged` changes the index
     index = _index(merged) if known is None else known
 
     def find(message_id: str) -> int | None:
         nonlocal index, origin
         pos = index.get(message_id)
-        if pos is not None and merged[pos].id != message_id:
+        if pos is not None and (pos >= len(merged) or merged[pos].id != message_id):
             # `left` was changed behind its methods: trust nothing its trace said
             index, origin = _index(merged), None
             pos = index.get(message_id)

@@ -72,7 +72,9 @@ class StopToken:
         self.request: StopRequest | None = None
         # The strongest mode requested so far: a later `now` escalates an `after_step` request.
         self.mode: StopMode | None = None
-        # True once the run has sent its terminal event; later requests return False.
+        # True once the run has decided how it ends; later requests return False. Set only by
+        # `RunHandle.finish_events()`, which also ends the handle's text span: `emit_text` checks
+        # this flag only when a span starts, so setting it anywhere else would let tokens through.
         self.finished = False
         # The run's cancel scope, set by `bind()` when the run starts executing.
         self._scope: CancelScope | None = None

@@ -194,6 +194,18 @@ async def test_a_thread_id_with_spaces_is_freed_for_waiters_on_other_nodes_at_on
     assert a.registry.size() == 0 and b.registry.size() == 0
 
 
+async def test_waiting_for_the_release_of_runs_leaves_no_waiter_behind(node: Node) -> None:
+    a = node()
+    await a.engine.ensure_ready()
+    registry = a.registry
+    assert isinstance(registry, RedisRunRegistry)
+    with anyio.fail_after(10) as watchdog:
+        for i in range(20):
+            await registry.wait_released(f"no-such-run-{i}")  # released already: returns at once
+    assert not watchdog.cancel_called
+    assert registry._waiters.ended == {}
+
+
 async def test_a_join_on_another_node_is_live_gapless_and_ends_with_one_run_finished(
     node: Node,
 ) -> None:

@@ -108,11 +108,25 @@ def test_a_span_that_does_not_fit_its_batch_is_compared_instead() -> None:
     handle, _ = _log([("text", 0)] * 5 + [("custom", 0)])
     events = handle.events
     # Spans that do not match (the batch lost an event, or points past its end) are not trusted.
-    for wrong in ([(0, 5)], [(1, 7)], [(0, 2), (1, 4)]):
-        batch = EventBatch([*events[:2], *events[3:]], wrong)
+    gapped = [*events[:2], *events[3:]]
+    for listed, wrong in (
+        (gapped, [(0, 5)]),
+        (gapped, [(1, 7)]),
+        (gapped, [(0, 2), (1, 4)]),
+        (events, [(0, 3), (1, 4)]),  # each fits, but they overlap
+        (events, [(2, 4), (0, 2)]),  # each fits, but out of order
+    ):
+        batch = EventBatch(listed, wrong)
         rows = encode_events(batch)
         decoded = decode_event_rows("r", [(i, body) for i, (*_, body) in enumerate(rows)])
         assert decoded == batch
+
+
+def test_a_span_whose_ends_are_different_messages_is_compared_instead() -> None:
+    handle, _ = _log([("text", 0), ("text", 0), ("text", 2), ("text", 2)])
+    batch = EventBatch(handle.events, [(0, 4)])  # seqs fit, but the ends are messages a and b
+    rows = encode_events(batch)
+    assert decode_event_rows("r", [(i, body) for i, (*_, body) in enumerate(rows)]) == batch
 
 
 def test_a_finished_run_logs_no_more_tokens_and_ends_its_span() -> None:

@@ -78,3 +78,37 @@ def test_a_failing_background_checkpoint_is_logged_and_loses_nothing(
     # Closing checkpointed the log into the file (SQLite does, on the last close).
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT count(*) FROM tether_events").fetchone()[0] == 2
+
+
+def test_many_small_commits_keep_the_log_small_and_copied_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small commit carries a few hundred bytes but appends whole pages to the log: counting
+    # only the data, the background would hardly ever run and the log would reach the fallback
+    # bound with nearly everything still to copy.
+    monkeypatch.setattr(_wal, "EVERY_BYTES", 128 * 1024)
+    monkeypatch.setattr(_wal, "FALLBACK_PAGES", 256)  # 1 MiB
+    started = 0
+    checkpoint = _wal.BackgroundCheckpoints._checkpoint
+
+    def counted(self: _wal.BackgroundCheckpoints) -> None:
+        nonlocal started
+        started += 1
+        checkpoint(self)
+
+    monkeypatch.setattr(_wal.BackgroundCheckpoints, "_checkpoint", counted)
+    path = os.fspath(tmp_path / "t.db")
+    commits = 600  # each appends at least 2 pages of 4 KiB: ~5 MiB unchecked
+
+    async def main() -> None:
+        async with SqliteCheckpointer(path) as store:
+            for i in range(commits):
+                await store.commit(events=_tokens(f"r{i}", 1))
+            assert store._wal is not None
+            store._wal.wait()
+            assert os.path.getsize(path + "-wal") < 2 * 256 * 4096  # the fallback bounds it
+            assert started >= commits * 2 * 4096 // (128 * 1024)  # and the background copied
+            for run in ("r0", f"r{commits - 1}"):
+                assert await store.read_events(run) == _tokens(run, 1)
+
+    anyio.run(main)

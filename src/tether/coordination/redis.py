@@ -287,13 +287,19 @@ class RedisRunRegistry(RunRegistry):
         Cancelling the wait does not affect the run. Raises `CoordinationUnavailableError` when
         Redis cannot be reached.
         """
+        ended = self._waiters.ended
         while True:
             # Set up before the check, so a release between the two is not missed.
-            event = self._waiters.ended.setdefault(run_id, anyio.Event())
-            if not await self.is_live(run_id):
-                return
-            with anyio.move_on_after(self.lease / 3):
-                await event.wait()
+            event = ended.setdefault(run_id, anyio.Event())
+            try:
+                if not await self.is_live(run_id):
+                    return
+                with anyio.move_on_after(self.lease / 3):
+                    await event.wait()
+            finally:
+                if ended.get(run_id) is event:  # leave nothing behind; any other waiter on the
+                    del ended[run_id]  # same event wakes, checks again and sets up a new one
+                    event.set()
 
     async def join(self, run_id: str, after_seq: int) -> RunStream | None:
         """A live stream of a run that executes in another process, or None if it is not live.

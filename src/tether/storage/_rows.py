@@ -466,8 +466,8 @@ def encode_events(events: Sequence[Event]) -> list[EventRow]:
     rows: list[EventRow] = []
     done = 0
     for first, end in getattr(events, "text_spans", ()):
-        if not _is_span(events, first, end):  # not what the batch says: compare them instead
-            continue
+        if first < done or not _is_span(events, first, end):  # out of order, or not a span
+            continue  # (the batch was not made as `EventBatch` says): compare those events
         _encode_compared(events, done, first, rows)
         for i in range(first, end, DELTAS_PER_ROW):
             _flush_deltas(events[i : min(end, i + DELTAS_PER_ROW)], rows)  # type: ignore[arg-type]
@@ -477,8 +477,8 @@ def encode_events(events: Sequence[Event]) -> list[EventRow]:
 
 
 def _is_span(events: Sequence[Event], first: int, end: int) -> bool:
-    """A cheap sanity check of an `EventBatch` text span: its ends are text deltas as far apart
-    as their seqs."""
+    """A cheap check of an `EventBatch` text span, on its two ends: text deltas of one message
+    as far apart as their seqs. (The events between are taken on trust.)"""
     if not 0 <= first < end <= len(events):
         return False
     a, b = events[first], events[end - 1]
@@ -486,6 +486,7 @@ def _is_span(events: Sequence[Event], first: int, end: int) -> bool:
         type(a) is MessageDeltaEvent
         and type(b) is MessageDeltaEvent
         and not a.tool_calls
+        and _SHARED(a) == _SHARED(b)
         and b.seq - a.seq == end - 1 - first
     )
 

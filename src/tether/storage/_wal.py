@@ -2,16 +2,21 @@
 
 In WAL mode a commit appends pages to the `-wal` file, and a *checkpoint* later copies them into the
 database file, with an fsync of each. By default SQLite checkpoints inside the commit that takes
-the log past 1,000 pages, so every few megabytes one commit stalls for the copy and the fsyncs (on a
-streamed answer, about a third of what storing its events costs).
+the log past 1,000 pages (4 MiB), so every few megabytes one commit stalls for the copy and the
+fsyncs (on a streamed answer, about a third of what storing its events costs).
 
 `BackgroundCheckpoints` turns that off for the committing connection and runs the same checkpoint
 (`PASSIVE`: it never blocks a writer or a reader) on its own connection in a background thread,
-once the commits since the last one wrote about as much as SQLite would have waited for. What is
+once the commits since the last one appended about as much as SQLite would have waited for (their
+data, plus a few pages each: a small commit still appends whole pages). What is
 durable when does not change: a commit is in the log when it returns, whoever copies it later.
 
-If the background thread falls behind (a reader holding an old snapshot, a slow disk), the log
-grows; SQLite's own checkpoint in the commit path stays on, at `FALLBACK_PAGES`, as a bound.
+The log starts over from its beginning only when a commit finds it wholly copied, which a stream
+of commits that never pauses does not allow (each checkpoint ends behind the latest commit). So
+SQLite's own checkpoint in the commit path stays on, at `FALLBACK_PAGES`, as the bound on the log's
+size: by the time it runs, the background has copied all but the last megabyte or so, so that
+commit stalls for little more than the fsyncs. It is also the bound if the background falls
+behind (a reader holding an old snapshot, a slow disk).
 """
 
 from __future__ import annotations
@@ -24,16 +29,18 @@ __all__ = ["BackgroundCheckpoints"]
 
 _log = logging.getLogger(__name__)
 
-EVERY_BYTES = 4 << 20  # written between two background checkpoints: SQLite's 1,000 default pages
-FALLBACK_PAGES = 16_000  # the commit path checkpoints itself past this many pages (64 MiB)
+EVERY_BYTES = 1 << 20  # appended to the log between two background checkpoints
+FALLBACK_PAGES = 2_000  # the commit path checkpoints itself past this many pages (8 MiB)
+PAGES_PER_COMMIT = 4  # what any commit appends besides its data (b-tree leaves, index pages)
 
 
 class BackgroundCheckpoints:
     """Checkpoints one database file's WAL in a background thread; see the module docstring."""
 
-    def __init__(self, path: str, *, uri: bool, busy_timeout: float) -> None:
+    def __init__(self, path: str, *, uri: bool, busy_timeout: float, page_size: int) -> None:
         self._path, self._uri, self._busy_timeout = path, uri, busy_timeout
-        self._written = 0  # bytes committed since the last checkpoint started (an estimate)
+        self._overhead = PAGES_PER_COMMIT * page_size
+        self._written = 0  # bytes appended to the log since the last checkpoint (an estimate)
         self._lock = threading.Lock()  # guards `_written` and `_thread`
         self._thread: threading.Thread | None = None
 
@@ -43,10 +50,10 @@ class BackgroundCheckpoints:
         conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
 
     def wrote(self, nbytes: int) -> None:
-        """Count `nbytes` just committed; start a checkpoint if enough has accumulated and none
-        is running. Never blocks."""
+        """Count a commit of `nbytes` of data (plus the pages every commit appends); start a
+        checkpoint if enough has accumulated and none is running. Never blocks."""
         with self._lock:
-            self._written += nbytes
+            self._written += nbytes + self._overhead
             if self._written < EVERY_BYTES or self._thread is not None:
                 return
             self._written = 0

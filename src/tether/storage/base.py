@@ -36,11 +36,13 @@ __all__ = ["Checkpoint", "Checkpointer", "EventBatch", "ThreadInfo"]
 class EventBatch(list[Event]):
     """The events of a `commit()`, as the engine hands them over: a list, plus `text_spans`.
 
-    Each text span is a `(first, end)` range of indexes into the list: two or more text deltas of
-    one message, with consecutive seqs, that differ only in `seq`, `ts` and `content`. The run's
-    handle records them as it logs the tokens (`RunHandle.text_spans`), so a backend can store each
-    span as one row without comparing its events. Any other sequence of events works too: a
-    backend that gets one finds such runs itself, or stores events one by one.
+    Each text span is a `(first, end)` range of indexes into the list, in order and disjoint: two
+    or more text deltas of one message, with consecutive seqs, that differ only in `seq`, `ts` and
+    `content`. The run's handle records them as it logs the tokens (`RunHandle.text_spans`), so a
+    backend can store each span as one row without comparing its events. A backend takes the
+    events inside a span on trust (SQLite checks only its two ends), so build an `EventBatch`
+    only from a handle's spans. Any other sequence of events works too: a backend that gets one
+    finds such runs itself, or stores events one by one.
     """
 
     __slots__ = ("text_spans",)

@@ -342,9 +342,9 @@ def _history(channel: Any, trace: MessageTrace | None, old: _History | None) -> 
     if not isinstance(channel, list | tuple) or not channel:
         return None
     base: _History | None
-    origin = None if trace is None else trace.origin
+    origin, shared = (None, 0) if trace is None else trace.shares  # one read: a consistent pair
     if isinstance(origin, _History) and trace is not None:
-        base, shared = origin, trace.shared
+        base = origin
         tail = channel[shared:]
         # Read again after the items: a change that began before the slice has dropped the trace.
         if channel.trace is not trace:  # type: ignore[union-attr]  # a MessageList: it has a trace

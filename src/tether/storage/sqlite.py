@@ -138,8 +138,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX tether_events_by_run ON tether_events (run_id, seq)",
         "CREATE INDEX tether_events_by_thread ON tether_events (thread_id)",
     ),
-    # 2: a `tether_events` row may hold a run of text deltas (`_rows.encode_events`), which a
-    # tether of version 1 would misread; no table changes, the number keeps such a tether out.
+    # 2: no table changes. Rows holding a run of text deltas (`_rows.encode_events`) began under
+    # version 1, and the tethers from before them misread such rows; from here on the number
+    # keeps those tethers out of a file that may hold them.
     (),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -232,20 +233,22 @@ class SqliteCheckpointer(Checkpointer):
                 check_same_thread=False,  # `_lock` serializes the threads that use it
                 uri=self.path.startswith("file:"),
             )
+            wal = None
             try:
                 if _enable_wal(conn, time.monotonic() + self._busy_timeout):
                     BackgroundCheckpoints.configure(conn)
-                    self._wal = BackgroundCheckpoints(
+                    wal = BackgroundCheckpoints(
                         self.path,
                         uri=self.path.startswith("file:"),
                         busy_timeout=self._busy_timeout,
+                        page_size=conn.execute("PRAGMA page_size").fetchone()[0],
                     )
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
                 _migrate(conn, self.path)
             except BaseException:
                 conn.close()
                 raise
-            self._conn = conn
+            self._conn, self._wal = conn, wal
         return self._conn
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
