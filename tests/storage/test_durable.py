@@ -271,6 +271,8 @@ async def test_newer_schema_is_refused(durable: Backend) -> None:
     try:
         with pytest.raises(StorageError, match="99"):
             await newer.setup()
+        if isinstance(newer, SqliteCheckpointer):
+            assert newer._wal is None  # the refused file left no checkpoint helper behind
     finally:
         await close_all(durable)
 

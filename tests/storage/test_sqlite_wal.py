@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import types
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -38,7 +40,7 @@ def test_commits_leave_the_checkpoint_to_a_background_thread(
             fallback = await store._run(
                 lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
             )
-            assert fallback == _wal.FALLBACK_PAGES  # a commit checkpoints only past 64 MiB
+            assert fallback == _wal.FALLBACK_PAGES  # a commit checkpoints only past 8 MiB
             before = os.path.getsize(path)
             await store.commit(events=_tokens("r1", 2_000))  # ~400 KB into the log
             assert store._wal is not None
@@ -84,31 +86,70 @@ def test_many_small_commits_keep_the_log_small_and_copied_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A small commit carries a few hundred bytes but appends whole pages to the log: counting
-    # only the data, the background would hardly ever run and the log would reach the fallback
-    # bound with nearly everything still to copy.
+    # only the data, the background would hardly ever run and the log would grow to the fallback
+    # bound with nearly everything still to copy. The checkpoints run between the commits here
+    # (not in a thread), so how many start does not depend on the machine's speed.
     monkeypatch.setattr(_wal, "EVERY_BYTES", 128 * 1024)
-    monkeypatch.setattr(_wal, "FALLBACK_PAGES", 256)  # 1 MiB
-    started = 0
-    checkpoint = _wal.BackgroundCheckpoints._checkpoint
+    queued: list[Callable[[], None]] = []
 
-    def counted(self: _wal.BackgroundCheckpoints) -> None:
-        nonlocal started
-        started += 1
-        checkpoint(self)
+    class Queued:
+        """`threading.Thread` as `_wal` uses it: `start()` queues the target for the test."""
 
-    monkeypatch.setattr(_wal.BackgroundCheckpoints, "_checkpoint", counted)
+        def __init__(self, *, target: Callable[[], None], name: str, daemon: bool) -> None:
+            self.target = target
+
+        def start(self) -> None:
+            queued.append(self.target)
+
+        def join(self) -> None:
+            assert not queued
+
+    monkeypatch.setattr(
+        _wal, "threading", types.SimpleNamespace(Thread=Queued, Lock=threading.Lock)
+    )
     path = os.fspath(tmp_path / "t.db")
-    commits = 600  # each appends at least 2 pages of 4 KiB: ~5 MiB unchecked
+    commits, started = 600, 0  # each commit appends at least 2 pages of 4 KiB: ~5 MiB in all
 
     async def main() -> None:
+        nonlocal started
         async with SqliteCheckpointer(path) as store:
             for i in range(commits):
                 await store.commit(events=_tokens(f"r{i}", 1))
-            assert store._wal is not None
-            store._wal.wait()
-            assert os.path.getsize(path + "-wal") < 2 * 256 * 4096  # the fallback bounds it
-            assert started >= commits * 2 * 4096 // (128 * 1024)  # and the background copied
+                while queued:
+                    queued.pop()()
+                    started += 1
+            assert os.path.getsize(path + "-wal") < 2 << 20
             for run in ("r0", f"r{commits - 1}"):
                 assert await store.read_events(run) == _tokens(run, 1)
 
     anyio.run(main)
+    assert started >= commits * 2 * 4096 // (128 * 1024)  # at least one per 128 KiB of pages
+
+
+def test_a_checkpoint_thread_that_cannot_start_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_wal, "EVERY_BYTES", 1)
+
+    class Refused:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(
+        _wal, "threading", types.SimpleNamespace(Thread=Refused, Lock=threading.Lock)
+    )
+    path = os.fspath(tmp_path / "t.db")
+
+    async def main() -> None:
+        store = SqliteCheckpointer(path)
+        for run in ("r1", "r2"):
+            await store.commit(events=_tokens(run, 3))  # commits as if nothing happened
+        assert await store.read_events("r2") == _tokens("r2", 3)
+        await store.aclose()  # and the store still closes
+
+    with caplog.at_level(logging.WARNING, logger="tether.storage._wal"):
+        anyio.run(main)
+    assert sum("could not start a WAL checkpoint" in r.getMessage() for r in caplog.records) == 2

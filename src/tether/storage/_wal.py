@@ -7,9 +7,11 @@ fsyncs (on a streamed answer, about a third of what storing its events costs).
 
 `BackgroundCheckpoints` turns that off for the committing connection and runs the same checkpoint
 (`PASSIVE`: it never blocks a writer or a reader) on its own connection in a background thread,
-once the commits since the last one appended about as much as SQLite would have waited for (their
-data, plus a few pages each: a small commit still appends whole pages). What is
-durable when does not change: a commit is in the log when it returns, whoever copies it later.
+once the commits since the last one appended about a megabyte (`EVERY_BYTES`: their data, plus a
+few pages each, since a small commit still appends whole pages). What is durable when does not
+change: a commit is in the log when it returns, whoever copies it later. A checkpoint that fails,
+or a thread that cannot start, is logged and tried again after the next megabyte: commits are not
+affected.
 
 The log starts over from its beginning only when a commit finds it wholly copied, which a stream
 of commits that never pauses does not allow (each checkpoint ends behind the latest commit). So
@@ -57,10 +59,15 @@ class BackgroundCheckpoints:
             if self._written < EVERY_BYTES or self._thread is not None:
                 return
             self._written = 0
-            self._thread = threading.Thread(
+            thread = threading.Thread(
                 target=self._checkpoint, name="tether-sqlite-wal", daemon=True
             )
-            self._thread.start()
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no thread left, or the interpreter is shutting down
+                _log.warning("could not start a WAL checkpoint of %r: %s", self._path, exc)
+                return
+            self._thread = thread
 
     def wait(self) -> None:
         """Wait for a running checkpoint to end (before the file is closed)."""
