@@ -35,17 +35,14 @@ from tether.storage.sqlite import SqliteCheckpointer
 @contextmanager
 def sqlite_default() -> Iterator[None]:
     """SQLite's own behaviour: checkpoints inside commits at 1,000 pages, no background thread."""
-    cls = _wal.BackgroundCheckpoints
-    saved = {name: vars(cls)[name] for name in ("configure", "wrote")}  # as defined, staticmethod
-    cls.configure = staticmethod(  # type: ignore[method-assign]
-        lambda conn: conn.execute("PRAGMA wal_autocheckpoint=1000")
-    )
-    cls.wrote = lambda self, nbytes: None  # type: ignore[method-assign]
+    fallback, wrote = _wal.FALLBACK_PAGES, _wal.BackgroundCheckpoints.wrote
+    _wal.FALLBACK_PAGES = 1000  # SQLite's default
+    _wal.BackgroundCheckpoints.wrote = lambda self, nbytes: None  # type: ignore[method-assign]
     try:
         yield
     finally:
-        for name, value in saved.items():
-            setattr(cls, name, value)
+        _wal.FALLBACK_PAGES = fallback
+        _wal.BackgroundCheckpoints.wrote = wrote  # type: ignore[method-assign]
 
 
 async def small_commits(path: str, commits: int) -> tuple[float, float, int]:

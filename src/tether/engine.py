@@ -185,7 +185,9 @@ class Execution:
         """The events not yet committed, then `final`, for a commit (`flushed` does not move)."""
         handle, start = self.handle, self.flushed
         stop = len(handle.events)
-        return EventBatch([*handle.events[start:stop], *final], handle.text_spans(start, stop))
+        batch = EventBatch(handle.events[start:stop], handle.text_spans(start, stop))
+        batch.extend(final)
+        return batch
 
     async def commit(
         self,
@@ -582,7 +584,7 @@ class Engine:
                     status="failed",
                     reason="internal_error",
                 )
-            handle.append_final(final)
+            handle.events.append(final)  # after `finish_events()`: no text span is open
             handle.values = (
                 outcome.values if outcome is not None and final.status != "failed" else None
             )

@@ -196,20 +196,16 @@ def replace(event: _E, /, **changes: Any) -> _E:
     return msgspec.structs.replace(event, **changes)
 
 
-def _enc(value: Any) -> Any:
-    # Values msgspec does not encode itself: pydantic models (`Message`, `ToolCallDelta`) and
-    # whatever custom data pydantic can make JSON of. Raises `PydanticSerializationError` (a
-    # `ValueError`) for data it cannot.
-    return to_jsonable_python(value)
-
-
 def _dec(cls: type, value: Any) -> Any:
     if cls is Message or cls is ToolCallDelta:
         return cls.model_validate(value)
     raise NotImplementedError(cls)
 
 
-_ENCODER = msgspec.json.Encoder(enc_hook=_enc)
+# Values msgspec does not encode itself go through pydantic-core: pydantic models (`Message`,
+# `ToolCallDelta`) and whatever custom data pydantic can make JSON of. It raises
+# `PydanticSerializationError` (a `ValueError`) for data it cannot.
+_ENCODER = msgspec.json.Encoder(enc_hook=to_jsonable_python)
 
 
 def event_to_json(event: Event) -> dict[str, Any]:

@@ -163,12 +163,6 @@ class RunHandle:
         if self._span is not _NO_SPAN:
             self._end_span()
 
-    def append_final(self, event: RunFinished) -> None:
-        """Log the run's terminal event (the engine does, once the run is finished)."""
-        if self._span is not _NO_SPAN:
-            self._end_span()
-        self.events.append(event)
-
     def text_spans(self, start: int, stop: int) -> list[tuple[int, int]]:
         """The text spans among `events[start:stop]`, as `(first, end)` indexes into that slice.
 
@@ -373,10 +367,15 @@ class RunStream(AbandonableStream):
         """Start the run now, if it has not started; returns its handle."""
         if self.handle is None:
             assert self._start is not None
-            self.handle = await self._start()
-            if not self._finished:
-                self._live = self.handle.events
+            self._attach(await self._start())
+        assert self.handle is not None
         return self.handle
+
+    def _attach(self, handle: RunHandle) -> None:
+        """Read `handle`'s events from now on (unless this stream already ended)."""
+        self.handle = handle
+        if not self._finished:
+            self._live = handle.events
 
     async def _resolve(self) -> Self:
         """Resolve a re-join: attach the live run, or load the finished run's event log."""
@@ -384,9 +383,7 @@ class RunStream(AbandonableStream):
             found = await self._join()
             self._join = None
             if isinstance(found, RunHandle):
-                self.handle = found
-                if not self._finished:
-                    self._live = found.events
+                self._attach(found)
             elif isinstance(found, RunStream):
                 self._remote = found
             else:

@@ -324,7 +324,7 @@ class MessageList(list[Message]):
 
         Does nothing if the list changed since: `trace` is then no longer its trace.
         """
-        if self._trace is trace and trace.length == len(self):
+        if self.trace is trace:
             trace.shares = (origin, trace.length)
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:

@@ -134,7 +134,7 @@ def test_a_finished_run_logs_no_more_tokens_and_ends_its_span() -> None:
     handle.finish_events()
     handle.emit_text(KEYS[0], "late")
     final = RunFinished(run_id="r", thread_id="t", seq=3, ts=0.0, status="cancelled")
-    handle.append_final(final)
+    handle.events.append(final)
     assert len(handle.events) == 4 and handle.events[-1] is final
     assert handle.text_spans(0, 4) == [(0, 3)]
 

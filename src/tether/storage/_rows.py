@@ -514,8 +514,6 @@ def _joinable(window: Sequence[Event]) -> int:
     deltas = window[:size]
     size = _equal_prefix(list(map(_SHARED, deltas)), _SHARED(deltas[0]))
     seqs = list(map(_SEQ, deltas[:size]))
-    if seqs == list(range(seqs[0], seqs[0] + size)):
-        return size
     return _equal_prefix(list(map(operator.sub, seqs, count(seqs[0]))), 0)
 
 

@@ -39,17 +39,16 @@ PAGES_PER_COMMIT = 4  # what any commit appends besides its data (b-tree leaves,
 class BackgroundCheckpoints:
     """Checkpoints one database file's WAL in a background thread; see the module docstring."""
 
-    def __init__(self, path: str, *, uri: bool, busy_timeout: float, page_size: int) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: str, *, uri: bool, busy_timeout: float
+    ) -> None:
+        """Take over `conn`'s checkpoints (it keeps its own only past `FALLBACK_PAGES`)."""
+        conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
         self._path, self._uri, self._busy_timeout = path, uri, busy_timeout
-        self._overhead = PAGES_PER_COMMIT * page_size
+        self._overhead = PAGES_PER_COMMIT * conn.execute("PRAGMA page_size").fetchone()[0]
         self._written = 0  # bytes appended to the log since the last checkpoint (an estimate)
         self._lock = threading.Lock()  # guards `_written` and `_thread`
         self._thread: threading.Thread | None = None
-
-    @staticmethod
-    def configure(conn: sqlite3.Connection) -> None:
-        """Move the committing connection's own checkpoints out to the fallback bound."""
-        conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
 
     def wrote(self, nbytes: int) -> None:
         """Count a commit of `nbytes` of data (plus the pages every commit appends); start a

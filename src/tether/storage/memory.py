@@ -241,13 +241,16 @@ class _History:
     base: _History | None  # None: `added` is all of its messages (and `full` is `added`)
     keep: int  # how many leading messages of `base` come first; 0 when `base` is None
     added: tuple[Message, ...]  # the messages after those, every one checked storable
-    length: int  # keep + len(added)
     depth: int  # links from here to a node whose `full` was set when it was made: <= _MAX_DEPTH
     full: tuple[Message, ...] | None  # all `length` messages, once built
 
+    @property
+    def length(self) -> int:
+        return self.keep + len(self.added)
+
     @classmethod
     def whole(cls, messages: tuple[Message, ...]) -> _History:
-        return cls(None, 0, messages, len(messages), 0, messages)
+        return cls(None, 0, messages, 0, messages)
 
     @classmethod
     def after(cls, base: _History, keep: int, added: tuple[Message, ...]) -> _History:
@@ -256,7 +259,7 @@ class _History:
             return cls.whole(added)
         if keep == base.length and not added:
             return base
-        node = cls(base, keep, added, keep + len(added), base.depth + 1, None)
+        node = cls(base, keep, added, base.depth + 1, None)
         if node.depth > _MAX_DEPTH:
             return cls.whole(node.messages_from(0))
         return node
@@ -343,7 +346,7 @@ def _history(channel: Any, trace: MessageTrace | None, old: _History | None) -> 
         return None
     base: _History | None
     origin, shared = (None, 0) if trace is None else trace.shares  # one read: a consistent pair
-    if isinstance(origin, _History) and trace is not None:
+    if isinstance(origin, _History):
         base = origin
         tail = channel[shared:]
         # Read again after the items: a change that began before the slice has dropped the trace.

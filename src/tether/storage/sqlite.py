@@ -224,24 +224,21 @@ class SqliteCheckpointer(Checkpointer):
     def _connection(self) -> sqlite3.Connection:
         # Called with `_lock` held.
         if self._conn is None:
-            if self.path != ":memory:" and not self.path.startswith("file:"):
+            uri = self.path.startswith("file:")
+            if self.path != ":memory:" and not uri:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 self.path,
                 timeout=self._busy_timeout,
                 isolation_level=None,  # autocommit; transactions are explicit
                 check_same_thread=False,  # `_lock` serializes the threads that use it
-                uri=self.path.startswith("file:"),
+                uri=uri,
             )
             wal = None
             try:
                 if _enable_wal(conn, time.monotonic() + self._busy_timeout):
-                    BackgroundCheckpoints.configure(conn)
                     wal = BackgroundCheckpoints(
-                        self.path,
-                        uri=self.path.startswith("file:"),
-                        busy_timeout=self._busy_timeout,
-                        page_size=conn.execute("PRAGMA page_size").fetchone()[0],
+                        conn, self.path, uri=uri, busy_timeout=self._busy_timeout
                     )
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
                 _migrate(conn, self.path)
