@@ -62,7 +62,6 @@ from .base import RunRegistry, StopResult
 from .redis_admission import Admission
 from .redis_context import RedisContext
 from .redis_inbox import Inbox
-from .redis_leases import QUEUE_ROW_LOST as QUEUE_ROW_LOST
 from .redis_leases import Heartbeat, Sweeper
 from .redis_runs import LocalRuns, RunIndex
 from .redis_signals import Subscription, Waiters
@@ -123,14 +122,13 @@ class RedisRunRegistry(RunRegistry):
         )
         # Fixed at construction (the parts read them from `ctx`).
         self.url, self.prefix, self.lease = url, prefix, lease
-        self.run_queue = run_queue
         self.worker_id = ctx.worker_id
         self._ctx = ctx
         self._local = LocalRuns()
         self._index = RunIndex(ctx, self._local)
         self._waiters = Waiters()
-        self._admission = Admission(ctx, self._local, self._index, self._waiters, self)
-        self._stops = Stops(ctx, self._local, self._admission)
+        self._stops = Stops(ctx, self._local, self._index)
+        self._admission = Admission(ctx, self._local, self._waiters, self._stops)
         self._streams = EventStreams(ctx, self._local)
         self._inbox = Inbox(ctx)
         self._sweeper = Sweeper(ctx, self._index, self._streams)
@@ -143,6 +141,11 @@ class RedisRunRegistry(RunRegistry):
         return f"RedisRunRegistry({self.url!r}, prefix={self.prefix!r}, lease={self.lease!r})"
 
     # ------------------------------------------------------------------ settings
+
+    @property
+    def run_queue(self) -> PostgresRunQueue | None:
+        """The queue of background runs given at construction (shared with the parts)."""
+        return self._ctx.run_queue
 
     @property
     def checkpointer(self) -> Checkpointer | None:
@@ -250,7 +253,7 @@ class RedisRunRegistry(RunRegistry):
 
         Cancellation: shielded, with the registry's timeout.
         """
-        await self._admission.forget_queued(run_id, thread_id)
+        await self._index.forget_queued(run_id, thread_id)
 
     def local(self, run_id: str) -> RunHandle | None:
         return self._local.runs.get(run_id)

@@ -1,8 +1,8 @@
 """Admission to a thread across processes: the thread's owner key and its FIFO of waiting runs.
 
 `ACQUIRE` reads and changes the owner key and the queue in one atomic step, so two processes can
-never both win a thread. `interrupt` and `rollback` jump the queue and stop the owner through the
-registry's `request_stop` (wherever the owner runs); `reject` fails unless the owner is already
+never both win a thread. `interrupt` and `rollback` jump the queue and stop the owner through
+`Stops.request` (wherever the owner runs); `reject` fails unless the owner is already
 stopping. A waiter sleeps until a `free` notification for its thread, re-checking at least every
 `lease / 3` seconds in case a notification was lost.
 
@@ -26,10 +26,10 @@ from ..errors import ThreadBusyError
 from ..handle import RunHandle
 from ..run import MultitaskStrategy
 from ..stop import StopRequest
-from .base import RunRegistry
 from .redis_context import RedisContext
-from .redis_runs import LocalRuns, RunIndex
+from .redis_runs import LocalRuns
 from .redis_signals import Waiters
+from .redis_stops import Stops
 
 __all__ = ["Admission"]
 
@@ -42,9 +42,8 @@ class Admission:
 
     ctx: RedisContext
     local: LocalRuns
-    index: RunIndex
     waiters: Waiters
-    registry: RunRegistry  # stops the owner a new run supersedes, wherever it runs
+    stops: Stops  # stops the owner a new run supersedes, wherever it runs
 
     async def acquire(self, handle: RunHandle, strategy: MultitaskStrategy) -> None:
         """See `RedisRunRegistry.acquire`."""
@@ -71,13 +70,14 @@ class Admission:
                 blocker = reply[1]
                 if blocker and strategy in ("interrupt", "rollback") and blocker not in stopped:
                     stopped.add(blocker)
-                    await self.registry.request_stop(
+                    await self.stops.request(
                         StopRequest(
                             mode="now" if strategy == "interrupt" else "rollback",
                             reason=f"superseded by run {run}",
                             requested_by="superseded",
                         ),
-                        run_id=blocker,
+                        blocker,
+                        None,
                     )
                 with anyio.move_on_after(ctx.lease / 3):
                     await freed.wait()
@@ -113,14 +113,3 @@ class Admission:
             raise ctx.unavailable(f"admit queued run {run_id!r} to its thread", exc) from exc
         if reply[0] == "busy":
             raise ThreadBusyError(thread_id, reply[1])
-
-    async def forget_queued(self, run_id: str, thread_id: str) -> None:
-        """See `RedisRunRegistry.forget_queued`."""
-        client = self.ctx.redis
-        if client is None:
-            return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self.ctx.timeout):
-            try:
-                await self.index.erase(client, run_id, thread_id, queued_only=True)
-            except RedisError as exc:
-                log.warning("could not free the place of queued run %s: %s", run_id, exc)

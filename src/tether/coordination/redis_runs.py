@@ -124,13 +124,33 @@ class RunIndex:
         if client is None:
             return
         self.local.unreleased[handle.run_id] = handle
+        if await self._erase_now(
+            client, handle.run_id, handle.thread_id, "could not release run %s in Redis (retrying)"
+        ):
+            self.local.unreleased.pop(handle.run_id, None)
+
+    async def forget_queued(self, run_id: str, thread_id: str) -> None:
+        """See `RedisRunRegistry.forget_queued`. Never raises; shielded, with the registry's
+        timeout."""
+        client = self.ctx.redis
+        if client is not None:
+            await self._erase_now(
+                client, run_id, thread_id, "could not free the place of queued run %s", queued=True
+            )
+
+    async def _erase_now(
+        self, client: aredis.Redis, run: str, thread: str, failed: str, *, queued: bool = False
+    ) -> bool:
+        """`erase`, shielded from cancellation and bounded by the registry's timeout; True once
+        done. A Redis error is logged (`failed % run`, then the error), not raised."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.ctx.timeout):
             try:
-                await self.erase(client, handle.run_id, handle.thread_id)
+                await self.erase(client, run, thread, queued_only=queued)
             except RedisError as exc:
-                log.warning("could not release run %s in Redis (retrying): %s", handle.run_id, exc)
-            else:
-                self.local.unreleased.pop(handle.run_id, None)
+                log.warning(f"{failed}: %s", run, exc)
+                return False
+            return True
+        return False
 
     async def retry_releases(self, client: aredis.Redis) -> None:
         """Erase the runs whose release is owed. Raises `RedisError` (the rest stay owed)."""

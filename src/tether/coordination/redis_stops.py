@@ -30,9 +30,8 @@ from ..handle import RunHandle
 from ..stop import StopRequest
 from .base import StopResult
 from .lost import end_unstarted_run
-from .redis_admission import Admission
 from .redis_context import RedisContext
-from .redis_runs import LocalRuns
+from .redis_runs import LocalRuns, RunIndex
 
 __all__ = ["Stops", "decode_stop", "encode_stop"]
 
@@ -43,7 +42,7 @@ class Stops:
 
     ctx: RedisContext
     local: LocalRuns
-    admission: Admission  # gives up the place of a queued run the stop took off the queue
+    index: RunIndex  # gives up the place of a queued run the stop took off the queue
 
     async def request(
         self, request: StopRequest, run_id: str | None, thread_id: str | None
@@ -115,7 +114,7 @@ class Stops:
         if ctx.run_queue is not None and await ctx.run_queue.cancel(run_id=run) is not None:
             if ctx.checkpointer is not None:
                 await end_unstarted_run(ctx.checkpointer, run, thread, stop=request)
-            await self.admission.forget_queued(run, thread)
+            await self.index.forget_queued(run, thread)
         return StopResult(accepted=True, run_id=run)
 
     async def _publish_intent(self, run: str, request: StopRequest) -> None:

@@ -229,11 +229,12 @@ def flush_now(handle: RunHandle) -> None:
         resolve(future)
 
 
-async def _wait_until(handle: RunHandle, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
-    """Sleep until `deadline` (`loop`'s clock; `loop` runs this), or until `flush_now(handle)`.
+async def _wait_until(handle: RunHandle, deadline: float) -> None:
+    """Sleep until `deadline` (the running loop's clock), or until `flush_now(handle)`.
 
     Cancellation: stops waiting; nothing else changes.
     """
+    loop = asyncio.get_running_loop()
     future = loop.create_future()
     timer = loop.call_at(deadline, resolve, future)
     waiting = _gathering.waiting.setdefault(handle, set())
@@ -272,7 +273,6 @@ class RunEventSource:
         # True when gathering is on and the last chunk held only text deltas of a live run: the
         # next chunk waits for the interval to end first.
         self._hold_next = False
-        self._loop: asyncio.AbstractEventLoop | None = None  # the writer's loop, once known
 
     async def next_chunk(self) -> bytes | None:
         """The next events as SSE bytes, None at the end.
@@ -293,21 +293,18 @@ class RunEventSource:
     async def _hold(self) -> None:
         """Wait until one interval after the previous chunk, unless the run is being stopped;
         `flush_now()` ends the wait at once."""
-        handle, loop = self.stream.handle, self._loop
+        handle = self.stream.handle
         assert handle is not None  # `_hold_next` is only set for a live run
-        assert loop is not None  # set by `_handed_out`
         due = self._written + gather_interval(_gathering.open, self._limit)
-        if not handle.token.requested and loop.time() < due:
-            await _wait_until(handle, due, loop)
+        if not handle.token.requested and asyncio.get_running_loop().time() < due:
+            await _wait_until(handle, due)
 
     def _handed_out(self, batch: list[Event]) -> None:
         """Note a chunk: when it went out, and whether the next one waits for the interval."""
         if not self._counted:
             self._counted = True
             _gathering.open += 1
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
-        self._written = loop.time()
+        self._written = asyncio.get_running_loop().time()
         self._hold_next = self.stream.handle is not None and all(
             type(event) is MessageDeltaEvent for event in batch
         )
