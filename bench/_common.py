@@ -28,6 +28,11 @@ def write_section(section: str, text: str) -> None:
     BENCHMARKS.write_text(current)
 
 
+def command_line() -> str:
+    """How this script was run, as a command to paste into a shell: `python` and its arguments."""
+    return "python " + " ".join(sys.argv)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The `q`-th percentile (0-100) of `values`, by nearest rank."""
     ordered = sorted(values)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import scratch_schema, write_section
+from _common import command_line, scratch_schema, write_section
 
 from tether.events import (
     CheckpointSaved,
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args(argv)
     results = anyio.run(run, args.n, args.steps, args.postgres_dsn)
-    command = "python " + " ".join(sys.argv)
+    command = command_line()
     floor = fsync_floor(args.postgres_dsn) if args.postgres_dsn else None
     text = report(results, delta_events_cost(), floor, args.tokens_per_second, args.steps, command)
     print(text)

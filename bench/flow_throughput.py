@@ -28,7 +28,6 @@ import datetime
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-from _common import write_section
+from _common import command_line, write_section
 
 from tether import InMemoryCheckpointer, RunFinished, StateGraph
 from tether.flow import Flow, FlowData
@@ -189,7 +188,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     rates = anyio.run(run, args.items, args.rounds)
-    text = report(rates, args.items, args.rounds, "python " + " ".join(sys.argv))
+    text = report(rates, args.items, args.rounds, command_line())
     print(text)
     if args.write:
         write_section(SECTION, text)

@@ -33,7 +33,7 @@ from typing import Any
 
 import anyio
 import httpx
-from _common import write_section
+from _common import command_line, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for `tests._llm`, when run as a script
@@ -187,7 +187,7 @@ def main() -> None:
     args = parser.parse_args()
     with server(args.base_url) as base_url:
         results = anyio.run(run, base_url, args.rounds)
-    text = report(results, args.rounds, "python " + " ".join(sys.argv))
+    text = report(results, args.rounds, command_line())
     print(text)
     if args.write:
         write_section(SECTION, text)

@@ -52,7 +52,9 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, percentile, write_section
+from _common import command_line, machine, percentile, write_section
+
+from tether.server.sse import FLUSH_INTERVAL
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "bench/server_load.py"
@@ -62,11 +64,9 @@ BODY = {"input": {"messages": [{"role": "user", "content": "go"}]}, "on_disconne
 # ---------------------------------------------------------------- server (child process)
 
 
-def serve(
-    fd: int, rate: float, tune: bool, http: str, loop: str, flush_interval: float | None
-) -> None:
+def serve(fd: int, rate: float, tune: bool, http: str, loop: str, flush_interval: float) -> None:
     """Run one uvicorn worker on the inherited socket `fd` (`http`, `loop`: uvicorn's options;
-    `flush_interval`: `create_app(sse_flush_interval=...)`, None for its default)."""
+    `flush_interval`: `create_app(sse_flush_interval=...)`)."""
     import anyio
     import uvicorn
 
@@ -98,8 +98,7 @@ def serve(
     from tether.server import create_app, tune_gc
 
     agent = Agent(PacedModel(), checkpointer=InMemoryCheckpointer(), name="bench")
-    options = {} if flush_interval is None else {"sse_flush_interval": flush_interval}
-    api = create_app(agent, ui=False, **options)
+    api = create_app(agent, ui=False, sse_flush_interval=flush_interval)
     config = uvicorn.Config(
         api,
         http=http,
@@ -326,7 +325,7 @@ def run_one(n: int, rate: float, tune: bool, args: argparse.Namespace) -> Result
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve-fd", str(sock.fileno()), "--rate", str(rate)]
         + ["--http", args.http, "--loop", args.loop]
-        + ([] if args.flush_interval is None else ["--flush-interval", str(args.flush_interval)])
+        + ["--flush-interval", str(args.flush_interval)]
         + ([] if tune else ["--default-gc"]),
         pass_fds=(sock.fileno(),),
         cwd=ROOT,
@@ -359,7 +358,7 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> str:
         "`Agent` whose model streams tokens at a fixed rate per stream, forever; in-memory "
         "storage; loopback. Client: one asyncio process (raw sockets for the streams, httpx for "
         "the cancels) on the same machine.",
-        f"- Command: `python bench/server_load.py {command(args)} --write`",
+        f"- Command: `{command_line()}`",
         f"- Date: {datetime.date.today().isoformat()}; the machine is shared with other work: "
         "each row gives the 1-minute load average just before it",
         "- Cancel latency: from sending `POST .../runs/{run_id}/cancel` to the client having read "
@@ -388,20 +387,6 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> str:
         f"<!-- /{SECTION} -->",
     ]
     return "\n".join(lines)
-
-
-def command(args: argparse.Namespace) -> str:
-    """The options this run was given, as a command line."""
-    words = [f"--streams {args.streams}"]
-    if any("@" not in spec for spec in args.streams.split(",")):
-        words.append(f"--rate {args.rate:g}")
-    words.append(f"--samples {args.samples} --window {args.window:g}")
-    words.append(f"--max-seconds {args.max_seconds:g}")
-    if args.http != "auto" or args.loop != "auto":
-        words.append(f"--http {args.http} --loop {args.loop}")
-    if args.flush_interval is not None:
-        words.append(f"--flush-interval {args.flush_interval:g}")
-    return " ".join(words)
 
 
 def impl(args: argparse.Namespace) -> str:
@@ -443,7 +428,8 @@ def main() -> None:
     parser.add_argument(
         "--flush-interval",
         type=float,
-        help="the server's create_app(sse_flush_interval=...) in seconds (default: its default)",
+        default=FLUSH_INTERVAL,
+        help="the server's create_app(sse_flush_interval=...) in seconds (default: %(default)s)",
     )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
